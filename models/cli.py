@@ -1,0 +1,70 @@
+"""`python -m models render ...`: one take to an MP4, with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import ModelsError
+from .request import RenderRequest
+from .specs import MODES, SPECS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m models", description="HuMo inference engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("render", help="render one take to an MP4 with its audio")
+    r.add_argument("--checkpoint", default="tiny", choices=sorted(SPECS), help="model spec (default: tiny)")
+    r.add_argument("--prompt", required=True)
+    r.add_argument("--negative-prompt", default=None, help="default: the checkpoint's")
+    r.add_argument("--mode", default=None, choices=MODES, help="default: from the inputs given")
+    r.add_argument("--image", default=None, help="reference image (modes with I)")
+    r.add_argument("--audio", default=None, help="audio track (modes with A)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--width", type=int, default=None)
+    r.add_argument("--height", type=int, default=None)
+    r.add_argument("--frames", type=int, default=None, help="4k+1 (default: the checkpoint's)")
+    r.add_argument("--steps", type=int, default=None)
+    r.add_argument("--shift", type=float, default=None)
+    r.add_argument("--scale-text", type=float, default=None)
+    r.add_argument("--scale-audio", type=float, default=None)
+    r.add_argument("--scale-image", type=float, default=None)
+    r.add_argument("--weights", default=None, help="weights folder in the official layout (or $HUMO_WEIGHTS)")
+    r.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    r.add_argument("-o", "--output", required=True, help="the MP4 to write; a .jpg thumbnail goes beside it")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    mode = args.mode or "T" + ("I" if args.image else "") + ("A" if args.audio else "")
+    request = RenderRequest(
+        prompt=args.prompt, checkpoint=args.checkpoint, mode=mode, image=args.image, audio=args.audio,
+        negative_prompt=args.negative_prompt, seed=args.seed, width=args.width, height=args.height,
+        frames=args.frames, steps=args.steps, shift=args.shift, scale_text=args.scale_text,
+        scale_audio=args.scale_audio, scale_image=args.scale_image,
+    )
+    from . import load_pipeline  # heavy imports after the arguments parse
+
+    output = Path(args.output)
+    try:
+        resolved = request.resolved()  # bad input fails before any model loads
+        pipeline = load_pipeline(resolved.spec.name, args.weights, args.device)
+        with tqdm(total=resolved.steps, desc=f"{resolved.spec.name} {resolved.mode}", unit="step") as bar:
+            result = pipeline.render(resolved, lambda i, n: bar.update(i - bar.n))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        thumbnail = output.with_suffix(".jpg")
+        result.write(output, thumbnail)
+    except ModelsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = {"output": str(output), "thumbnail": str(thumbnail), "audio": result.audio_fit.action,
+               "seconds": {k: round(v, 3) for k, v in result.timings.items()}}
+    print(json.dumps(summary))
+    return 0

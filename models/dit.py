@@ -1,0 +1,284 @@
+"""The HuMo diffusion transformer: Wan2.1 blocks plus audio cross-attention in every block.
+
+Module and parameter names equal the official checkpoint's keys (see
+shared/reference/humo_checkpoint_keys.json), so a state dict loads with no renaming.
+
+Precision follows Wan: the residual stream, the time embedding, the modulation and the
+output head stay in float32; the big matrix products run in the weights' dtype (bf16 on
+GPU). Shapes: B batch, L video tokens, C model width, N heads, D head width, F latent
+frames, S = H*W tokens per latent frame, T audio tokens per latent frame.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .specs import DiTConfig
+
+
+def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
+    """[B] timesteps -> [B, dim] (cos | sin), computed in float64 as Wan does."""
+    half = dim // 2
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    angles = torch.outer(t.to(torch.float64), freqs)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+@lru_cache(maxsize=16)
+def rope_tables(
+    grid: tuple[int, int, int], head_dim: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of Wan's 3-axis RoPE for a (F, H, W) token grid: two [L, 1, D/2] tables.
+
+    The head's D/2 rotation pairs split into frame, height and width parts
+    (D/2 - 2*(D/2//3), D/2//3, D/2//3); each axis uses theta 10000 over its own width.
+    Computed once per grid and device.
+    """
+    f, h, w = grid
+    pairs = head_dim // 2
+    split = (pairs - 2 * (pairs // 3), pairs // 3, pairs // 3)
+
+    def axis_angles(n: int, n_pairs: int) -> torch.Tensor:
+        inv = 1.0 / torch.pow(10000.0, torch.arange(0, 2 * n_pairs, 2, dtype=torch.float64) / (2 * n_pairs))
+        return torch.outer(torch.arange(n, dtype=torch.float64), inv)  # [n, n_pairs]
+
+    af, ah, aw = (axis_angles(n, p) for n, p in zip((f, h, w), split))
+    angles = torch.cat(
+        [
+            af[:, None, None, :].expand(f, h, w, -1),
+            ah[None, :, None, :].expand(f, h, w, -1),
+            aw[None, None, :, :].expand(f, h, w, -1),
+        ],
+        dim=-1,
+    ).reshape(f * h * w, 1, pairs)
+    return (
+        torch.cos(angles).to(device=device, dtype=torch.float32),
+        torch.sin(angles).to(device=device, dtype=torch.float32),
+    )
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent pairs of [B, L, N, D] by the tables; float32 math, input dtype out."""
+    xf = x.float().unflatten(-1, (-1, 2))
+    even, odd = xf[..., 0], xf[..., 1]
+    out = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    """Wan's RMSNorm over the full width (before the head split); float32 inside."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return xf.to(x.dtype) * self.weight
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 whatever the weights' dtype; returns float32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """[B, Lq, N, D] x [B, Lk, N, D] -> [B, Lq, N, D] through PyTorch's fused SDPA."""
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """q/k/v/o projections with qk RMSNorm; self-attention with RoPE or cross-attention."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float, kv_dim: int | None = None):
+        super().__init__()
+        kv_dim = kv_dim or dim
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(kv_dim, dim)
+        self.v = nn.Linear(kv_dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = RMSNorm(dim, eps)
+        self.norm_k = RMSNorm(dim, eps)
+
+    def project(self, x: torch.Tensor, context: torch.Tensor):
+        dtype = self.q.weight.dtype
+        x, context = x.to(dtype), context.to(dtype)
+        n = self.num_heads
+        q = self.norm_q(self.q(x)).unflatten(-1, (n, -1))  # [B, Lq, N, D]
+        k = self.norm_k(self.k(context)).unflatten(-1, (n, -1))  # [B, Lk, N, D]
+        v = self.v(context).unflatten(-1, (n, -1))
+        return q, k, v
+
+    def self_attention(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        q, k, v = self.project(x, x)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return self.o(attention(q, k, v).flatten(2))
+
+    def cross_attention(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.project(x, context)
+        return self.o(attention(q, k, v).flatten(2))
+
+    def framewise_attention(self, x: torch.Tensor, audio: torch.Tensor, frames: int) -> torch.Tensor:
+        """Each latent frame's S video tokens attend only to that frame's T audio tokens."""
+        q, k, v = self.project(x, audio)
+        b = q.shape[0]
+        q = q.flatten(0, 1).unflatten(0, (b * frames, -1))  # [B*F, S, N, D]
+        k = k.flatten(0, 1).unflatten(0, (b * frames, -1))  # [B*F, T, N, D]
+        v = v.flatten(0, 1).unflatten(0, (b * frames, -1))
+        out = attention(q, k, v).unflatten(0, (b, frames)).flatten(1, 2)  # [B, L, N, D]
+        return self.o(out.flatten(2))
+
+
+class AudioCrossAttentionWrapper(nn.Module):
+    def __init__(self, dim: int, audio_dim: int, num_heads: int, eps: float):
+        super().__init__()
+        self.audio_cross_attn = Attention(dim, num_heads, eps, kv_dim=audio_dim)
+        self.norm1_audio = LayerNorm(dim, eps, elementwise_affine=True)
+
+    def forward(self, x: torch.Tensor, audio: torch.Tensor, frames: int) -> torch.Tensor:
+        return self.audio_cross_attn.framewise_attention(self.norm1_audio(x), audio, frames)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        dim, eps = cfg.dim, cfg.eps
+        self.norm1 = LayerNorm(dim, eps, elementwise_affine=False)
+        self.self_attn = Attention(dim, cfg.num_heads, eps)
+        self.norm3 = LayerNorm(dim, eps, elementwise_affine=True)
+        self.cross_attn = Attention(dim, cfg.num_heads, eps)
+        self.norm2 = LayerNorm(dim, eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(nn.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        self.audio_cross_attn_wrapper = AudioCrossAttentionWrapper(dim, cfg.audio_dim, cfg.num_heads, eps)
+
+    def forward(self, x, e, context, audio, rope, frames):
+        # x [B, L, C] float32; e [B, 6, C] float32; context [B, text_len, C]; audio [B, F*T, A]
+        dtype = self.ffn[0].weight.dtype
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).unbind(1)
+        h = self.norm1(x) * (1 + scale1[:, None]) + shift1[:, None]
+        x = x + self.self_attn.self_attention(h.to(dtype), rope).float() * gate1[:, None]
+        x = x + self.cross_attn.cross_attention(self.norm3(x), context).float()
+        x = x + self.audio_cross_attn_wrapper(x, audio, frames).float()
+        h = self.norm2(x) * (1 + scale2[:, None]) + shift2[:, None]
+        return x + self.ffn(h.to(dtype)).float() * gate2[:, None]
+
+
+class Head(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.norm = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
+        self.head = nn.Linear(cfg.dim, math.prod(cfg.patch_size) * cfg.out_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        shift, scale = (self.modulation.float() + e[:, None]).unbind(1)
+        h = self.norm(x) * (1 + scale[:, None]) + shift[:, None]
+        return F.linear(h, self.head.weight.float(), self.head.bias.float())
+
+
+class AdapterLayer(nn.Module):
+    """Holds one layer under `.layer`, the official audio_proj's key layout."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+class AudioProjection(nn.Module):
+    """A latent frame's window of Whisper features [W, 5, A_in] -> T audio tokens [T, A]."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        in_dim = cfg.audio_window * cfg.audio_blocks * cfg.audio_channels
+        self.tokens, self.out_dim = cfg.audio_tokens, cfg.audio_dim
+        self.audio_proj_glob_1 = AdapterLayer(nn.Linear(in_dim, cfg.audio_hidden))
+        self.audio_proj_glob_2 = AdapterLayer(nn.Linear(cfg.audio_hidden, cfg.audio_hidden))
+        self.audio_proj_glob_3 = AdapterLayer(nn.Linear(cfg.audio_hidden, cfg.audio_tokens * cfg.audio_dim))
+        self.audio_proj_glob_norm = AdapterLayer(LayerNorm(cfg.audio_dim, 1e-5, elementwise_affine=True))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        # windows [B, F, W, 5, A_in] -> tokens [B, F*T, A]
+        b, f = windows.shape[:2]
+        h = windows.flatten(2).to(self.audio_proj_glob_1.layer.weight.dtype)
+        h = torch.relu(self.audio_proj_glob_1(h))
+        h = torch.relu(self.audio_proj_glob_2(h))
+        h = self.audio_proj_glob_3(h).unflatten(-1, (self.tokens, self.out_dim))
+        return self.audio_proj_glob_norm(h).reshape(b, f * self.tokens, self.out_dim)
+
+
+class HumoDiT(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        dim = cfg.dim
+        self.patch_embedding = nn.Conv3d(cfg.in_dim, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.head = Head(cfg)
+        self.audio_proj = AudioProjection(cfg)
+
+    def embed_text(self, text: torch.Tensor) -> torch.Tensor:
+        """[B, text_len, text_dim] (zero-padded umT5 states) -> [B, text_len, C]."""
+        return self.text_embedding(text.to(self.text_embedding[0].weight.dtype))
+
+    def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B] timesteps -> e [B, C] and the six modulations e0 [B, 6, C], in float32."""
+        h = sinusoidal_embedding(self.cfg.freq_dim, t).float()
+        for layer in self.time_embedding:
+            h = F.linear(h, layer.weight.float(), layer.bias.float()) if isinstance(layer, nn.Linear) else layer(h)
+        proj = self.time_projection[1]
+        e0 = F.linear(F.silu(h), proj.weight.float(), proj.bias.float()).unflatten(1, (6, -1))
+        return h, e0
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        text: torch.Tensor,
+        audio_windows: torch.Tensor,
+    ) -> torch.Tensor:
+        """Predict the flow velocity.
+
+        x: [B, in_dim, F, H, W] latents (plus conditioning channels for 17B);
+        t: [B] timesteps in [0, 1000); text: [B, text_len, text_dim];
+        audio_windows: [B, F, W, 5, A_in] Whisper feature windows, one per latent frame.
+        Returns [B, out_dim, F, H, W] in float32.
+        """
+        b, _, f, hh, ww = x.shape
+        pt, ph, pw = self.cfg.patch_size
+        grid = (f // pt, hh // ph, ww // pw)
+        # 1. patchify: [B, C, F, H/2, W/2] -> [B, L, C], float32 residual stream
+        w = self.patch_embedding.weight
+        tokens = self.patch_embedding(x.to(w.dtype)).flatten(2).transpose(1, 2).float()
+        # 2. conditioning
+        e, e0 = self.embed_time(t)
+        context = self.embed_text(text)
+        audio = self.audio_proj(audio_windows)  # [B, F*T, A]
+        rope = rope_tables(grid, self.cfg.head_dim, tokens.device)
+        # 3. blocks
+        for block in self.blocks:
+            tokens = block(tokens, e0, context, audio, rope, grid[0])
+        # 4. head and unpatchify: [B, L, pt*ph*pw*out] -> [B, out, F, H, W]
+        out = self.head(tokens, e)
+        out = out.view(b, *grid, pt, ph, pw, self.cfg.out_dim)
+        out = torch.einsum("bfhwpqrc->bcfphqwr", out)
+        return out.reshape(b, self.cfg.out_dim, f, hh, ww)

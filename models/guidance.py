@@ -1,0 +1,71 @@
+"""Time-adaptive classifier-free guidance, per checkpoint and mode.
+
+Every HuMo guidance rule is a chain of passes from least to most conditioned,
+c0, c1, ..., ck, combined as  c0 + sum_i s_i * (c_i - c_{i-1}).
+
+1.7B (image by overwriting the reference frame), defaults text 7.0, audio 7.5, image 4.0:
+  TIA: null -> text -> text+audio -> text+audio+image     (4 passes)
+  TA:  null -> text -> text+audio                          (3 passes)
+17B (image by channel concat), defaults text 5.0, audio 5.5:
+  TIA, t > 980: image -> text+image -> text+image+audio    (negative keeps the image)
+  TIA, later:   null  -> text+image -> text+image+audio    (text scale - 2)
+  TA:  null -> text -> text+audio
+The reference ships TA and TIA; T and TI follow the same rules without the missing input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .specs import ModelSpec
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Which inputs one DiT pass sees; an absent input is its null (empty prompt, zeros)."""
+
+    text: bool
+    image: bool
+    audio: bool
+
+
+@dataclass(frozen=True)
+class Scales:
+    text: float
+    audio: float
+    image: float
+
+
+def default_scales(spec: ModelSpec) -> Scales:
+    g = spec.guidance
+    return Scales(text=g.text, audio=g.audio, image=g.image)
+
+
+def passes_for(spec: ModelSpec, mode: str, t: float, scales: Scales | None = None) -> list[tuple[Condition, float]]:
+    """The chain for one step: [(condition, scale)], the first one's scale unused (0)."""
+    s = scales or default_scales(spec)
+    image, audio = "I" in mode, "A" in mode
+    if spec.image_conditioning == "overwrite" or not image:
+        chain = [(Condition(False, False, False), 0.0), (Condition(True, False, False), s.text)]
+        if audio:
+            chain.append((Condition(True, False, True), s.audio))
+        if image:
+            chain.append((Condition(True, True, audio), s.image))
+        return chain
+    # channel-concat image conditioning (17B): the image joins the text pass
+    g = spec.guidance
+    early = g.switch_timestep is not None and t > g.switch_timestep
+    negative = Condition(False, True, False) if early else Condition(False, False, False)
+    text_scale = s.text if early else s.text - g.late_text_drop
+    chain = [(negative, 0.0), (Condition(True, True, False), text_scale)]
+    if audio:
+        chain.append((Condition(True, True, True), s.audio))
+    return chain
+
+
+def combine(predictions: list, scales: list[float]):
+    """c0 + sum_i s_i (c_i - c_{i-1}) over the chain's predictions."""
+    out = predictions[0]
+    for prev, cur, scale in zip(predictions, predictions[1:], scales[1:]):
+        out = out + scale * (cur - prev)
+    return out

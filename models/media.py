@@ -1,0 +1,141 @@
+"""Reading the reference image and audio, writing the clip (PyAV) and its thumbnail.
+
+Inputs are checked here, at the edge: an unreadable or unsupported file is an InputError
+naming the field and the format found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+AUDIO_RATE = 16_000  #: Hz, what Whisper hears
+MUX_RATE = 48_000  #: Hz, the clip's AAC track
+
+
+def load_image(path: str | Path, width: int, height: int) -> torch.Tensor:
+    """Letterbox the image into width x height on white, as the reference does.
+
+    Returns [3, height, width] float32 in [-1, 1].
+    """
+    try:
+        with Image.open(path) as img:
+            if img.format not in IMAGE_FORMATS:
+                raise InputError("image", f"unsupported image format {img.format}; use one of {', '.join(IMAGE_FORMATS)}")
+            img = ImageOps.exif_transpose(img).convert("RGB")
+    except FileNotFoundError:
+        raise InputError("image", f"file not found: {path}") from None
+    except UnidentifiedImageError:
+        raise InputError("image", f"{Path(path).name} is not a readable image; use PNG, JPEG or WEBP") from None
+    except OSError as exc:
+        raise InputError("image", f"{Path(path).name} could not be decoded ({exc}); re-export it as PNG or JPEG") from None
+    scale = min(width / img.width, height / img.height)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    img = img.resize(size, Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    canvas.paste(img, ((width - size[0]) // 2, (height - size[1]) // 2))
+    pixels = torch.from_numpy(np.asarray(canvas, dtype=np.float32)).permute(2, 0, 1)
+    return pixels / 127.5 - 1.0
+
+
+def load_audio(path: str | Path, rate: int = AUDIO_RATE) -> torch.Tensor:
+    """Decode any audio FFmpeg reads to mono float32 samples at `rate`: [N]."""
+    name = Path(path).name
+    if not Path(path).is_file():
+        raise InputError("audio", f"file not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise InputError("audio", f"{name} ({container.format.name}) has no audio stream; give a WAV, MP3, FLAC or M4A file")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            chunks = []
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+    except InputError:
+        raise
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise InputError("audio", f"{name} is not a readable audio file ({exc}); give a WAV, MP3, FLAC or M4A file") from None
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if samples.size == 0:
+        raise InputError("audio", f"{name} holds no audio samples")
+    return torch.from_numpy(samples.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class AudioFit:
+    """How the audio track was fitted to the clip."""
+
+    action: str  #: "trimmed", "padded", "exact" or "none"
+    audio_seconds: float
+    clip_seconds: float
+
+
+def fit_audio(samples: torch.Tensor | None, rate: int, frames: int, fps: int) -> tuple[torch.Tensor | None, AudioFit]:
+    clip_seconds = frames / fps
+    if samples is None:
+        return None, AudioFit("none", 0.0, clip_seconds)
+    want = round(clip_seconds * rate)
+    have = samples.numel()
+    if have > want:
+        return samples[:want], AudioFit("trimmed", have / rate, clip_seconds)
+    if have < want:
+        return torch.cat([samples, samples.new_zeros(want - have)]), AudioFit("padded", have / rate, clip_seconds)
+    return samples, AudioFit("exact", have / rate, clip_seconds)
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] uint8."""
+    v = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return v.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: int, audio: torch.Tensor | None, audio_rate: int) -> None:
+    """H.264 yuv420p video at `fps`, with the audio as AAC when given."""
+    with av.open(str(path), mode="w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height = frames.shape[2], frames.shape[1]
+        video.pix_fmt = "yuv420p"
+        video.options = {"crf": "18", "preset": "medium"}
+        astream = None
+        if audio is not None:
+            astream = out.add_stream("aac", rate=MUX_RATE, layout="mono")
+        for image in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        if astream is not None:
+            _mux_audio(out, astream, audio, audio_rate)
+
+
+def _mux_audio(out, stream, samples: torch.Tensor, rate: int) -> None:
+    frame = av.AudioFrame.from_ndarray(samples.numpy().astype(np.float32)[None], format="flt", layout="mono")
+    frame.sample_rate = rate
+    frame.time_base = Fraction(1, rate)
+    frame.pts = 0
+    resampler = av.AudioResampler(format="fltp", layout="mono", rate=MUX_RATE, frame_size=stream.codec_context.frame_size or 1024)
+    for chunk in [*resampler.resample(frame), *resampler.resample(None)]:
+        for packet in stream.encode(chunk):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+
+
+def write_thumbnail(path: str | Path, frames: np.ndarray, max_side: int = 512) -> None:
+    """The middle frame as a JPEG, at most max_side pixels on its long side."""
+    img = Image.fromarray(frames[len(frames) // 2])
+    img.thumbnail((max_side, max_side))
+    img.save(path, format="JPEG", quality=90)

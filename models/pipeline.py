@@ -1,0 +1,233 @@
+"""The HuMo pipeline: encoders, DiT, sampler and VAE, loaded once, rendering many takes.
+
+render(request, on_step):
+1. Encode the inputs once per take: prompt and negative prompt (umT5), audio windows
+   (Whisper), reference latent (VAE).
+2. Denoise: for each of `steps` timesteps, run the guidance chain's DiT passes, combine
+   them, step the UniPC sampler; call on_step(i, n) after every step.
+3. Drop the reference frame, decode with the VAE, fit the audio to the clip.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import media
+from .audio import AudioEncoder, windows
+from .checkpoints import load_into, open_checkpoint
+from .dit import HumoDiT
+from .errors import CheckpointError, InputError
+from .guidance import Condition, combine, passes_for
+from .request import RenderRequest, ResolvedRequest
+from .sampler import make_scheduler, model_timesteps
+from .specs import ModelSpec, get_spec
+from .text import TextEncoder, build_text_encoder
+from .text import official_key_map as text_key_map
+from .vae import VideoVAE, build_vae
+from .vae import official_key_map as vae_key_map
+
+log = logging.getLogger(__name__)
+
+OnStep = Callable[[int, int], None]
+
+
+@dataclass
+class Inputs:
+    """Everything the denoising loop needs besides the latents, on the DiT's device."""
+
+    text: torch.Tensor  #: [1, text_len, text_dim]
+    negative: torch.Tensor  #: [1, text_len, text_dim]
+    audio: torch.Tensor  #: [1, F+1, 8, 5, A] windows (zeros where there is no audio)
+    reference: torch.Tensor  #: [16, 1, h, w] clean reference latent (zeros without an image)
+    samples: torch.Tensor | None  #: 16 kHz mono audio, for muxing
+    zero_latents: torch.Tensor | None = None  #: [16, F+1, h, w] VAE of a zero video (concat)
+
+
+@dataclass
+class RenderResult:
+    request: ResolvedRequest
+    video: torch.Tensor  #: [3, frames, height, width] in [-1, 1], on the CPU
+    latents: torch.Tensor  #: [16, F, h, w] final latents, reference frame dropped
+    audio: torch.Tensor | None  #: mono samples fitted to the clip's length
+    audio_fit: media.AudioFit
+    timings: dict[str, float] = field(default_factory=dict)  #: seconds per stage
+
+    def write(self, mp4: str | Path, thumbnail: str | Path | None = None) -> None:
+        frames = media.to_uint8_frames(self.video)
+        media.write_mp4(mp4, frames, self.request.spec.fps, self.audio, media.AUDIO_RATE)
+        if thumbnail is not None:
+            media.write_thumbnail(thumbnail, frames)
+
+
+class Pipeline:
+    def __init__(self, spec: ModelSpec, dit: HumoDiT, vae: VideoVAE, text: TextEncoder,
+                 audio: AudioEncoder, *, device: torch.device, zero_latent_files: list[Path] = ()):
+        self.spec, self.dit, self.vae, self.text, self.audio = spec, dit.eval(), vae, text, audio
+        self.device = torch.device(device)
+        self.zero_latent_files = list(zero_latent_files)
+        self._zero_cache: dict[tuple[int, int, int], torch.Tensor] = {}
+        #: run all guidance passes of a step as one batch (more memory, fewer launches)
+        self.batch_passes = False
+
+    # -- loading ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, checkpoint: str, weights: str | Path, *, device: str | torch.device | None = None,
+             dtype: torch.dtype | None = None) -> "Pipeline":
+        """Build every model on the meta device and stream the official files into it."""
+        spec = get_spec(checkpoint)
+        weights = Path(weights)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        files = spec.files
+        keep_on = device if device.type == "cpu" else torch.device("cpu")  # encoders wait on the CPU
+
+        with torch.device("meta"):
+            dit = HumoDiT(spec.dit)
+        top_level = {name for name, _ in dit.named_children()}
+        load_into(dit, open_checkpoint(weights / files.dit), device=device, dtype=dtype,
+                  extra_ok=lambda k: spec.extra_top_level_ok and k.split(".")[0] not in top_level)
+
+        with torch.device("meta"):
+            vae_model = build_vae(spec.vae)
+        load_into(vae_model, open_checkpoint(weights / files.vae), rename=vae_key_map(vae_model, spec.vae),
+                  device=device, dtype=torch.float32 if device.type == "cpu" else torch.bfloat16)
+
+        with torch.device("meta"):
+            t5 = build_text_encoder(spec.text)
+        load_into(t5, open_checkpoint(weights / files.text), rename=text_key_map(spec.text), device=keep_on, dtype=dtype)
+        tokenizer_dir = weights / files.tokenizer
+        if not tokenizer_dir.is_dir():
+            raise CheckpointError(f"{tokenizer_dir}: tokenizer folder not found")
+        text = TextEncoder(t5, TextEncoder.tokenizer_from(str(tokenizer_dir)), spec.dit.text_len)
+
+        audio = AudioEncoder.from_folder(weights / files.whisper)
+        audio.encoder.to(keep_on)
+        zero_files = [weights / f for f in files.zero_latents if (weights / f).is_file()]
+        return cls(spec, dit, VideoVAE(vae_model), text, audio, device=device, zero_latent_files=zero_files)
+
+    # -- step 1: inputs ---------------------------------------------------------------------
+    @contextmanager
+    def _on_device(self, module: torch.nn.Module):
+        """Move an encoder onto the DiT's device for the call, and back off it after."""
+        home = next(module.parameters()).device
+        module.to(self.device)
+        try:
+            yield
+        finally:
+            module.to(home)
+
+    def encode_inputs(self, req: ResolvedRequest) -> Inputs:
+        with self._on_device(self.text.model):
+            text, negative = self.text.encode([req.prompt, req.negative_prompt]).to(self.device).split(1)
+        height, width = req.height // 8, req.width // 8
+        samples = media.load_audio(req.audio) if req.audio else None
+        if samples is not None:
+            with self._on_device(self.audio.encoder):
+                feats = self.audio.features(samples)
+        else:
+            feats = torch.zeros(req.frames, 5, self.spec.dit.audio_channels)
+        wins = windows(feats, req.frames)  # [F, 8, 5, A]
+        wins = torch.cat([wins, wins.new_zeros(1, *wins.shape[1:])])  # the reference frame hears nothing
+        reference = torch.zeros(self.spec.vae.z_dim, 1, height, width, device=self.device)
+        if req.image:
+            pixels = media.load_image(req.image, req.width, req.height)
+            reference = self.vae.encode(pixels[None, :, None])[0].to(self.device)
+        zero = None
+        if self.spec.image_conditioning == "concat":
+            zero = self.zero_latents(req.height, req.width, req.latent_frames + 1)
+        return Inputs(text=text, negative=negative, audio=wins[None].to(self.device), reference=reference,
+                      samples=samples, zero_latents=zero)
+
+    def zero_latents(self, height: int, width: int, latent_frames: int) -> torch.Tensor:
+        """VAE latents of an all-zero video: from the shipped files when they fit, else computed."""
+        key = (height, width, latent_frames)
+        if key not in self._zero_cache:
+            found = None
+            for path in self.zero_latent_files:
+                z = torch.load(path, map_location="cpu", weights_only=True)
+                if z.ndim == 5:
+                    z = z[0]
+                if z.shape[2:] == (height // 8, width // 8) and z.shape[1] >= latent_frames:
+                    found = z[:, :latent_frames].float()
+                    break
+            if found is None:  # causal VAE: the first n latents of any zero video are the same
+                zeros = torch.zeros(1, 3, 4 * (latent_frames - 1) + 1, height, width)
+                found = self.vae.encode(zeros)[0]
+            self._zero_cache[key] = found.to(self.device)
+        return self._zero_cache[key]
+
+    # -- step 2: denoise --------------------------------------------------------------------
+    def _pass_input(self, latents: torch.Tensor, cond: Condition, inputs: Inputs) -> torch.Tensor:
+        """The DiT's input for one pass: [C_in, F+1, h, w]."""
+        if self.spec.image_conditioning == "overwrite":
+            ref = inputs.reference if cond.image else torch.zeros_like(inputs.reference)
+            return torch.cat([latents[:, :-1], ref], dim=1)
+        zero = inputs.zero_latents
+        mask = torch.zeros(4, *latents.shape[1:], device=latents.device)
+        mask[:, -1] = 1
+        cond_latent = torch.cat([zero[:, :-1], inputs.reference], dim=1) if cond.image else zero
+        return torch.cat([latents, mask, cond_latent], dim=0)
+
+    def _predict(self, latents: torch.Tensor, t: torch.Tensor, chain, inputs: Inputs) -> torch.Tensor:
+        def batch(conds):
+            x = torch.stack([self._pass_input(latents, c, inputs) for c in conds])
+            text = torch.cat([inputs.text if c.text else inputs.negative for c in conds])
+            audio = torch.cat([inputs.audio if c.audio else torch.zeros_like(inputs.audio) for c in conds])
+            return self.dit(x, t.expand(len(conds)), text, audio)
+
+        conds, scales = [c for c, _ in chain], [s for _, s in chain]
+        if self.batch_passes:
+            preds = list(batch(conds).unbind(0))
+        else:
+            preds = [batch([c])[0] for c in conds]
+        return combine(preds, scales)
+
+    @torch.no_grad()
+    def denoise(self, req: ResolvedRequest, inputs: Inputs, on_step: OnStep | None = None) -> torch.Tensor:
+        """Returns the final latents [16, F+1, h, w] (reference frame still last)."""
+        shape = (self.spec.vae.z_dim, req.latent_frames + 1, req.height // 8, req.width // 8)
+        generator = torch.Generator(device=self.device).manual_seed(req.seed)
+        latents = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
+        scheduler = make_scheduler(req.steps, req.shift)
+        timesteps = model_timesteps(scheduler)
+        for i, t in enumerate(timesteps):
+            chain = passes_for(self.spec, req.mode, float(t), req.scales)
+            pred = self._predict(latents, t.to(self.device)[None], chain, inputs)
+            latents = scheduler.step(pred[None], scheduler.timesteps[i], latents[None], return_dict=False)[0][0]
+            if on_step is not None:
+                on_step(i + 1, len(timesteps))
+        return latents
+
+    # -- the whole take ---------------------------------------------------------------------
+    @torch.no_grad()
+    def render(self, request: RenderRequest | ResolvedRequest, on_step: OnStep | None = None) -> RenderResult:
+        req = request.resolved() if isinstance(request, RenderRequest) else request
+        if req.spec.name != self.spec.name:
+            raise InputError("checkpoint", f"this pipeline holds {self.spec.name}, the request asks for {req.spec.name}")
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            now = time.perf_counter()
+            timings[name] = now - clock
+            clock = now
+
+        inputs = self.encode_inputs(req)
+        lap("encode")
+        latents = self.denoise(req, inputs, on_step)
+        lap("denoise")
+        latents = latents[:, :-1]
+        video = self.vae.decode(latents[None])[0].cpu()
+        lap("decode")
+        audio, fit = media.fit_audio(inputs.samples, media.AUDIO_RATE, req.frames, req.spec.fps)
+        return RenderResult(req, video, latents.cpu(), audio, fit, timings)

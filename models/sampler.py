@@ -1,0 +1,32 @@
+"""The flow-matching UniPC sampler (diffusers), on Wan's exact schedule.
+
+Wan's solver spaces sigmas linearly from 0.999 to 0 (excluding 0), shifts them by
+s' = shift*s / (1 + (shift-1)*s) and feeds the DiT integer timesteps int(1000 s').
+diffusers' own flow spacing starts at 1.0, so we pass Wan's sigmas explicitly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import UniPCMultistepScheduler
+
+TRAIN_TIMESTEPS = 1000
+
+
+def make_scheduler(steps: int, shift: float) -> UniPCMultistepScheduler:
+    scheduler = UniPCMultistepScheduler(
+        num_train_timesteps=TRAIN_TIMESTEPS,
+        solver_order=2,
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=shift,
+    )
+    base = np.linspace(1 - 1 / TRAIN_TIMESTEPS, 0, steps + 1)[:-1]
+    scheduler.set_timesteps(sigmas=base)
+    return scheduler
+
+
+def model_timesteps(scheduler: UniPCMultistepScheduler) -> torch.Tensor:
+    """The integer timesteps Wan's DiT sees at each step."""
+    return scheduler.timesteps.to(torch.float64).floor().to(torch.int64)
