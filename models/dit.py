@@ -30,10 +30,8 @@ def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
 
 
 @lru_cache(maxsize=16)
-def rope_tables(
-    grid: tuple[int, int, int], head_dim: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin of Wan's 3-axis RoPE for a (F, H, W) token grid: two [L, 1, D/2] tables.
+def rope_table(grid: tuple[int, int, int], head_dim: int, device: torch.device) -> torch.Tensor:
+    """Wan's 3-axis RoPE for a (F, H, W) token grid: (cos, sin) pairs [L, 1, D/2, 2].
 
     The head's D/2 rotation pairs split into frame, height and width parts
     (D/2 - 2*(D/2//3), D/2//3, D/2//3); each axis uses theta 10000 over its own width.
@@ -56,18 +54,19 @@ def rope_tables(
         ],
         dim=-1,
     ).reshape(f * h * w, 1, pairs)
-    return (
-        torch.cos(angles).to(device=device, dtype=torch.float32),
-        torch.sin(angles).to(device=device, dtype=torch.float32),
-    )
+    return torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1).to(device=device, dtype=torch.float32)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent pairs of [B, L, N, D] by the tables; float32 math, input dtype out."""
-    xf = x.float().unflatten(-1, (-1, 2))
-    even, odd = xf[..., 0], xf[..., 1]
-    out = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1)
-    return out.flatten(-2).to(x.dtype)
+def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent pairs of [B, L, N, D] by the table; float32 math, input dtype out."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    if torch.compiler.is_compiling():  # real arithmetic: inductor fuses it, it cannot fuse complex
+        cos, sin = table.unbind(-1)
+        even, odd = pairs.unbind(-1)
+        rotated = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1)
+        return rotated.flatten(-2).to(x.dtype)
+    rotated = torch.view_as_complex(pairs) * torch.view_as_complex(table)  # eager: one complex multiply
+    return torch.view_as_real(rotated).flatten(-2).to(x.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -79,9 +78,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return xf.to(x.dtype) * self.weight
+        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype) * self.weight
 
 
 class LayerNorm(nn.LayerNorm):
@@ -122,9 +119,9 @@ class Attention(nn.Module):
         v = self.v(context).unflatten(-1, (n, -1))
         return q, k, v
 
-    def self_attention(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def self_attention(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         q, k, v = self.project(x, x)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
         return self.o(attention(q, k, v).flatten(2))
 
     def cross_attention(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -168,13 +165,14 @@ class Block(nn.Module):
     def forward(self, x, e, context, audio, rope, frames):
         # x [B, L, C] float32; e [B, 6, C] float32; context [B, text_len, C]; audio [B, F*T, A]
         dtype = self.ffn[0].weight.dtype
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).unbind(1)
-        h = self.norm1(x) * (1 + scale1[:, None]) + shift1[:, None]
-        x = x + self.self_attn.self_attention(h.to(dtype), rope).float() * gate1[:, None]
-        x = x + self.cross_attn.cross_attention(self.norm3(x), context).float()
-        x = x + self.audio_cross_attn_wrapper(x, audio, frames).float()
-        h = self.norm2(x) * (1 + scale2[:, None]) + shift2[:, None]
-        return x + self.ffn(h.to(dtype)).float() * gate2[:, None]
+        # six [B, 1, C] float32 modulations; addcmul fuses modulate and gated residual
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).unsqueeze(2).unbind(1)
+        h = torch.addcmul(shift1, self.norm1(x), 1 + scale1)
+        x = torch.addcmul(x, self.self_attn.self_attention(h.to(dtype), rope), gate1)
+        x = x + self.cross_attn.cross_attention(self.norm3(x), context)
+        x = x + self.audio_cross_attn_wrapper(x, audio, frames)
+        h = torch.addcmul(shift2, self.norm2(x), 1 + scale2)
+        return torch.addcmul(x, self.ffn(h.to(dtype)), gate2)
 
 
 class Head(nn.Module):
@@ -236,6 +234,16 @@ class HumoDiT(nn.Module):
         self.head = Head(cfg)
         self.audio_proj = AudioProjection(cfg)
 
+    def compile_blocks(self) -> "HumoDiT":
+        """torch.compile each block (one shared graph: blocks differ only in weights).
+
+        Fuses the float32 norm/modulate/gate/RoPE element-wise work around the matmuls.
+        The result is the same function; compile once per process and frame size.
+        """
+        for block in self.blocks:
+            block.compile(dynamic=False)
+        return self
+
     def embed_text(self, text: torch.Tensor) -> torch.Tensor:
         """[B, text_len, text_dim] (zero-padded umT5 states) -> [B, text_len, C]."""
         return self.text_embedding(text.to(self.text_embedding[0].weight.dtype))
@@ -273,7 +281,7 @@ class HumoDiT(nn.Module):
         e, e0 = self.embed_time(t)
         context = self.embed_text(text)
         audio = self.audio_proj(audio_windows)  # [B, F*T, A]
-        rope = rope_tables(grid, self.cfg.head_dim, tokens.device)
+        rope = rope_table(grid, self.cfg.head_dim, tokens.device)
         # 3. blocks
         for block in self.blocks:
             tokens = block(tokens, e0, context, audio, rope, grid[0])

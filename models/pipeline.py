@@ -79,8 +79,11 @@ class Pipeline:
     # -- loading ------------------------------------------------------------------------
     @classmethod
     def load(cls, checkpoint: str, weights: str | Path, *, device: str | torch.device | None = None,
-             dtype: torch.dtype | None = None) -> "Pipeline":
-        """Build every model on the meta device and stream the official files into it."""
+             dtype: torch.dtype | None = None, compile: bool | None = None) -> "Pipeline":
+        """Build every model on the meta device and stream the official files into it.
+
+        compile: torch.compile the DiT blocks (default: on CUDA; same function, ~20% faster).
+        """
         spec = get_spec(checkpoint)
         weights = Path(weights)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -109,6 +112,8 @@ class Pipeline:
 
         audio = AudioEncoder.from_folder(weights / files.whisper)
         audio.encoder.to(keep_on)
+        if compile if compile is not None else device.type == "cuda":
+            dit.compile_blocks()
         zero_files = [weights / f for f in files.zero_latents if (weights / f).is_file()]
         return cls(spec, dit, VideoVAE(vae_model), text, audio, device=device, zero_latent_files=zero_files)
 
