@@ -22,6 +22,41 @@ AUDIO_RATE = 16_000  #: Hz, what Whisper hears
 MUX_RATE = 48_000  #: Hz, the clip's AAC track
 
 
+def probe_image(path: str | Path) -> tuple[str, int, int]:
+    """Check the image is readable and supported without decoding it: (format, width, height)."""
+    try:
+        with Image.open(path) as img:
+            if img.format not in IMAGE_FORMATS:
+                raise InputError("image", f"unsupported image format {img.format}; use one of {', '.join(IMAGE_FORMATS)}")
+            return img.format, img.width, img.height
+    except FileNotFoundError:
+        raise InputError("image", f"file not found: {path}") from None
+    except UnidentifiedImageError:
+        raise InputError("image", f"{Path(path).name} is not a readable image; use PNG, JPEG or WEBP") from None
+
+
+def probe_audio(path: str | Path) -> float:
+    """Check the file holds a decodable audio stream without decoding it all: its seconds."""
+    name = Path(path).name
+    if not Path(path).is_file():
+        raise InputError("audio", f"file not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise InputError("audio", f"{name} ({container.format.name}) has no audio stream; give a WAV, MP3, FLAC or M4A file")
+            stream = container.streams.audio[0]
+            next(container.decode(stream))  # the codec really decodes
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            return float(container.duration or 0) / 1e6
+    except InputError:
+        raise
+    except StopIteration:
+        raise InputError("audio", f"{name} holds no audio samples") from None
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise InputError("audio", f"{name} is not a readable audio file ({exc}); give a WAV, MP3, FLAC or M4A file") from None
+
+
 def load_image(path: str | Path, width: int, height: int) -> torch.Tensor:
     """Letterbox the image into width x height on white, as the reference does.
 

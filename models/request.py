@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
-
 from .errors import InputError
 from .guidance import Scales, default_scales
+from .media import probe_audio, probe_image
 from .specs import MODES, ModelSpec, get_spec
 
 
@@ -56,10 +55,10 @@ class RenderRequest:
             raise InputError("image", f"mode {mode} needs a reference image; give one or use mode {mode.replace('I', '')}")
         if "A" in mode and not self.audio:
             raise InputError("audio", f"mode {mode} needs an audio track; give one or use mode {mode.replace('A', '')}")
-        for name in ("image", "audio"):
-            path = getattr(self, name)
-            if path and name[0].upper() in mode and not Path(path).is_file():
-                raise InputError(name, f"file not found: {path}")
+        if "I" in mode:
+            probe_image(self.image)  # unreadable or unsupported: fail before any model loads
+        if "A" in mode:
+            probe_audio(self.audio)
         defaults = default_scales(spec)
         scales = Scales(
             text=_scale("scale_text", self.scale_text, defaults.text),
