@@ -219,7 +219,9 @@ def main() -> int:
     torch.cuda.empty_cache()
     bench_vae_decode(f - 1, h480, w480, results)
     if not args.skip_17b:
-        dit = bench_ours_forward(HUMO_17B, f, 720, 1280, results, "humo-17b forward 720p (ours)", repeat=2)
+        dit = bench_ours_forward(HUMO_17B, f, 720, 1280, results, "humo-17b forward 720p (eager)", repeat=2)
+        dit.compile_blocks()
+        bench_ours_forward(HUMO_17B, f, 720, 1280, results, "humo-17b forward 720p (compiled)", repeat=2, dit=dit)
         del dit
         torch.cuda.empty_cache()
 
