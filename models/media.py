@@ -6,6 +6,8 @@ naming the field and the format found.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,21 +24,26 @@ AUDIO_RATE = 16_000  #: Hz, what Whisper hears
 MUX_RATE = 48_000  #: Hz, the clip's AAC track
 
 
-def probe_image(path: str | Path) -> tuple[str, int, int]:
-    """Check the image is readable and supported without decoding it: (format, width, height)."""
+@contextmanager
+def _open_image(path: str | Path) -> Iterator[Image.Image]:
+    """Open a supported image, turning every failure into an InputError on `image`."""
+    name = Path(path).name
     try:
         with Image.open(path) as img:
             if img.format not in IMAGE_FORMATS:
                 raise InputError("image", f"unsupported image format {img.format}; use one of {', '.join(IMAGE_FORMATS)}")
-            return img.format, img.width, img.height
+            yield img
     except FileNotFoundError:
         raise InputError("image", f"file not found: {path}") from None
     except UnidentifiedImageError:
-        raise InputError("image", f"{Path(path).name} is not a readable image; use PNG, JPEG or WEBP") from None
+        raise InputError("image", f"{name} is not a readable image; use PNG, JPEG or WEBP") from None
+    except OSError as exc:
+        raise InputError("image", f"{name} could not be decoded ({exc}); re-export it as PNG or JPEG") from None
 
 
-def probe_audio(path: str | Path) -> float:
-    """Check the file holds a decodable audio stream without decoding it all: its seconds."""
+@contextmanager
+def _open_audio(path: str | Path) -> Iterator[tuple[av.container.InputContainer, av.AudioStream]]:
+    """Open a file's first audio stream, turning every failure into an InputError on `audio`."""
     name = Path(path).name
     if not Path(path).is_file():
         raise InputError("audio", f"file not found: {path}")
@@ -44,17 +51,25 @@ def probe_audio(path: str | Path) -> float:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise InputError("audio", f"{name} ({container.format.name}) has no audio stream; give a WAV, MP3, FLAC or M4A file")
-            stream = container.streams.audio[0]
-            next(container.decode(stream))  # the codec really decodes
-            if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            return float(container.duration or 0) / 1e6
-    except InputError:
-        raise
-    except StopIteration:
-        raise InputError("audio", f"{name} holds no audio samples") from None
+            yield container, container.streams.audio[0]
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise InputError("audio", f"{name} is not a readable audio file ({exc}); give a WAV, MP3, FLAC or M4A file") from None
+
+
+def probe_image(path: str | Path) -> tuple[str, int, int]:
+    """Check the image is readable and supported without decoding it: (format, width, height)."""
+    with _open_image(path) as img:
+        return img.format, img.width, img.height
+
+
+def probe_audio(path: str | Path) -> float:
+    """Check the file holds a decodable audio stream without decoding it all: its seconds."""
+    with _open_audio(path) as (container, stream):
+        if next(container.decode(stream), None) is None:  # the codec really decodes
+            raise InputError("audio", f"{Path(path).name} holds no audio samples")
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        return float(container.duration or 0) / 1e6
 
 
 def load_image(path: str | Path, width: int, height: int) -> torch.Tensor:
@@ -62,17 +77,8 @@ def load_image(path: str | Path, width: int, height: int) -> torch.Tensor:
 
     Returns [3, height, width] float32 in [-1, 1].
     """
-    try:
-        with Image.open(path) as img:
-            if img.format not in IMAGE_FORMATS:
-                raise InputError("image", f"unsupported image format {img.format}; use one of {', '.join(IMAGE_FORMATS)}")
-            img = ImageOps.exif_transpose(img).convert("RGB")
-    except FileNotFoundError:
-        raise InputError("image", f"file not found: {path}") from None
-    except UnidentifiedImageError:
-        raise InputError("image", f"{Path(path).name} is not a readable image; use PNG, JPEG or WEBP") from None
-    except OSError as exc:
-        raise InputError("image", f"{Path(path).name} could not be decoded ({exc}); re-export it as PNG or JPEG") from None
+    with _open_image(path) as img:
+        img = ImageOps.exif_transpose(img).convert("RGB")
     scale = min(width / img.width, height / img.height)
     size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     img = img.resize(size, Image.Resampling.LANCZOS)
@@ -84,28 +90,13 @@ def load_image(path: str | Path, width: int, height: int) -> torch.Tensor:
 
 def load_audio(path: str | Path, rate: int = AUDIO_RATE) -> torch.Tensor:
     """Decode any audio FFmpeg reads to mono float32 samples at `rate`: [N]."""
-    name = Path(path).name
-    if not Path(path).is_file():
-        raise InputError("audio", f"file not found: {path}")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise InputError("audio", f"{name} ({container.format.name}) has no audio stream; give a WAV, MP3, FLAC or M4A file")
-            stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            chunks = []
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-    except InputError:
-        raise
-    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise InputError("audio", f"{name} is not a readable audio file ({exc}); give a WAV, MP3, FLAC or M4A file") from None
+    with _open_audio(path) as (container, stream):
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks = [out.to_ndarray().reshape(-1) for frame in container.decode(stream) for out in resampler.resample(frame)]
+        chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if samples.size == 0:
-        raise InputError("audio", f"{name} holds no audio samples")
+        raise InputError("audio", f"{Path(path).name} holds no audio samples")
     return torch.from_numpy(samples.astype(np.float32))
 
 

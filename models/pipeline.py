@@ -111,7 +111,7 @@ class Pipeline:
         text = TextEncoder(t5, TextEncoder.tokenizer_from(str(tokenizer_dir)), spec.dit.text_len)
 
         audio = AudioEncoder.from_folder(weights / files.whisper)
-        audio.encoder.to(keep_on)
+        audio.encoder.to(keep_on, torch.float32)  # the reference runs Whisper in float32
         if compile if compile is not None else device.type == "cuda":
             dit.compile_blocks()
         zero_files = [weights / f for f in files.zero_latents if (weights / f).is_file()]
