@@ -42,8 +42,9 @@ def expected_tensors(module: nn.Module) -> tuple[dict[str, torch.Size], dict[str
 class StateSource:
     """The key list of a checkpoint file, and a stream of its tensors."""
 
-    def __init__(self, path: Path, keys: list[str], stream: Callable[[set[str]], Tensors]):
+    def __init__(self, path: Path, keys: list[str], stream: Callable[[set[str]], Tensors], files: list[Path]):
         self.path, self.keys, self._stream = path, keys, stream
+        self.files = files  #: every file the checkpoint is made of (index first)
 
     def tensors(self, wanted: set[str]) -> Tensors:
         return self._stream(wanted)
@@ -78,7 +79,7 @@ def _open_torch(path: Path) -> StateSource:
             if key in wanted:
                 yield key, state.pop(key)  # drop our reference as we go
 
-    return StateSource(path, list(state), stream)
+    return StateSource(path, list(state), stream, [path])
 
 
 def _open_index(path: Path) -> StateSource:
@@ -112,7 +113,8 @@ def _open_shards(path: Path, shards: dict[Path, list[str] | None]) -> StateSourc
                     if key in wanted:
                         yield key, f.get_tensor(key)
 
-    return StateSource(path, keys, stream)
+    files = [path] + [p for p in shards if p != path]
+    return StateSource(path, keys, stream, files)
 
 
 def _names(keys: list[str], limit: int = 12) -> str:

@@ -10,6 +10,7 @@ render(request, on_step):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -73,6 +74,8 @@ class Pipeline:
         self.device = torch.device(device)
         self.zero_latent_files = list(zero_latent_files)
         self._zero_cache: dict[tuple[int, int, int], torch.Tensor] = {}
+        self.dit_files: list[Path] = []  #: the DiT's weight files, for the checkpoint digest
+        self._digest: str | None = None
         #: run all guidance passes of a step as one batch (more memory, fewer launches)
         self.batch_passes = False
 
@@ -94,7 +97,8 @@ class Pipeline:
         with torch.device("meta"):
             dit = HumoDiT(spec.dit)
         top_level = {name for name, _ in dit.named_children()}
-        load_into(dit, open_checkpoint(weights / files.dit), device=device, dtype=dtype,
+        dit_source = open_checkpoint(weights / files.dit)
+        load_into(dit, dit_source, device=device, dtype=dtype,
                   extra_ok=lambda k: spec.extra_top_level_ok and k.split(".")[0] not in top_level)
 
         with torch.device("meta"):
@@ -115,7 +119,21 @@ class Pipeline:
         if compile if compile is not None else device.type == "cuda":
             dit.compile_blocks()
         zero_files = [weights / f for f in files.zero_latents if (weights / f).is_file()]
-        return cls(spec, dit, VideoVAE(vae_model), text, audio, device=device, zero_latent_files=zero_files)
+        pipe = cls(spec, dit, VideoVAE(vae_model), text, audio, device=device, zero_latent_files=zero_files)
+        pipe.dit_files = dit_source.files
+        return pipe
+
+    @property
+    def checkpoint_digest(self) -> str | None:
+        """sha256 over the DiT's weight files (the index and every shard), computed once."""
+        if self._digest is None and self.dit_files:
+            h = hashlib.sha256()
+            for path in self.dit_files:
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 24), b""):
+                        h.update(chunk)
+            self._digest = h.hexdigest()
+        return self._digest
 
     # -- step 1: inputs ---------------------------------------------------------------------
     @contextmanager

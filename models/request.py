@@ -27,8 +27,12 @@ class RenderRequest:
     scale_audio: float | None = None
     scale_image: float | None = None
 
-    def resolved(self) -> "ResolvedRequest":
-        """Apply the checkpoint's defaults and check every field."""
+    def resolved(self, probe_files: bool = True) -> "ResolvedRequest":
+        """Apply the checkpoint's defaults and check every field.
+
+        probe_files: open the image and audio to check they decode (off where the caller
+        checks its inputs another way, e.g. the farm's content-addressed uploads).
+        """
         spec = get_spec(self.checkpoint)
         mode = (self.mode or "").upper()
         if mode not in MODES:
@@ -55,9 +59,9 @@ class RenderRequest:
             raise InputError("image", f"mode {mode} needs a reference image; give one or use mode {mode.replace('I', '')}")
         if "A" in mode and not self.audio:
             raise InputError("audio", f"mode {mode} needs an audio track; give one or use mode {mode.replace('A', '')}")
-        if "I" in mode:
+        if probe_files and "I" in mode:
             probe_image(self.image)  # unreadable or unsupported: fail before any model loads
-        if "A" in mode:
+        if probe_files and "A" in mode:
             probe_audio(self.audio)
         defaults = default_scales(spec)
         scales = Scales(

@@ -1,0 +1,128 @@
+"""Creating batches: a list of takes or a sweep, validated by the engine, idempotent.
+
+Option precedence, written once here: per take beats the batch's defaults beats the
+checkpoint's defaults (the engine fills in what is still unset).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from datetime import timedelta
+from itertools import product
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from models import InputError, RenderRequest
+
+from .errors import IdempotencyConflict, InvalidRequest
+from .settings import Settings
+from .tables import Asset, Batch, Project, Take, TakeState, new_id, utcnow
+
+#: the engine's request fields a take may set
+PARAMS = ("prompt", "negative_prompt", "mode", "seed", "width", "height", "frames", "steps", "shift",
+          "scale_text", "scale_audio", "scale_image")
+MAX_TAKES = 20_000  #: per batch
+
+
+def pool_of(checkpoint: str, settings: Settings) -> str:
+    return "hero" if checkpoint == settings.hero_checkpoint else "explore"
+
+
+def expand(body: dict, settings: Settings) -> list[dict]:
+    """The batch body -> one flat dict per take (defaults applied, sweep expanded)."""
+    defaults = {k: v for k, v in (body.get("defaults") or {}).items() if v is not None}
+    takes = [{**defaults, **{k: v for k, v in t.items() if v is not None}} for t in body.get("takes") or []]
+    sweep = body.get("sweep")
+    if sweep:
+        seeds = sweep.get("seeds") or []
+        if not seeds and sweep.get("seed_count"):
+            rng = random.Random()
+            seeds = [rng.randrange(2**31) for _ in range(sweep["seed_count"])]
+        checkpoints = sweep.get("checkpoints") or [defaults.get("checkpoint") or settings.explore_checkpoint]
+        for prompt, seed, checkpoint in product(sweep.get("prompts") or [], seeds or [None], checkpoints):
+            take = {**defaults, "prompt": prompt, "seed": seed, "checkpoint": checkpoint}
+            for rule in sweep.get("overrides") or []:
+                if all(take.get(k) == v for k, v in (rule.get("where") or {}).items()):
+                    take.update({k: v for k, v in (rule.get("set") or {}).items() if v is not None})
+            takes.append({k: v for k, v in take.items() if v is not None})
+    if not takes:
+        raise InvalidRequest("takes", "the batch has no takes; give `takes` or a `sweep` with prompts")
+    if len(takes) > MAX_TAKES:
+        raise InvalidRequest("takes", f"{len(takes)} takes in one batch; split it into batches of at most {MAX_TAKES}")
+    return takes
+
+
+def _validate(i: int, take: dict, assets: dict[str, Asset], settings: Settings) -> dict:
+    """One take -> the Take row's values; an engine InputError names the take and field."""
+    checkpoint = take.get("checkpoint") or (settings.hero_checkpoint if take.get("pool") == "hero"
+                                            else settings.explore_checkpoint)
+    mode = take.get("mode") or "T" + ("I" if take.get("image") else "") + ("A" if take.get("audio") else "")
+    params = {k: take[k] for k in PARAMS if take.get(k) is not None}
+    params["mode"] = mode
+    params.setdefault("seed", random.randrange(2**31))  # recorded, so the take is reproducible
+    for kind in ("image", "audio"):
+        sha = take.get(kind)
+        if sha is not None and kind[0].upper() in mode.upper():
+            asset = assets.get(sha)
+            if asset is None or asset.kind != kind:
+                raise InvalidRequest(f"takes[{i}].{kind}", f"no uploaded {kind} with sha256 {sha}; upload it to /assets first")
+    try:
+        resolved = RenderRequest(checkpoint=checkpoint, image=take.get("image"), audio=take.get("audio"),
+                                 **params).resolved(probe_files=False)
+    except InputError as exc:
+        raise InvalidRequest(f"takes[{i}].{exc.field}", exc.message) from None
+    except TypeError as exc:
+        raise InvalidRequest(f"takes[{i}]", f"invalid value ({exc})") from None
+    pool = pool_of(resolved.spec.name, settings)
+    if take.get("pool") and take["pool"] != pool:
+        raise InvalidRequest(f"takes[{i}].pool", f"checkpoint {resolved.spec.name} renders on the {pool} pool, not {take['pool']}")
+    priority = take.get("priority", 0)
+    if not isinstance(priority, int) or not -1000 <= priority <= 1000:
+        raise InvalidRequest(f"takes[{i}].priority", "must be an integer from -1000 to 1000")
+    return {
+        "checkpoint": resolved.spec.name, "pool": pool, "params": params, "priority": priority,
+        "image_sha256": take.get("image") if "I" in resolved.mode else None,
+        "audio_sha256": take.get("audio") if "A" in resolved.mode else None,
+    }
+
+
+def body_digest(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def find_replay(session: Session, producer: str, key: str | None, body: dict) -> Batch | None:
+    """The batch an earlier request with this Idempotency-Key created, if any."""
+    if not key:
+        return None
+    batch = session.execute(select(Batch).where(Batch.producer == producer, Batch.idempotency_key == key)).scalar_one_or_none()
+    if batch is not None and batch.request.get("_digest") != body_digest(body):
+        raise IdempotencyConflict(f"Idempotency-Key {key!r} was used for a different batch; use a new key")
+    return batch
+
+
+def create_batch(session: Session, body: dict, producer: str, settings: Settings,
+                 idempotency_key: str | None = None, parent_ids: list[str] | None = None) -> Batch:
+    takes = expand(body, settings)
+    wanted = {t.get(k) for t in takes for k in ("image", "audio") if t.get(k)}
+    assets = {a.sha256: a for a in session.execute(select(Asset).where(Asset.sha256.in_(wanted))).scalars()} if wanted else {}
+    rows = [_validate(i, t, assets, settings) for i, t in enumerate(takes)]
+    project_name = body.get("project") or "default"
+    project = session.execute(select(Project).where(Project.name == project_name)).scalar_one_or_none()
+    if project is None:
+        project = Project(name=project_name)
+        session.add(project)
+        session.flush()
+    batch = Batch(project_id=project.id, name=body.get("name") or f"batch of {len(rows)}", producer=producer,
+                  request={**body, "_digest": body_digest(body)}, idempotency_key=idempotency_key)
+    session.add(batch)
+    session.flush()
+    now = utcnow()
+    # a microsecond apart: submission order is the age order the release loop keeps
+    values = [{"id": new_id(), "batch_id": batch.id, "producer": producer, "state": TakeState.queued,
+               "max_attempts": settings.max_attempts, "created_at": now + timedelta(microseconds=i), "updated_at": now,
+               "parent_id": parent_ids[i] if parent_ids else None, **row} for i, row in enumerate(rows)]
+    session.execute(insert(Take), values)  # one round trip for thousands of takes
+    return batch

@@ -1,0 +1,43 @@
+"""Every error the dispatcher raises on purpose, under one root; the API maps each to HTTP."""
+
+from __future__ import annotations
+
+
+class FarmError(Exception):
+    """Root of the farm's errors."""
+
+    status = 500
+
+
+class NotFound(FarmError):
+    """A take, batch or asset id that does not exist."""
+
+    status = 404
+
+
+class IllegalTransition(FarmError):
+    """The take is not in a state that allows the action (e.g. cancel a finished take)."""
+
+    status = 409
+
+
+class IdempotencyConflict(FarmError):
+    """The Idempotency-Key was already used with a different request body."""
+
+    status = 409
+
+
+class InvalidRequest(FarmError):
+    """A field of the request is invalid; `field` names it, the message says the fix."""
+
+    status = 422
+
+    def __init__(self, field: str, message: str):
+        self.field, self.message = field, message
+        super().__init__(f"{field}: {message}")
+
+
+class StorageError(FarmError):
+    """The object store failed (after retries)."""
+
+    status = 503

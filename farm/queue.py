@@ -1,0 +1,43 @@
+"""The Celery app that carries takes (Redis in production, a folder by default).
+
+Redis only carries work: the dispatcher sends a take's id (= the Celery task id) to its
+pool's queue after the release is committed, and workers claim it in SQL.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from .settings import Settings
+
+RENDER_TASK = "farm.render_take"
+POOLS = ("explore", "hero")
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("farm", broker=settings.broker, set_as_current=False)
+    options: dict = {"visibility_timeout": settings.visibility_timeout}
+    if settings.broker.startswith("filesystem://"):
+        folder = settings.broker_folder
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        options.update(data_folder_in=str(folder / "queue"), data_folder_out=str(folder / "queue"),
+                       processed_folder=str(folder / "processed"), store_processed=False)
+    app.conf.update(
+        broker_transport_options=options,
+        broker_connection_retry_on_startup=True,
+        task_acks_late=True,  # a message is acked only after the take is recorded
+        task_reject_on_worker_lost=True,  # a killed worker's message goes back on the queue
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,  # results live in the database
+        task_default_queue="explore",
+        task_routes={RENDER_TASK: {"queue": "explore"}},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,  # Flower shows takes
+        task_send_sent_event=True,
+    )
+    return app
+
+
+def send_take(app: Celery, take_id: str, pool: str) -> None:
+    app.send_task(RENDER_TASK, args=[take_id], task_id=take_id, queue=pool)

@@ -1,0 +1,114 @@
+"""The release loop: keep each pool's queue topped up to its free capacity, in SQL's order.
+
+Order: priority (high first), then fair share across producers (round-robin, counting the
+takes each producer already has in flight), then age. The reconciler sends again a take
+whose message was lost and requeues the takes of workers that stopped heartbeating.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from celery import Celery
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import states
+from .db import transaction
+from .queue import POOLS, send_take
+from .settings import Settings
+from .tables import Take, TakeState, Worker, utcnow
+
+log = logging.getLogger(__name__)
+
+_ORDER = text("""
+WITH active AS (
+    SELECT producer, COUNT(*) AS n FROM takes
+    WHERE pool = :pool AND state IN ('released', 'running') GROUP BY producer
+), ranked AS (
+    SELECT id, producer, priority, created_at,
+           ROW_NUMBER() OVER (PARTITION BY producer, priority ORDER BY created_at, id) AS rn
+    FROM takes WHERE pool = :pool AND state = 'queued'
+)
+SELECT ranked.id FROM ranked LEFT JOIN active ON active.producer = ranked.producer
+ORDER BY ranked.priority DESC, ranked.rn + COALESCE(active.n, 0), ranked.created_at, ranked.id
+LIMIT :n
+""")
+
+
+def next_takes(session: Session, pool: str, n: int) -> list[str]:
+    """The next n queued takes of a pool, in release order."""
+    if n <= 0:
+        return []
+    return list(session.execute(_ORDER, {"pool": pool, "n": n}).scalars())
+
+
+def alive_workers(session: Session, pool: str, now: datetime, timeout: float) -> int:
+    cutoff = now - timedelta(seconds=timeout)
+    return session.execute(select(func.coalesce(func.sum(Worker.slots), 0)).where(
+        Worker.pool == pool, Worker.stopped.is_(False), Worker.heartbeat_at >= cutoff)).scalar_one()
+
+
+def free_capacity(session: Session, pool: str, now: datetime, settings: Settings) -> int:
+    slots = alive_workers(session, pool, now, settings.worker_timeout)
+    if slots == 0:
+        return 0
+    busy = session.execute(select(func.count()).select_from(Take).where(
+        Take.pool == pool, Take.state.in_(states.ACTIVE))).scalar_one()
+    return max(0, slots + settings.release_ahead - busy)
+
+
+class Releaser:
+    def __init__(self, factory: sessionmaker[Session], app: Celery, settings: Settings,
+                 clock: Callable[[], datetime] = utcnow):
+        self.factory, self.app, self.settings, self.clock = factory, app, settings, clock
+
+    def release_once(self) -> dict[str, list[str]]:
+        out = {}
+        for pool in POOLS:
+            now = self.clock()
+            with transaction(self.factory) as session:
+                n = free_capacity(session, pool, now, self.settings)
+                released = states.release(session, next_takes(session, pool, n), now)
+            self._send(released, pool)  # only after the release is committed
+            out[pool] = released
+        return out
+
+    def _send(self, take_ids: list[str], pool: str) -> None:
+        for i, take_id in enumerate(take_ids):
+            try:
+                send_take(self.app, take_id, pool)
+            except Exception:  # broker down: hand the rest back to the queue in SQL
+                log.exception("could not send take %s to %s; returning %d takes to queued", take_id, pool,
+                              len(take_ids) - i)
+                with transaction(self.factory) as session:
+                    states.unrelease(session, take_ids[i:], self.clock())
+                return
+
+    def reconcile_once(self) -> dict[str, list]:
+        now = self.clock()
+        with transaction(self.factory) as session:
+            lost = states.rerelease(session, now - timedelta(seconds=self.settings.release_timeout), now)
+        for take_id, pool in lost:
+            log.warning("take %s was released %ss ago and never claimed: sending it again", take_id,
+                        self.settings.release_timeout)
+            self._send([take_id], pool)
+        cutoff = now - timedelta(seconds=self.settings.worker_timeout)
+        with transaction(self.factory) as session:
+            dead = list(session.execute(select(Worker.id).where(Worker.heartbeat_at < cutoff)).scalars())
+            reclaimed = states.reclaim_from_dead_workers(session, dead, now)
+        if reclaimed:
+            log.warning("requeued %d takes of workers that stopped heartbeating: %s", len(reclaimed), reclaimed)
+        return {"resent": [t for t, _ in lost], "reclaimed": reclaimed}
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.release_once()
+                self.reconcile_once()
+            except Exception:  # a database or broker outage: log, wait, try again
+                log.exception("release loop pass failed; retrying")
+            stop.wait(self.settings.release_interval)

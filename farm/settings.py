@@ -1,0 +1,70 @@
+"""One validated Settings object, read once from FARM_* environment variables.
+
+With nothing set the farm runs on one machine with no services: SQLite, Celery's
+filesystem transport and a local objects folder, all under FARM_DATA_DIR. Setting the
+three URLs moves it onto Postgres, Redis and S3 without code changes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FARM_", extra="ignore")
+
+    data_dir: Path = Path(".farm")  #: where the embedded defaults keep their files
+    database_url: str = ""  #: default: sqlite:///{data_dir}/farm.db
+    broker_url: str = ""  #: default: filesystem:// under {data_dir}/broker (no server)
+    storage_url: str = ""  #: default: file://{data_dir}/objects; or s3://bucket/prefix
+    s3_endpoint_url: str | None = None  #: any S3 API (MinIO, moto, ...); None: AWS
+    s3_region: str = "us-east-1"
+
+    #: seconds a released take may wait unclaimed before the reconciler releases it again
+    release_timeout: float = 120.0
+    #: seconds without a heartbeat after which a worker is presumed dead and its take requeued
+    worker_timeout: float = 60.0
+    heartbeat_interval: float = 5.0  #: seconds
+    release_interval: float = 1.0  #: seconds between release-loop passes
+    #: extra takes released beyond free workers, per pool (0: exactly the free capacity)
+    release_ahead: int = 0
+    #: seconds: Redis redelivers an unacked task after this; above the longest render
+    visibility_timeout: int = 6 * 3600
+    max_attempts: int = 3  #: attempts per take before it fails
+    progress_interval: float = 0.5  #: seconds between progress writes of a render
+    presign_seconds: int = 3600  #: lifetime of presigned output URLs
+
+    weights_dir: Path | None = Field(default=None, description="HuMo weights folder (official layout)")
+    device: str | None = None  #: worker device: cuda, cpu (default: cuda when present)
+    explore_checkpoint: str = "tiny"  #: what the explore pool renders with
+    hero_checkpoint: str = "humo-17b"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'farm.db'}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def storage(self) -> str:
+        return self.storage_url or f"file://{self.data_dir / 'objects'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,169 @@
+"""Objects: inputs by content hash, outputs at deterministic keys, on a folder or any S3 API.
+
+FARM_STORAGE_URL picks the backend: file:///path (embedded default) or s3://bucket/prefix
+(with FARM_S3_ENDPOINT_URL for MinIO, moto, ...). Keys are validated: no absolute paths,
+no '..', no odd characters, so no name can escape the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import urlparse
+
+from .errors import StorageError
+from .settings import Settings
+
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
+def check_key(key: str) -> str:
+    if not _KEY.match(key) or ".." in key.split("/"):
+        raise StorageError(f"invalid object key {key!r}")
+    return key
+
+
+def asset_key(sha256: str, kind: str) -> str:
+    return f"assets/{kind}/{sha256[:2]}/{sha256}"
+
+
+def output_keys(take_id: str) -> dict[str, str]:
+    """Deterministic keys of a take's outputs: a retry overwrites, never duplicates."""
+    base = f"takes/{take_id}"
+    return {"clip_key": f"{base}/clip.mp4", "thumbnail_key": f"{base}/thumbnail.jpg",
+            "manifest_key": f"{base}/manifest.json"}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Storage(Protocol):
+    def put_file(self, key: str, path: Path, content_type: str) -> None: ...
+    def put_stream(self, key: str, stream: BinaryIO, content_type: str) -> None: ...
+    def get_file(self, key: str, path: Path) -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def url(self, key: str, seconds: int) -> str: ...
+
+
+class LocalStorage:
+    """A folder; URLs point at the dispatcher's /objects route."""
+
+    def __init__(self, root: Path, public_base: str = "/objects"):
+        self.root, self.public_base = root, public_base
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        with open(path, "rb") as f:
+            self.put_stream(key, f, content_type)
+
+    def put_stream(self, key: str, stream: BinaryIO, content_type: str) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{time.monotonic_ns()}.tmp")
+        with open(tmp, "wb") as f:
+            shutil.copyfileobj(stream, f)
+        tmp.replace(target)  # atomic: readers see the old object or the whole new one
+
+    def get_file(self, key: str, path: Path) -> None:
+        try:
+            shutil.copyfile(self.path(key), path)
+        except FileNotFoundError:
+            raise StorageError(f"object {key} not found") from None
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"object {key} not found") from None
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def url(self, key: str, seconds: int) -> str:
+        return f"{self.public_base}/{check_key(key)}"
+
+
+class S3Storage:
+    """Any S3 API through boto3, with its standard retries and backoff."""
+
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, region: str):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region,
+                                   config=Config(retries={"max_attempts": 5, "mode": "standard"},
+                                                 signature_version="s3v4"))
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(*args, **kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"S3 {what} failed: {exc}") from exc
+
+    def ensure_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self._call("create bucket", self.client.create_bucket, Bucket=self.bucket)
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        self._call("upload", self.client.upload_file, str(path), self.bucket, self._key(key),
+                   ExtraArgs={"ContentType": content_type})
+
+    def put_stream(self, key: str, stream: BinaryIO, content_type: str) -> None:
+        self._call("upload", self.client.upload_fileobj, stream, self.bucket, self._key(key),
+                   ExtraArgs={"ContentType": content_type})
+
+    def get_file(self, key: str, path: Path) -> None:
+        self._call("download", self.client.download_file, self.bucket, self._key(key), str(path))
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._call("get", self.client.get_object, Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise StorageError(f"S3 head failed: {exc}") from exc
+
+    def url(self, key: str, seconds: int) -> str:
+        return self._call("presign", self.client.generate_presigned_url, "get_object",
+                          Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=seconds)
+
+
+def open_storage(settings: Settings) -> Storage:
+    url = urlparse(settings.storage)
+    if url.scheme == "file":
+        return LocalStorage(Path(url.path))
+    if url.scheme == "s3":
+        store = S3Storage(url.netloc, url.path, settings.s3_endpoint_url, settings.s3_region)
+        store.ensure_bucket()
+        return store
+    raise StorageError(f"FARM_STORAGE_URL {settings.storage!r}: use file:///path or s3://bucket/prefix")

@@ -1,0 +1,158 @@
+"""The farm's record: SQLAlchemy 2 models. Alembic's migrations create exactly these."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TakeState(str, enum.Enum):
+    queued = "queued"
+    released = "released"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    canceled = "canceled"
+
+
+class AttemptState(str, enum.Enum):
+    running = "running"
+    done = "done"
+    failed = "failed"
+    canceled = "canceled"
+    lost = "lost"  #: the worker died or vanished mid-attempt
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    producer: Mapped[str] = mapped_column(String(100), index=True)
+    #: the submitted body, as received (for idempotent replays and audits)
+    request: Mapped[dict] = mapped_column(JSON)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    takes: Mapped[list[Take]] = relationship(back_populates="batch", order_by="Take.created_at")
+    __table_args__ = (UniqueConstraint("producer", "idempotency_key", name="uq_batches_idempotency"),)
+
+
+class Asset(Base):
+    """An uploaded input, stored once, addressed by the sha256 of its bytes."""
+
+    __tablename__ = "assets"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  #: image or audio
+    size: Mapped[int] = mapped_column(BigInteger)
+    key: Mapped[str] = mapped_column(String(300))  #: storage key
+    filename: Mapped[str] = mapped_column(String(300))
+    media_format: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Take(Base):
+    __tablename__ = "takes"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)  #: = Celery task id
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), index=True)
+    producer: Mapped[str] = mapped_column(String(100))
+    checkpoint: Mapped[str] = mapped_column(String(40))
+    pool: Mapped[str] = mapped_column(String(20))
+    #: render parameters as the engine's RenderRequest fields (prompt, mode, seed, size, ...)
+    params: Mapped[dict] = mapped_column(JSON)
+    image_sha256: Mapped[str | None] = mapped_column(ForeignKey("assets.sha256"))
+    audio_sha256: Mapped[str | None] = mapped_column(ForeignKey("assets.sha256"))
+    priority: Mapped[int] = mapped_column(Integer, default=0)  #: higher first
+    state: Mapped[TakeState] = mapped_column(Enum(TakeState, native_enum=False, length=16), default=TakeState.queued)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("takes.id"))
+    selected_for_hero: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    progress_step: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    error_class: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    batch: Mapped[Batch] = relationship(back_populates="takes")
+    attempts: Mapped[list[Attempt]] = relationship(back_populates="take", order_by="Attempt.number")
+    output: Mapped[Output | None] = relationship(back_populates="take", uselist=False)
+    __table_args__ = (
+        Index("ix_takes_release_order", "pool", "state", "priority", "created_at"),
+        Index("ix_takes_state", "state"),
+    )
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    take_id: Mapped[str] = mapped_column(ForeignKey("takes.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str] = mapped_column(String(200))
+    host: Mapped[str] = mapped_column(String(200))
+    gpu: Mapped[str] = mapped_column(String(200))
+    state: Mapped[AttemptState] = mapped_column(Enum(AttemptState, native_enum=False, length=16), default=AttemptState.running)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    error_class: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    take: Mapped[Take] = relationship(back_populates="attempts")
+    __table_args__ = (UniqueConstraint("take_id", "number", name="uq_attempts_take_number"),)
+
+
+class Output(Base):
+    """A finished take's objects; one row per take (the unique key forbids a second set)."""
+
+    __tablename__ = "outputs"
+    take_id: Mapped[str] = mapped_column(ForeignKey("takes.id"), primary_key=True)
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("attempts.id"))
+    clip_key: Mapped[str] = mapped_column(String(300))
+    thumbnail_key: Mapped[str] = mapped_column(String(300))
+    manifest_key: Mapped[str] = mapped_column(String(300))
+    clip_sha256: Mapped[str] = mapped_column(String(64))
+    clip_size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    take: Mapped[Take] = relationship(back_populates="output")
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  #: host:pid:gpu
+    pool: Mapped[str] = mapped_column(String(20), index=True)
+    host: Mapped[str] = mapped_column(String(200))
+    gpu: Mapped[str] = mapped_column(String(200))
+    slots: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    current_take_id: Mapped[str | None] = mapped_column(String(32))
+    stopped: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,0 +1,28 @@
+"""`python -m workers --pool explore`: one worker process (solo pool: CUDA does not fork)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+
+from .app import app, start_runtime
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers")
+    parser.add_argument("--pool", choices=("explore",), default="explore")
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runtime = start_runtime(args.pool)  # load the model before taking any message
+    app.worker_main([
+        "worker", "--pool=solo", "--concurrency=1", f"--queues={args.pool}", f"--loglevel={args.loglevel}",
+        f"--hostname={args.pool}@{socket.gethostname()}-{runtime.heartbeat.id.split(':')[1]}",
+        "--without-gossip", "--without-mingle",
+    ])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""A worker's row in the farm: registered at start, heartbeating, marked stopped at exit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from farm.db import transaction
+from farm.tables import Worker, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def gpu_name(device: str | None) -> str:
+    import torch
+
+    if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return "cpu"
+
+
+class Heartbeat:
+    def __init__(self, factory: sessionmaker[Session], pool: str, gpu: str, interval: float):
+        self.factory, self.pool, self.gpu, self.interval = factory, pool, gpu, interval
+        self.host = socket.gethostname()
+        self.id = f"{self.host}:{os.getpid()}:{pool}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> "Heartbeat":
+        with transaction(self.factory) as session:
+            session.merge(Worker(id=self.id, pool=self.pool, host=self.host, gpu=self.gpu, slots=1,
+                                 started_at=utcnow(), heartbeat_at=utcnow(), stopped=False))
+        self._thread.start()
+        return self
+
+    def beat(self, **values) -> None:
+        with transaction(self.factory) as session:
+            session.execute(update(Worker).where(Worker.id == self.id).values(heartbeat_at=utcnow(), **values))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # the database is away: keep trying, the sweeper judges by time
+                log.warning("heartbeat failed", exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.beat(stopped=True, current_take_id=None)
+        except Exception:
+            log.warning("could not mark worker %s stopped", self.id, exc_info=True)
