@@ -60,6 +60,11 @@ class RenderResult:
     audio_fit: media.AudioFit
     timings: dict[str, float] = field(default_factory=dict)  #: seconds per stage
 
+    @property
+    def frames_sha256(self) -> str:
+        """sha256 of the decoded uint8 frames: the render's identity, before lossy encoding."""
+        return hashlib.sha256(media.to_uint8_frames(self.video).tobytes()).hexdigest()
+
     def write(self, mp4: str | Path, thumbnail: str | Path | None = None) -> None:
         frames = media.to_uint8_frames(self.video)
         media.write_mp4(mp4, frames, self.request.spec.fps, self.audio, media.AUDIO_RATE)

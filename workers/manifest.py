@@ -35,6 +35,7 @@ def build_manifest(take, attempt, result: RenderResult, checkpoint_digest: str |
         "audio_fit": {"action": result.audio_fit.action, "audio_seconds": result.audio_fit.audio_seconds,
                       "clip_seconds": result.audio_fit.clip_seconds},
         "outputs": outputs,
+        "frames_sha256": result.frames_sha256,
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
         "software": {name: _version(name) for name in ("humo-farm", "torch", "diffusers", "transformers", "av")}
         | {"python": platform.python_version()},

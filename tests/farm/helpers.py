@@ -1,0 +1,34 @@
+"""Small builders for farm tests."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from farm import batches
+from farm.db import transaction
+from farm.settings import Settings
+from farm.tables import Batch, Take
+
+
+def make_batch(sessions, settings: Settings, takes: list[dict], producer: str = "ana", **body) -> list[str]:
+    with transaction(sessions) as session:
+        batch = batches.create_batch(session, {"takes": takes, **body}, producer, settings)
+        session.flush()
+        return [t.id for t in session.query(Take).filter(Take.batch_id == batch.id).order_by(Take.created_at)]
+
+
+def age(sessions, take_id: str, seconds: float) -> None:
+    """Move a take's creation time into the past (the release order's age)."""
+    with transaction(sessions) as session:
+        take = session.get(Take, take_id)
+        take.created_at = take.created_at - timedelta(seconds=seconds)
+
+
+def state(sessions, take_id: str) -> str:
+    with sessions() as session:
+        return session.get(Take, take_id).state.value
+
+
+def batch_of(sessions, batch_id: str) -> Batch:
+    with sessions() as session:
+        return session.get(Batch, batch_id)
