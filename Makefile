@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench-gpu clean
+.PHONY: install demo render-demo test bench-dispatch clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,16 +16,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Render a clip on the tiny model with generated demo media (no weights, no GPU needed).
+## The farm's main job on embedded defaults: start it (API, release loop, one explore
+## worker on the tiny model; SQLite, a folder broker, local objects), submit
+## examples/batch.yaml and wait for the clips (copied to out/demo/).
 demo: $(STAMP)
-	$(BIN)/python examples/make_media.py out/demo
+	$(BIN)/python examples/make_media.py examples/media
+	$(BIN)/python examples/demo.py
+
+## One clip straight from the engine, no farm.
+render-demo: $(STAMP)
+	$(BIN)/python examples/make_media.py examples/media
 	$(BIN)/python -m models render --checkpoint tiny --mode TIA \
 	  --prompt "a presenter speaks to the camera in a bright studio" \
-	  --image out/demo/portrait.png --audio out/demo/speech.wav -o out/demo/clip.mp4
+	  --image examples/media/portrait.png --audio examples/media/speech.wav -o out/demo/engine-clip.mp4
 
 ## The whole test suite.
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## Dispatch benchmark on the local Postgres and Redis (see benchmarks/dispatch.py).
+bench-dispatch: $(STAMP)
+	$(BIN)/python benchmarks/dispatch.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
