@@ -78,15 +78,16 @@ class Releaser:
         return out
 
     def _send(self, take_ids: list[str], pool: str) -> None:
-        for i, take_id in enumerate(take_ids):
-            try:
-                send_take(self.app, take_id, pool)
-            except Exception:  # broker down: hand the rest back to the queue in SQL
-                log.exception("could not send take %s to %s; returning %d takes to queued", take_id, pool,
-                              len(take_ids) - i)
-                with transaction(self.factory) as session:
-                    states.unrelease(session, take_ids[i:], self.clock())
-                return
+        sent = 0
+        try:
+            with self.app.producer_or_acquire() as producer:  # one connection for the pass
+                for take_id in take_ids:
+                    send_take(self.app, take_id, pool, producer)
+                    sent += 1
+        except Exception:  # broker down: hand the unsent back to the queue in SQL
+            log.exception("could not send takes to %s; returning %d takes to queued", pool, len(take_ids) - sent)
+            with transaction(self.factory) as session:
+                states.unrelease(session, take_ids[sent:], self.clock())
 
     def reconcile_once(self) -> dict[str, list]:
         now = self.clock()

@@ -1,0 +1,239 @@
+"""Dispatch benchmark on the real Postgres and Redis.
+
+  1. submit 10,000 takes over HTTP as one batch, and as 100 batches of 100;
+  2. release throughput (takes/s) of the release loop's fair-share order, against a plain
+     priority-then-age order as the baseline, over 20,000 queued takes;
+  3. claim latency p50/p99 with idle workers (release -> claimed in SQL by a real Celery
+     worker process), against a bare Celery round trip (send -> task start) as the baseline.
+Prints a table and writes JSON. Usage: python benchmarks/dispatch.py [--out dispatch.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import psycopg  # noqa: E402
+import redis  # noqa: E402
+import uvicorn  # noqa: E402
+from sqlalchemy import select, text, update  # noqa: E402
+
+from farm import states  # noqa: E402
+from farm.db import get_engine, session_factory, transaction  # noqa: E402
+from farm.migrate import upgrade  # noqa: E402
+from farm.queue import make_celery  # noqa: E402
+from farm.release import Releaser, free_capacity  # noqa: E402
+from farm.settings import Settings  # noqa: E402
+from farm.storage import LocalStorage  # noqa: E402
+from farm.tables import Take, TakeState, Worker, utcnow  # noqa: E402
+
+PG_ADMIN = os.environ.get("FARM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("FARM_BENCH_REDIS", "redis://127.0.0.1:6379/12")
+
+NAIVE = text("SELECT id FROM takes WHERE pool = :pool AND state = 'queued' "
+             "ORDER BY priority DESC, created_at, id LIMIT :n")
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def start_api(settings: Settings, storage_dir: Path) -> tuple[str, uvicorn.Server]:
+    from farm.api.app import create_app
+
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, LocalStorage(storage_dir)), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}", server
+
+
+def submit(api: str, batches: int, per_batch: int) -> float:
+    body = lambda b: {"producer": f"p{b % 7}", "defaults": {"checkpoint": "tiny", "mode": "T"},  # noqa: E731
+                      "takes": [{"prompt": f"take {b}-{i}", "seed": i} for i in range(per_batch)]}
+    start = time.perf_counter()
+    with httpx.Client(base_url=api, timeout=600) as client:
+        for b in range(batches):
+            r = client.post("/batches", json=body(b))
+            r.raise_for_status()
+    return time.perf_counter() - start
+
+
+def vacuum(url: str) -> None:
+    with get_engine(url).connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE takes"))
+
+
+def release_all(settings: Settings, factory, order: str, capacity: int) -> dict:
+    """Release every queued take, `capacity` per pass, finishing each pass's takes in between."""
+    vacuum(settings.database)  # both orders start from an equally clean table
+    app = make_celery(settings)
+    releaser = Releaser(factory, app, settings)
+    if order == "plain":  # the baseline order: no fair share
+        import farm.release as release_module
+
+        saved = release_module._ORDER
+        release_module._ORDER = NAIVE
+    with transaction(factory) as s:
+        s.execute(update(Worker).values(slots=capacity, heartbeat_at=utcnow()))
+    released, seconds, passes = 0, 0.0, 0
+    try:
+        while True:
+            start = time.perf_counter()
+            out = releaser.release_once()["explore"]
+            seconds += time.perf_counter() - start
+            if not out:
+                break
+            released += len(out)
+            passes += 1
+            with transaction(factory) as s:  # the workers finish them (not timed)
+                s.execute(update(Take).where(Take.state == TakeState.released).values(state=TakeState.done))
+                s.execute(update(Worker).values(heartbeat_at=utcnow()))
+    finally:
+        if order == "plain":
+            release_module._ORDER = saved
+    redis.Redis.from_url(settings.broker).flushdb()
+    return {"takes": released, "passes": passes, "seconds": seconds, "takes_per_s": released / seconds}
+
+
+def claim_latency(settings: Settings, factory, api: str, n_workers: int, n_takes: int) -> dict:
+    env = {**os.environ, **{f"FARM_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}}
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "dispatch_worker.py")], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n_workers)]
+    try:
+        with transaction(factory) as s:
+            s.execute(text("TRUNCATE outputs, attempts, takes, batches, projects, workers CASCADE"))
+        deadline = time.monotonic() + 120
+        while True:  # the workers register themselves
+            with factory() as s:
+                if s.execute(select(Worker).where(Worker.stopped.is_(False))).scalars().all().__len__() >= n_workers:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("bench workers did not start")
+            time.sleep(0.2)
+        time.sleep(2)  # let every consumer connect to the broker before timing
+        # baseline: a bare Celery round trip (send -> task start) on the same workers
+        app = make_celery(settings)
+        r = redis.Redis.from_url(settings.broker)
+        sent = {}
+        for i in range(n_takes):
+            key = uuid.uuid4().hex
+            sent[key] = time.time()
+            app.send_task("bench.ping", args=[key], queue="explore")
+            time.sleep(0.01)
+        while r.hlen("bench:ping") < n_takes:
+            time.sleep(0.05)
+        bare = [float(r.hget("bench:ping", k)) - t for k, t in sent.items()]
+        # the farm: release loop + SQL claim, workers idle, takes trickling in
+        releaser = Releaser(factory, app, settings)
+        stop = threading.Event()
+        loop = threading.Thread(target=releaser.run, args=(stop,), daemon=True)
+        loop.start()
+        with httpx.Client(base_url=api, timeout=60) as client:
+            for i in range(n_takes):
+                client.post("/batches", json={"producer": "lat", "takes": [{"prompt": f"l{i}", "mode": "T"}]})
+                time.sleep(0.01)
+        while True:
+            with factory() as s:
+                left = s.execute(select(Take).where(Take.state != TakeState.done)).scalars().all()
+            if not left:
+                break
+            time.sleep(0.2)
+        stop.set()
+        loop.join()
+        with factory() as s:
+            rows = s.execute(text("SELECT EXTRACT(EPOCH FROM a.started_at - t.released_at), "
+                                  "EXTRACT(EPOCH FROM a.started_at - t.created_at) "
+                                  "FROM attempts a JOIN takes t ON t.id = a.take_id")).all()
+        claim = [float(a) for a, _ in rows]
+        submit_to_claim = [float(b) for _, b in rows]
+        return {
+            "workers": n_workers, "takes": len(rows),
+            "release_to_claim_ms": {"p50": pct(claim, 0.5) * 1e3, "p99": pct(claim, 0.99) * 1e3},
+            "submit_to_claim_ms": {"p50": pct(submit_to_claim, 0.5) * 1e3, "p99": pct(submit_to_claim, 0.99) * 1e3},
+            "bare_celery_ms": {"p50": pct(bare, 0.5) * 1e3, "p99": pct(bare, 0.99) * 1e3},
+        }
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="dispatch.json")
+    parser.add_argument("--takes", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--latency-takes", type=int, default=400)
+    args = parser.parse_args()
+
+    name = f"farm_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    redis.Redis.from_url(REDIS).flushdb()
+    tmp = Path(tempfile.mkdtemp(prefix="farm-bench-"))
+    settings = Settings(data_dir=tmp, database_url=url, broker_url=REDIS, storage_url=f"file://{tmp}/objects",
+                        release_interval=0.02, heartbeat_interval=1.0, worker_timeout=30.0)
+    results: dict = {}
+    try:
+        upgrade(url)
+        factory = session_factory(url)
+        api, server = start_api(settings, tmp / "objects")
+        n = args.takes
+        s1 = submit(api, 1, n)
+        results["submit 1 batch"] = {"takes": n, "seconds": s1, "takes_per_s": n / s1}
+        s100 = submit(api, 100, n // 100)
+        results["submit 100 batches"] = {"takes": n, "seconds": s100, "takes_per_s": n / s100}
+        with transaction(factory) as s:
+            s.add(Worker(id="bench:0:explore", pool="explore", host="bench", gpu="none", slots=500))
+        with factory() as s:
+            assert free_capacity(s, "explore", utcnow(), settings) == 500
+        results["release, fair-share order (ours)"] = release_all(settings, factory, "fair", 500)
+        with transaction(factory) as s:  # the same 20,000 takes again, for the baseline
+            s.execute(update(Take).values(state=TakeState.queued, released_at=None))
+        results["release, plain priority/age order (baseline)"] = release_all(settings, factory, "plain", 500)
+        results["claim latency"] = claim_latency(settings, factory, api, args.workers, args.latency_takes)
+        server.should_exit = True
+    finally:
+        get_engine(url).dispose()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    meta = {"machine": f"{platform.node()} ({os.cpu_count()} cores)", "python": platform.python_version(),
+            "postgres": PG_ADMIN.split("@")[-1], "redis": REDIS}
+    Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    print(f"\n{'measurement':46s} {'takes':>7s} {'seconds':>8s} {'takes/s':>9s}")
+    for key, r in results.items():
+        if "takes_per_s" in r:
+            print(f"{key:46s} {r['takes']:7d} {r['seconds']:8.2f} {r['takes_per_s']:9.0f}")
+    lat = results["claim latency"]
+    print(f"\nclaim latency, {lat['workers']} idle workers, {lat['takes']} takes   p50 ms   p99 ms")
+    for key in ("release_to_claim_ms", "submit_to_claim_ms", "bare_celery_ms"):
+        print(f"  {key:44s} {lat[key]['p50']:7.1f} {lat[key]['p99']:8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
