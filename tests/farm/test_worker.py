@@ -106,8 +106,6 @@ def test_a_failing_input_is_recorded_with_its_error(client, sessions, start_work
     start_worker()
     from farm.tables import Asset
 
-    image = client.post("/assets", files={"file": ("x.png", open(__import__("pathlib").Path(__file__).parents[1] / "conftest.py", "rb"))})
-    assert image.status_code == 415
     with sessions() as s:
         s.add(Asset(sha256="f" * 64, kind="image", size=1, key="assets/image/ff/missing", filename="gone.png", media_format="png"))
         s.commit()
