@@ -183,7 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "db" and args.revision is None:
         args.revision = "head" if args.action == "upgrade" else "-1"
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except httpx.TransportError as exc:
+        api = getattr(args, "api", None) or os.environ.get("FARM_API", DEFAULT_API)
+        print(f"error: cannot reach the farm at {api} ({exc}); start it with `farm up` or pass --api", file=sys.stderr)
+        return 2
+    except httpx.HTTPStatusError as exc:
+        print(f"error: the farm answered {exc.response.status_code}: {exc.response.text[:500]}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
