@@ -30,8 +30,8 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     @app.exception_handler(FarmError)
     async def farm_error(_request: Request, exc: FarmError) -> JSONResponse:
         body = {"detail": str(exc)}
-        if isinstance(exc, InvalidRequest):
-            body["field"] = exc.field
+        if isinstance(exc, InvalidRequest):  # the field apart, the fix in words
+            body = {"detail": exc.message, "field": exc.field}
         return JSONResponse(body, status_code=exc.status)
 
     for router in (assets.router, batches.router, takes.router):
