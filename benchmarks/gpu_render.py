@@ -192,11 +192,134 @@ def bench_vae_decode(frames, height, width, results):
     torch.cuda.empty_cache()
 
 
+def random_pipeline(spec: ModelSpec, dit: HumoDiT, workdir: Path) -> Pipeline:
+    """The whole engine at full size with random weights: umT5-XXL and Whisper-large-v3
+    encoders (waiting on the CPU), the Wan VAE and the given DiT on the GPU."""
+    from transformers import WhisperConfig as HFWhisperConfig
+    from transformers import WhisperFeatureExtractor
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from models.audio import AudioEncoder
+    from models.text import TextEncoder, build_text_encoder
+    from models.tiny import write_tokenizer
+
+    with torch.device("meta"):
+        t5 = build_text_encoder(spec.text)
+        w = spec.whisper
+        whisper = WhisperEncoder(HFWhisperConfig(d_model=w.d_model, encoder_layers=w.encoder_layers,
+                                                 encoder_attention_heads=w.encoder_attention_heads,
+                                                 encoder_ffn_dim=w.encoder_ffn_dim, num_mel_bins=w.num_mel_bins))
+        vae = build_vae(spec.vae)
+    t5 = random_init_(t5).cpu()
+    whisper = random_init_(whisper).float().cpu()
+    whisper.embed_positions.weight.requires_grad_(False)
+    write_tokenizer(workdir / "tokenizer", min(384, spec.text.vocab_size))  # ids stay inside umT5's vocabulary; length is what costs
+    text = TextEncoder(t5, TextEncoder.tokenizer_from(str(workdir / "tokenizer")), spec.dit.text_len)
+    audio = AudioEncoder(whisper, WhisperFeatureExtractor(feature_size=128))
+    return Pipeline(spec, dit, VideoVAE(random_init_(vae)), text, audio, device=DEVICE)
+
+
+def demo_media(workdir: Path) -> tuple[str, str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from make_media import portrait, speech
+
+    portrait(workdir / "portrait.png")
+    speech(workdir / "speech.wav", seconds=4.0)
+    return str(workdir / "portrait.png"), str(workdir / "speech.wav")
+
+
+def render_clip(pipe: Pipeline, request, workdir: Path, label: str) -> tuple[dict, torch.Tensor]:
+    """Request to MP4 file, timed per stage."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    clock = time.perf_counter()
+    result = pipe.render(request)
+    write_start = time.perf_counter()
+    result.write(workdir / f"{label}.mp4", workdir / f"{label}.jpg")
+    end = time.perf_counter()
+    stages = {**result.timings, "mp4+thumbnail": end - write_start}
+    return {"seconds": end - clock, "stages": stages, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}, result.latents
+
+
+def bench_clip(results: dict, workdir: Path, steps: int, spec: ModelSpec = HUMO_1_7B) -> None:
+    """A whole explore clip, unoptimised (eager, no cache) vs optimised (compiled, cached)."""
+    from models.request import RenderRequest
+
+    image, audio = demo_media(workdir)
+    pipe = random_pipeline(spec, our_dit(spec), workdir)
+    request = RenderRequest(prompt="a presenter speaks to the camera in a bright studio", checkpoint=spec.name,
+                            mode="TIA", image=image, audio=audio, seed=7, steps=steps)
+    f = (spec.frames - 1) // 4 + 2
+    flops = steps * 4 * forward_flops(spec.dit, f, spec.height, spec.width)
+    slow, slow_latents = render_clip(pipe, request, workdir, "unoptimised")
+    slow["tflops_per_s_denoise"] = flops / slow["stages"]["denoise"] / 1e12
+    results["clip: unoptimised (eager, sequential passes, no cache)"] = slow
+    pipe._encodings.clear()
+    clock = time.perf_counter()
+    pipe.dit.compile_blocks()
+    pipe.render(RenderRequest(**{**request.__dict__, "steps": 1}))  # compile + fill the encoding cache
+    results["compile + warm-up take"] = {"seconds": time.perf_counter() - clock, "peak_gib": 0.0}
+    pipe._encodings.clear()
+    fast, fast_latents = render_clip(pipe, request, workdir, "optimised")
+    fast["tflops_per_s_denoise"] = flops / fast["stages"]["denoise"] / 1e12
+    results["clip: optimised (compiled, first take of a prompt)"] = fast
+    clock = time.perf_counter()
+    pipe.encode_inputs(request.resolved())
+    results["encode, next seed of the same prompt (cached)"] = {"seconds": time.perf_counter() - clock, "peak_gib": 0.0}
+    rel = ((fast_latents.float() - slow_latents.float()).norm() / slow_latents.float().norm()).item()
+    results["clip: optimised vs unoptimised final latent"] = {"rel_err": rel, "ok": rel <= 1e-2}
+    bound = flops / 800e12
+    results["clip: FLOP bound at 800 TFLOP/s"] = {"seconds": bound, "fraction_of_bound": bound / fast["seconds"]}
+    # batched guidance passes: one step, both ways
+    req = request.resolved()
+    inputs = pipe.encode_inputs(req)
+    one = req.with_(steps=1)
+    for batched in (False, True):
+        pipe.batch_passes = batched
+        torch.cuda.reset_peak_memory_stats()
+        times = timed(lambda: pipe.denoise(one, inputs), warmup=1, repeat=3)
+        results[f"step, passes {'batched (batch 4)' if batched else 'sequential'}"] = {
+            "seconds": statistics.median(times), "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+    pipe.batch_passes = False
+
+
+def bench_fp8(results: dict) -> None:
+    """FP8 linears against bf16: one forward's speed and error, compiled both ways."""
+    from models.fp8 import enable_fp8
+
+    spec, f = HUMO_1_7B, 26
+    x, t, text, audio = dit_inputs(spec, f, 480, 832)
+    dit = our_dit(spec)
+    with torch.no_grad():
+        ref = dit(x, t, text, audio).float()
+    dit.compile_blocks()
+    bench_ours_forward(spec, f, 480, 832, results, "fp8 section: bf16 forward, compiled", dit=dit)
+    with torch.no_grad():
+        bf16_out = dit(x, t, text, audio).float()
+    n = enable_fp8(dit)
+    torch._dynamo.reset()
+    dit.compile_blocks()
+    bench_ours_forward(spec, f, 480, 832, results, "fp8 section: fp8 linears forward, compiled", dit=dit)
+    with torch.no_grad():
+        fp8_out = dit(x, t, text, audio).float()
+
+    def rel(a, b):
+        return ((a - b).norm() / b.norm()).item()
+
+    results["fp8 section: error of one forward vs eager bf16"] = {
+        "linears_swapped": n, "bf16_compiled_rel_err": rel(bf16_out, ref), "fp8_rel_err": rel(fp8_out, ref)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="gpu_render.json")
+    parser.add_argument("--sections", default="forward,17b", help="comma list of: forward, clip, fp8, 17b")
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps of the whole-clip section")
     parser.add_argument("--skip-17b", action="store_true")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    if args.skip_17b:
+        sections.discard("17b")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
@@ -204,42 +327,64 @@ def main() -> int:
     h480, w480, f = 480, 832, 26  # 97 frames -> 25 latent frames + 1 reference frame
 
     bench_diffusers_baseline(f, h480, w480, results)
-    dit = bench_ours_forward(HUMO_1_7B, f, h480, w480, results, "humo-1.7b forward (ours, eager)")
-    bench_step(dit, HUMO_1_7B, f, h480, w480, results, "humo-1.7b TIA step (eager)")
-    clock = time.perf_counter()
-    dit.compile_blocks()
-    with torch.no_grad():
-        x, t, text, audio = dit_inputs(HUMO_1_7B, f, h480, w480)
-        dit(x, t, text, audio)
-        torch.cuda.synchronize()
-    results["compile (first forward)"] = {"seconds": time.perf_counter() - clock, "peak_gib": 0.0}
-    bench_ours_forward(HUMO_1_7B, f, h480, w480, results, "humo-1.7b forward (ours, compiled)", dit=dit)
-    bench_step(dit, HUMO_1_7B, f, h480, w480, results, "humo-1.7b TIA step (compiled)")
-    del dit
-    torch.cuda.empty_cache()
-    bench_vae_decode(f - 1, h480, w480, results)
-    if not args.skip_17b:
+    if "forward" in sections:
+        dit = bench_ours_forward(HUMO_1_7B, f, h480, w480, results, "humo-1.7b forward (ours, eager)")
+        bench_step(dit, HUMO_1_7B, f, h480, w480, results, "humo-1.7b TIA step (eager)")
+        clock = time.perf_counter()
+        dit.compile_blocks()
+        with torch.no_grad():
+            x, t, text, audio = dit_inputs(HUMO_1_7B, f, h480, w480)
+            dit(x, t, text, audio)
+            torch.cuda.synchronize()
+        results["compile (first forward)"] = {"seconds": time.perf_counter() - clock, "peak_gib": 0.0}
+        bench_ours_forward(HUMO_1_7B, f, h480, w480, results, "humo-1.7b forward (ours, compiled)", dit=dit)
+        bench_step(dit, HUMO_1_7B, f, h480, w480, results, "humo-1.7b TIA step (compiled)")
+        del dit
+        torch.cuda.empty_cache()
+        bench_vae_decode(f - 1, h480, w480, results)
+    if "clip" in sections:
+        import tempfile
+
+        torch._dynamo.reset()
+        bench_clip(results, Path(tempfile.mkdtemp()), args.steps)
+        torch.cuda.empty_cache()
+    if "fp8" in sections:
+        torch._dynamo.reset()
+        bench_fp8(results)
+        torch.cuda.empty_cache()
+    if "17b" in sections:
+        torch._dynamo.reset()
         dit = bench_ours_forward(HUMO_17B, f, 720, 1280, results, "humo-17b forward 720p (eager)", repeat=2)
         dit.compile_blocks()
         bench_ours_forward(HUMO_17B, f, 720, 1280, results, "humo-17b forward 720p (compiled)", repeat=2, dit=dit)
         del dit
         torch.cuda.empty_cache()
 
-    ours = min(results[k]["seconds"] for k in results if k.startswith("humo-1.7b forward"))
     base = results["diffusers Wan-1.3B forward (baseline)"]["seconds"]
-    meta = {
-        "device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
-        "sdpa_note": "PyTorch default SDPA backend selection", "ours_over_baseline": ours / base,
-        "no_slower_than_baseline": ours <= base * 1.02,  # within timing noise
-    }
+    meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
+            "sections": sorted(sections)}
+    forwards = [results[k]["seconds"] for k in results if k.startswith("humo-1.7b forward")]
+    if forwards:
+        meta["ours_over_baseline"] = min(forwards) / base
+        meta["no_slower_than_baseline"] = min(forwards) <= base * 1.02  # within timing noise
     Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
 
     print(f"\n{meta['device']}  torch {meta['torch']}")
-    print(f"{'measurement':42s} {'seconds':>9s} {'TFLOP/s':>8s} {'peak GiB':>9s}")
+    print(f"{'measurement':58s} {'seconds':>9s} {'TFLOP/s':>8s} {'peak GiB':>9s}")
     for name, r in results.items():
-        tf = f"{r['tflops_per_s']:.0f}" if "tflops_per_s" in r else "-"
-        print(f"{name:42s} {r['seconds']:9.3f} {tf:>8s} {r['peak_gib']:9.1f}")
-    print(f"ours / baseline per forward: {ours / base:.3f}  ({'OK' if meta['no_slower_than_baseline'] else 'SLOWER'})")
+        if "seconds" not in r:
+            print(f"{name:58s} {json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()})}")
+            continue
+        tf = r.get("tflops_per_s", r.get("tflops_per_s_denoise"))
+        tf = f"{tf:.0f}" if tf is not None else "-"
+        print(f"{name:58s} {r['seconds']:9.3f} {tf:>8s} {r.get('peak_gib', 0.0):9.1f}")
+        for stage, secs in r.get("stages", {}).items():
+            print(f"    {stage:54s} {secs:9.3f}")
+    for name, r in results.items():
+        if "fraction_of_bound" in r:
+            print(f"fraction of the FLOP bound: {r['fraction_of_bound']:.2f}")
+    if forwards:
+        print(f"ours / baseline per forward: {meta['ours_over_baseline']:.3f}")
     return 0
 
 

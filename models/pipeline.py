@@ -39,6 +39,14 @@ log = logging.getLogger(__name__)
 OnStep = Callable[[int, int], None]
 
 
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 @dataclass
 class Inputs:
     """Everything the denoising loop needs besides the latents, on the DiT's device."""
@@ -83,14 +91,17 @@ class Pipeline:
         self._digest: str | None = None
         #: run all guidance passes of a step as one batch (more memory, fewer launches)
         self.batch_passes = False
+        self.cache_size = 16  #: encodings kept (prompts, audio tracks, reference images)
+        self._encodings: dict[tuple, object] = {}
 
     # -- loading ------------------------------------------------------------------------
     @classmethod
     def load(cls, checkpoint: str, weights: str | Path, *, device: str | torch.device | None = None,
-             dtype: torch.dtype | None = None, compile: bool | None = None) -> "Pipeline":
+             dtype: torch.dtype | None = None, compile: bool | None = None, fp8: bool = False) -> "Pipeline":
         """Build every model on the meta device and stream the official files into it.
 
         compile: torch.compile the DiT blocks (default: on CUDA; same function, ~20% faster).
+        fp8: run the DiT's big linears in FP8 (Hopper; opt-in, see models/fp8.py).
         """
         spec = get_spec(checkpoint)
         weights = Path(weights)
@@ -121,6 +132,12 @@ class Pipeline:
 
         audio = AudioEncoder.from_folder(weights / files.whisper)
         audio.encoder.to(keep_on, torch.float32)  # the reference runs Whisper in float32
+        if fp8:
+            from .fp8 import enable_fp8, supported
+
+            if not supported(device):
+                raise CheckpointError("fp8 needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper)")
+            enable_fp8(dit)
         if compile if compile is not None else device.type == "cuda":
             dit.compile_blocks()
         zero_files = [weights / f for f in files.zero_latents if (weights / f).is_file()]
@@ -143,30 +160,65 @@ class Pipeline:
     # -- step 1: inputs ---------------------------------------------------------------------
     @contextmanager
     def _on_device(self, module: torch.nn.Module):
-        """Move an encoder onto the DiT's device for the call, and back off it after."""
-        home = next(module.parameters()).device
-        module.to(self.device)
+        """Lend an encoder to the DiT's device for the call; it lives on the CPU otherwise.
+
+        On CUDA its CPU weights are pinned once, so the lend is one fast upload and the
+        return costs nothing (the GPU copies are dropped, the CPU ones were never changed).
+        """
+        if self.device.type == "cpu" or next(module.parameters()).device == self.device:
+            yield
+            return
+        params = list(module.parameters())
+        homes = [p.data for p in params]
+        if not getattr(module, "_pinned", False):
+            homes = [h.pin_memory() for h in homes]
+            for p, h in zip(params, homes):
+                p.data = h
+            module._pinned = True
+        for p, h in zip(params, homes):
+            p.data = h.to(self.device, non_blocking=True)
         try:
             yield
         finally:
-            module.to(home)
+            for p, h in zip(params, homes):
+                p.data = h
+
+    def _cached(self, key: tuple, compute):
+        """Encodings reused across the takes of a batch (same prompt, audio or image)."""
+        if key not in self._encodings:
+            if len(self._encodings) >= self.cache_size:
+                self._encodings.pop(next(iter(self._encodings)))
+            self._encodings[key] = compute()
+        self._encodings[key] = self._encodings.pop(key)  # most recently used last
+        return self._encodings[key]
+
+    def _encode_text(self, prompt: str, negative: str):
+        with self._on_device(self.text.model):
+            return self.text.encode([prompt, negative]).to(self.device).split(1)
+
+    def _encode_audio(self, path: str):
+        samples = media.load_audio(path)
+        with self._on_device(self.audio.encoder):
+            return samples, self.audio.features(samples)
 
     def encode_inputs(self, req: ResolvedRequest) -> Inputs:
-        with self._on_device(self.text.model):
-            text, negative = self.text.encode([req.prompt, req.negative_prompt]).to(self.device).split(1)
+        text, negative = self._cached(("text", req.prompt, req.negative_prompt),
+                                      lambda: self._encode_text(req.prompt, req.negative_prompt))
         height, width = req.height // 8, req.width // 8
-        samples = media.load_audio(req.audio) if req.audio else None
-        if samples is not None:
-            with self._on_device(self.audio.encoder):
-                feats = self.audio.features(samples)
+        samples = None
+        if req.audio:
+            samples, feats = self._cached(("audio", _file_digest(req.audio)), lambda: self._encode_audio(req.audio))
         else:
             feats = torch.zeros(req.frames, 5, self.spec.dit.audio_channels)
         wins = windows(feats, req.frames)  # [F, 8, 5, A]
         wins = torch.cat([wins, wins.new_zeros(1, *wins.shape[1:])])  # the reference frame hears nothing
         reference = torch.zeros(self.spec.vae.z_dim, 1, height, width, device=self.device)
         if req.image:
-            pixels = media.load_image(req.image, req.width, req.height)
-            reference = self.vae.encode(pixels[None, :, None])[0].to(self.device)
+            def encode_image():
+                pixels = media.load_image(req.image, req.width, req.height)
+                return self.vae.encode(pixels[None, :, None])[0].to(self.device)
+
+            reference = self._cached(("image", _file_digest(req.image), req.width, req.height), encode_image)
         zero = None
         if self.spec.image_conditioning == "concat":
             zero = self.zero_latents(req.height, req.width, req.latent_frames + 1)

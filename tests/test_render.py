@@ -130,3 +130,32 @@ def test_audio_of_any_container_is_read_at_16khz(media, tmp_path):
             c.mux(p)
     back = load_audio(out)
     assert abs(back.numel() - src.numel()) < 2000  # codec padding only
+
+
+def test_encodings_are_reused_across_seeds(pipelines, media, monkeypatch):
+    pipe = pipelines["tiny"]
+    pipe._encodings.clear()
+    calls = {"text": 0, "audio": 0, "image": 0}
+    for name, method in (("text", "_encode_text"), ("audio", "_encode_audio")):
+        original = getattr(pipe, method)
+
+        def counted(*args, _name=name, _original=original):
+            calls[_name] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(pipe, method, counted)
+    encode = pipe.vae.encode
+
+    def counted_vae(*args):
+        calls["image"] += 1
+        return encode(*args)
+
+    monkeypatch.setattr(pipe.vae, "encode", counted_vae)
+    base = dict(prompt="same shot", mode="TIA", image=str(media["image"]), audio=str(media["audio"]), steps=1)
+    first = pipe.render(RenderRequest(**base, seed=1)).latents
+    pipe.render(RenderRequest(**base, seed=2))
+    assert calls == {"text": 1, "audio": 1, "image": 1}
+    pipe._encodings.clear()
+    assert torch.equal(pipe.render(RenderRequest(**base, seed=1)).latents, first)  # the cache changes nothing
+    pipe.render(RenderRequest(**{**base, "prompt": "another shot"}, seed=1))
+    assert calls["text"] == 3 and calls["audio"] == 2
