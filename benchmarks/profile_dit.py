@@ -1,6 +1,6 @@
 """Profile one DiT forward (ours and the diffusers baseline) and print the top CUDA kernels.
 
-Usage: python benchmarks/profile_dit.py [--compile]
+Usage: python benchmarks/profile_dit.py [--compile] [--baseline] [--audio]
 """
 
 from __future__ import annotations
@@ -34,12 +34,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--baseline", action="store_true")
     parser.add_argument("--audio", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="profile the compiled blocks (the default on CUDA)")
     args = parser.parse_args()
     f, h, w = 26, 480, 832
     dit = our_dit(HUMO_1_7B)
+    if args.compile:
+        dit.compile_blocks()
     x, t, text, audio = dit_inputs(HUMO_1_7B, f, h, w)
     with torch.no_grad():
-        top_kernels(lambda: dit(x, t, text, audio), "ours")
+        top_kernels(lambda: dit(x, t, text, audio), "ours" + (" (compiled)" if args.compile else ""))
     if args.baseline:
         from diffusers import WanTransformer3DModel
 

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     visibility_timeout: int = 6 * 3600
     max_attempts: int = 3  #: attempts per take before it fails
     progress_interval: float = 0.5  #: seconds between progress writes of a render
+    #: write and upload a finished clip on a thread while the GPU starts the next take
+    finish_in_background: bool = True
     presign_seconds: int = 3600  #: lifetime of presigned output URLs
 
     weights_dir: Path | None = Field(default=None, description="HuMo weights folder (official layout)")

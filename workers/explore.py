@@ -1,9 +1,14 @@
 """The explore worker's runtime: one process per GPU, the model loaded once.
 
 For each delivered take: claim it in SQL (a duplicate delivery claims nothing), render with
-per-step progress and cooperative cancel, upload clip, thumbnail and manifest (last) to the
-take's deterministic keys, and record the attempt. Failures go to the state machine, which
-requeues a retryable one while attempts remain.
+per-step progress and cooperative cancel, then hand the clip to a finisher thread that writes
+the MP4, uploads clip, thumbnail and manifest (last) to the take's deterministic keys and
+records the attempt, while the GPU takes the next take. Failures go to the state machine,
+which requeues a retryable one while attempts remain.
+
+The Celery message is acked when the GPU part ends. A worker killed while finishing leaves
+its take running under a worker that stops heartbeating, which the reconciler requeues; the
+keys are deterministic and the output row unique, so a second attempt never duplicates.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import logging
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy import select
@@ -20,8 +26,8 @@ from farm import states
 from farm.db import session_factory, transaction
 from farm.settings import Settings
 from farm.storage import Storage, open_storage, output_keys, sha256_file
-from farm.tables import Asset, Take
-from models import InputError, RenderCanceled, RenderRequest, load_pipeline
+from farm.tables import Asset, Attempt, Take
+from models import InputError, RenderCanceled, RenderRequest, RenderResult, load_pipeline
 
 from .heartbeat import Heartbeat, gpu_name
 from .manifest import build_manifest
@@ -38,6 +44,9 @@ class ExploreRuntime:
         self.gpu = gpu_name(settings.device)
         self.heartbeat = Heartbeat(self.factory, pool, self.gpu, settings.heartbeat_interval)
         self.pipeline = None
+        #: one finisher thread, one take in flight: the next decode waits for the last upload
+        self.finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finisher")
+        self.pending: Future | None = None
 
     def start(self) -> "ExploreRuntime":
         self.pipeline = load_pipeline(self.checkpoint, self.settings.weights_dir, self.settings.device)
@@ -46,10 +55,18 @@ class ExploreRuntime:
         return self
 
     def stop(self) -> None:
+        """Finish what was rendered (SIGTERM: the in-flight take is finished, never lost)."""
+        self.drain()
+        self.finisher.shutdown(wait=True)
         self.heartbeat.stop()
 
+    def drain(self) -> str | None:
+        pending, self.pending = self.pending, None
+        return pending.result() if pending is not None else None
+
+    # -- one take ---------------------------------------------------------------------------
     def run(self, take_id: str) -> str:
-        """Render one delivered take; returns what happened (for logs and tests)."""
+        """Claim and render one delivered take; its finishing continues in the background."""
         with transaction(self.factory) as session:
             attempt = states.claim(session, take_id, self.heartbeat.id, self.heartbeat.host, self.gpu)
             if attempt is None:
@@ -62,28 +79,41 @@ class ExploreRuntime:
             session.expunge(take)
         self.heartbeat.beat(current_take_id=take_id)
         start = time.monotonic()
+        tmp = tempfile.TemporaryDirectory(prefix=f"take-{take_id}-")
         try:
-            with tempfile.TemporaryDirectory(prefix=f"take-{take_id}-") as tmp:
-                outcome = self._render(take, attempt, inputs, Path(tmp), start)
-        except RenderCanceled:
-            with transaction(self.factory) as session:
-                states.mark_canceled(session, take_id, attempt, time.monotonic() - start)
-            outcome = "canceled"
-        except InputError as exc:  # the take itself is wrong: retrying cannot help
-            with transaction(self.factory) as session:
-                states.fail(session, take_id, attempt, exc, retryable=False, gpu_seconds=time.monotonic() - start)
-            outcome = "failed"
-        except Exception as exc:
-            log.exception("take %s attempt %d failed", take_id, attempt.number)
-            with transaction(self.factory) as session:
-                state = states.fail(session, take_id, attempt, exc, retryable=True, gpu_seconds=time.monotonic() - start)
-            outcome = f"failed ({state.value if state else 'no longer ours'})"
+            result = self._render(take, attempt, inputs, Path(tmp.name))
+        except BaseException as exc:
+            tmp.cleanup()
+            return self._failed(take_id, attempt, exc, start)
         finally:
-            self.heartbeat.beat(current_take_id=None)
+            self.heartbeat.beat(current_take_id=None)  # the GPU is free again
+        self.drain()  # the previous take's upload, if still going
+        if self.settings.finish_in_background:
+            self.pending = self.finisher.submit(self._finish_safely, take, attempt, result, tmp, start)
+            return "rendered; finishing"
+        return self._finish_safely(take, attempt, result, tmp, start)
+
+    def _failed(self, take_id: str, attempt: Attempt, exc: BaseException, start: float) -> str:
+        seconds = time.monotonic() - start
+        with transaction(self.factory) as session:
+            if isinstance(exc, RenderCanceled):
+                states.mark_canceled(session, take_id, attempt, seconds)
+                outcome = "canceled"
+            elif isinstance(exc, InputError):  # the take itself is wrong: retrying cannot help
+                states.fail(session, take_id, attempt, exc, retryable=False, gpu_seconds=seconds)
+                outcome = "failed"
+            elif isinstance(exc, Exception):
+                log.error("take %s attempt %d failed", take_id, attempt.number, exc_info=exc)
+                state = states.fail(session, take_id, attempt, exc, retryable=True, gpu_seconds=seconds)
+                outcome = f"failed ({state.value if state else 'no longer ours'})"
+            else:  # KeyboardInterrupt, SystemExit: record and let it through
+                states.fail(session, take_id, attempt, RuntimeError(f"worker stopped: {exc!r}"), retryable=True,
+                            gpu_seconds=seconds)
+                raise exc
         log.info("take %s attempt %d: %s", take_id, attempt.number, outcome)
         return outcome
 
-    def _render(self, take: Take, attempt, inputs: dict, tmp: Path, start: float) -> str:
+    def _render(self, take: Take, attempt: Attempt, inputs: dict, tmp: Path) -> RenderResult:
         files = {}
         for kind, asset in inputs.items():
             files[kind] = tmp / f"{kind}-{asset.sha256[:12]}"
@@ -102,7 +132,19 @@ class ExploreRuntime:
             if stop:
                 raise RenderCanceled(f"take {take.id} canceled at step {i}/{n}")
 
-        result = self.pipeline.render(request, on_step)
+        return self.pipeline.render(request, on_step)
+
+    def _finish_safely(self, take: Take, attempt: Attempt, result: RenderResult, tmp, start: float) -> str:
+        try:
+            outcome = self._finish(take, attempt, result, Path(tmp.name), start)
+        except Exception as exc:  # an upload that failed after its retries: the take goes back
+            outcome = self._failed(take.id, attempt, exc, start)
+        finally:
+            tmp.cleanup()
+        log.info("take %s attempt %d: %s", take.id, attempt.number, outcome)
+        return outcome
+
+    def _finish(self, take: Take, attempt: Attempt, result: RenderResult, tmp: Path, start: float) -> str:
         keys = output_keys(take.id)
         clip, thumb = tmp / "clip.mp4", tmp / "thumbnail.jpg"
         result.write(clip, thumb)
