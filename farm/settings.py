@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     progress_interval: float = 0.5  #: seconds between progress writes of a render
     #: write and upload a finished clip on a thread while the GPU starts the next take
     finish_in_background: bool = True
+    render_time_limit: float = 3 * 3600.0  #: seconds a render may take before it is stopped
+    #: seconds a render may go without finishing a denoising step before the worker is
+    #: presumed hung: it exits, and the reconciler gives its take to another worker
+    stall_timeout: float = 900.0
     presign_seconds: int = 3600  #: lifetime of presigned output URLs
 
     weights_dir: Path | None = Field(default=None, description="HuMo weights folder (official layout)")

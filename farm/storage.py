@@ -112,12 +112,16 @@ class S3Storage:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, fn, *args, key: str | None = None, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return fn(*args, **kwargs)
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            if key and exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise StorageError(f"object {key} not found in s3://{self.bucket}") from exc
+            raise StorageError(f"S3 {what} failed: {exc}") from exc
+        except BotoCoreError as exc:
             raise StorageError(f"S3 {what} failed: {exc}") from exc
 
     def ensure_bucket(self) -> None:
@@ -137,10 +141,10 @@ class S3Storage:
                    ExtraArgs={"ContentType": content_type})
 
     def get_file(self, key: str, path: Path) -> None:
-        self._call("download", self.client.download_file, self.bucket, self._key(key), str(path))
+        self._call("download", self.client.download_file, self.bucket, self._key(key), str(path), key=key)
 
     def get_bytes(self, key: str) -> bytes:
-        return self._call("get", self.client.get_object, Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        return self._call("get", self.client.get_object, Bucket=self.bucket, Key=self._key(key), key=key)["Body"].read()
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

@@ -24,6 +24,9 @@ def make_scheduler(steps: int, shift: float) -> UniPCMultistepScheduler:
     )
     base = np.linspace(1 - 1 / TRAIN_TIMESTEPS, 0, steps + 1)[:-1]
     scheduler.set_timesteps(sigmas=base)
+    # many steps give repeated integer timesteps near t=1000; diffusers would then guess the
+    # first step's index from the value (and pick the repeat). We always start at step 0.
+    scheduler.set_begin_index(0)
     return scheduler
 
 

@@ -33,3 +33,13 @@ def test_a_constant_velocity_is_integrated_exactly():
     for t in scheduler.timesteps:
         x = scheduler.step(v[None], t, x[None], return_dict=False)[0][0]
     torch.testing.assert_close(x, x0, rtol=1e-4, atol=1e-4)
+
+
+def test_many_steps_with_repeated_integer_timesteps_run_to_the_end():
+    scheduler = make_scheduler(400, 5.0)
+    assert len(set(model_timesteps(scheduler).tolist())) < 400  # repeats exist
+    x0, v = torch.randn(2, 2), torch.randn(2, 2)
+    x = x0 + scheduler.sigmas[0] * v
+    for t in scheduler.timesteps:
+        x = scheduler.step(v[None], t, x[None], return_dict=False)[0][0]
+    torch.testing.assert_close(x, x0, rtol=1e-4, atol=1e-4)

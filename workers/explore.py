@@ -35,6 +35,25 @@ from .manifest import build_manifest
 log = logging.getLogger(__name__)
 
 
+class RenderTimeout(Exception):
+    """The render ran past FARM_RENDER_TIME_LIMIT and was stopped between steps."""
+
+
+class GPUOutOfMemory(Exception):
+    """The GPU ran out of memory during the render (retried: the next attempt may fit)."""
+
+
+def classify(exc: BaseException) -> tuple[BaseException, bool]:
+    """(the error to record, whether a retry may help)."""
+    import torch
+
+    if isinstance(exc, InputError):
+        return exc, False  # the take itself is wrong
+    if isinstance(exc, torch.OutOfMemoryError):
+        return GPUOutOfMemory(str(exc).splitlines()[0][:500] or "CUDA out of memory"), True
+    return exc, True
+
+
 class ExploreRuntime:
     def __init__(self, settings: Settings, pool: str = "explore", storage: Storage | None = None):
         self.settings, self.pool = settings, pool
@@ -84,8 +103,11 @@ class ExploreRuntime:
             result = self._render(take, attempt, inputs, Path(tmp.name))
         except BaseException as exc:
             tmp.cleanup()
+            if _is_oom(exc):
+                _free_gpu_memory()
             return self._failed(take_id, attempt, exc, start)
         finally:
+            self.heartbeat.watch(None)
             self.heartbeat.beat(current_take_id=None)  # the GPU is free again
         self.drain()  # the previous take's upload, if still going
         if self.settings.finish_in_background:
@@ -99,12 +121,11 @@ class ExploreRuntime:
             if isinstance(exc, RenderCanceled):
                 states.mark_canceled(session, take_id, attempt, seconds)
                 outcome = "canceled"
-            elif isinstance(exc, InputError):  # the take itself is wrong: retrying cannot help
-                states.fail(session, take_id, attempt, exc, retryable=False, gpu_seconds=seconds)
-                outcome = "failed"
             elif isinstance(exc, Exception):
-                log.error("take %s attempt %d failed", take_id, attempt.number, exc_info=exc)
-                state = states.fail(session, take_id, attempt, exc, retryable=True, gpu_seconds=seconds)
+                error, retryable = classify(exc)
+                log.error("take %s attempt %d failed: %s", take_id, attempt.number, type(error).__name__,
+                          exc_info=exc if retryable else None)
+                state = states.fail(session, take_id, attempt, error, retryable=retryable, gpu_seconds=seconds)
                 outcome = f"failed ({state.value if state else 'no longer ours'})"
             else:  # KeyboardInterrupt, SystemExit: record and let it through
                 states.fail(session, take_id, attempt, RuntimeError(f"worker stopped: {exc!r}"), retryable=True,
@@ -121,9 +142,14 @@ class ExploreRuntime:
         request = RenderRequest(checkpoint=take.checkpoint, image=str(files["image"]) if "image" in files else None,
                                 audio=str(files["audio"]) if "audio" in files else None, **take.params)
         last = [0.0]
+        deadline = time.monotonic() + self.settings.render_time_limit
+        self.heartbeat.watch(self.settings.stall_timeout)
 
         def on_step(i: int, n: int) -> None:
             now = time.monotonic()
+            self.heartbeat.watch(self.settings.stall_timeout)  # a step finished: not hung
+            if now > deadline:
+                raise RenderTimeout(f"the render passed its {self.settings.render_time_limit:g} s limit at step {i}/{n}")
             if i < n and now - last[0] < self.settings.progress_interval:
                 return
             last[0] = now
@@ -163,3 +189,20 @@ class ExploreRuntime:
                                                             "clip_size": clip.stat().st_size},
                                  gpu_seconds=time.monotonic() - start)
         return "done" if done else "finished, but another attempt holds the take"
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError)
+
+
+def _free_gpu_memory() -> None:
+    """After an out-of-memory error the allocator holds freed blocks: hand them back."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+import time
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +32,7 @@ class Heartbeat:
         self.id = f"{self.host}:{os.getpid()}:{pool}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._deadline: float | None = None  #: monotonic time by which the render must make progress
 
     def start(self) -> "Heartbeat":
         with transaction(self.factory) as session:
@@ -43,8 +45,17 @@ class Heartbeat:
         with transaction(self.factory) as session:
             session.execute(update(Worker).where(Worker.id == self.id).values(heartbeat_at=utcnow(), **values))
 
+    def watch(self, seconds: float | None) -> None:
+        """Expect progress within `seconds` (None: idle, nothing expected)."""
+        self._deadline = None if seconds is None else time.monotonic() + seconds
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                # a hung GPU call never returns to Python: only leaving frees the take
+                log.critical("no denoising step finished in time: the worker is hung; exiting so its take is requeued")
+                logging.shutdown()
+                os._exit(70)
             try:
                 self.beat()
             except Exception:  # the database is away: keep trying, the sweeper judges by time
