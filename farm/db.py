@@ -37,3 +37,34 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+def run_with_retry(factory: sessionmaker[Session], work, *, seconds: float = 120.0, what: str = "database write"):
+    """Run work(session) in a transaction, retrying while the database is unreachable.
+
+    A restarting database must not turn a finished render into a lost record: connection
+    errors are retried with backoff for up to `seconds`; any other error raises at once.
+    """
+    import logging
+    import time
+
+    from sqlalchemy.exc import DBAPIError
+
+    log = logging.getLogger(__name__)
+    deadline, delay = time.monotonic() + seconds, 0.2
+    while True:
+        try:
+            with transaction(factory) as session:
+                return work(session)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated and not _is_disconnect(exc) or time.monotonic() > deadline:
+                raise
+            log.warning("%s: database unreachable (%s); retrying in %.1fs", what, type(exc.orig).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _is_disconnect(exc) -> bool:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(exc, (OperationalError, InterfaceError))

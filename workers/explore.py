@@ -21,9 +21,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from farm import states
-from farm.db import session_factory, transaction
+from farm.db import run_with_retry, session_factory, transaction
 from farm.settings import Settings
 from farm.storage import Storage, open_storage, output_keys, sha256_file
 from farm.tables import Asset, Attempt, Take
@@ -86,16 +87,21 @@ class ExploreRuntime:
     # -- one take ---------------------------------------------------------------------------
     def run(self, take_id: str) -> str:
         """Claim and render one delivered take; its finishing continues in the background."""
-        with transaction(self.factory) as session:
+        def claim(session):
             attempt = states.claim(session, take_id, self.heartbeat.id, self.heartbeat.host, self.gpu)
             if attempt is None:
                 state = session.execute(select(Take.state).where(Take.id == take_id)).scalar_one_or_none()
-                log.info("take %s is %s: duplicate or stale delivery dropped", take_id, getattr(state, "value", "unknown"))
-                return "dropped"
+                return None, state, None, None
             take = session.get(Take, take_id)
             inputs = {kind: session.get(Asset, sha) for kind, sha in (("image", take.image_sha256),
                                                                        ("audio", take.audio_sha256)) if sha}
             session.expunge(take)
+            return attempt, None, take, inputs
+
+        attempt, state, take, inputs = run_with_retry(self.factory, claim, what=f"claim of take {take_id}")
+        if attempt is None:
+            log.info("take %s is %s: duplicate or stale delivery dropped", take_id, getattr(state, "value", "unknown"))
+            return "dropped"
         self.heartbeat.beat(current_take_id=take_id)
         start = time.monotonic()
         tmp = tempfile.TemporaryDirectory(prefix=f"take-{take_id}-")
@@ -117,20 +123,20 @@ class ExploreRuntime:
 
     def _failed(self, take_id: str, attempt: Attempt, exc: BaseException, start: float) -> str:
         seconds = time.monotonic() - start
-        with transaction(self.factory) as session:
-            if isinstance(exc, RenderCanceled):
-                states.mark_canceled(session, take_id, attempt, seconds)
-                outcome = "canceled"
-            elif isinstance(exc, Exception):
-                error, retryable = classify(exc)
-                log.error("take %s attempt %d failed: %s", take_id, attempt.number, type(error).__name__,
-                          exc_info=exc if retryable else None)
-                state = states.fail(session, take_id, attempt, error, retryable=retryable, gpu_seconds=seconds)
-                outcome = f"failed ({state.value if state else 'no longer ours'})"
-            else:  # KeyboardInterrupt, SystemExit: record and let it through
-                states.fail(session, take_id, attempt, RuntimeError(f"worker stopped: {exc!r}"), retryable=True,
-                            gpu_seconds=seconds)
-                raise exc
+        if isinstance(exc, RenderCanceled):
+            run_with_retry(self.factory, lambda s: states.mark_canceled(s, take_id, attempt, seconds))
+            outcome = "canceled"
+        elif isinstance(exc, Exception):
+            error, retryable = classify(exc)
+            log.error("take %s attempt %d failed: %s", take_id, attempt.number, type(error).__name__,
+                      exc_info=exc if retryable else None)
+            state = run_with_retry(self.factory, lambda s: states.fail(s, take_id, attempt, error, retryable=retryable,
+                                                                       gpu_seconds=seconds))
+            outcome = f"failed ({state.value if state else 'no longer ours'})"
+        else:  # KeyboardInterrupt, SystemExit: record and let it through
+            run_with_retry(self.factory, lambda s: states.fail(s, take_id, attempt, RuntimeError(f"worker stopped: {exc!r}"),
+                                                               retryable=True, gpu_seconds=seconds), seconds=10)
+            raise exc
         log.info("take %s attempt %d: %s", take_id, attempt.number, outcome)
         return outcome
 
@@ -153,8 +159,12 @@ class ExploreRuntime:
             if i < n and now - last[0] < self.settings.progress_interval:
                 return
             last[0] = now
-            with transaction(self.factory) as session:
-                stop = states.progress(session, take.id, attempt, i, n)
+            try:
+                with transaction(self.factory) as session:
+                    stop = states.progress(session, take.id, attempt, i, n)
+            except DBAPIError as exc:  # the database is away: keep rendering, report later
+                log.warning("progress of take %s not recorded (%s)", take.id, type(exc.orig).__name__)
+                return
             if stop:
                 raise RenderCanceled(f"take {take.id} canceled at step {i}/{n}")
 
@@ -184,10 +194,10 @@ class ExploreRuntime:
         manifest_path = tmp / "manifest.json"
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
         self.storage.put_file(keys["manifest_key"], manifest_path, "application/json")  # last: it marks complete
-        with transaction(self.factory) as session:
-            done = states.finish(session, take.id, attempt, {**keys, "clip_sha256": clip_sha,
-                                                            "clip_size": clip.stat().st_size},
-                                 gpu_seconds=time.monotonic() - start)
+        output = {**keys, "clip_sha256": clip_sha, "clip_size": clip.stat().st_size}
+        seconds = time.monotonic() - start
+        done = run_with_retry(self.factory, lambda s: states.finish(s, take.id, attempt, output, gpu_seconds=seconds),
+                              what=f"record of take {take.id}")
         return "done" if done else "finished, but another attempt holds the take"
 
 
