@@ -131,7 +131,13 @@ def fail(session: Session, take_id: str, attempt: Attempt, error: BaseException,
          gpu_seconds: float = 0.0, now: datetime | None = None) -> TakeState | None:
     """The attempt failed: back to queued while attempts remain and the error is retryable."""
     now = now or utcnow()
-    take = session.execute(select(Take.attempt_count, Take.max_attempts).where(Take.id == take_id)).one()
+    take = session.execute(select(Take.attempt_count, Take.max_attempts, Take.cancel_requested)
+                           .where(Take.id == take_id)).one()
+    if take.cancel_requested:  # the producer already gave up on it: no retry
+        _end_attempt(session, attempt, AttemptState.failed, now, gpu_seconds, error)
+        moved = _move(session, take_id, [S.running], S.canceled, now, _current(take_id, attempt), finished_at=now,
+                      error_class=type(error).__name__, error_message=str(error)[:4000])
+        return S.canceled if moved else None
     again = retryable and take.attempt_count < take.max_attempts
     target = S.queued if again else S.failed
     values = dict(error_class=type(error).__name__, error_message=str(error)[:4000])
@@ -202,8 +208,12 @@ def reclaim_from_dead_workers(session: Session, dead_worker_ids: list[str], now:
     for attempt in rows:
         error = WorkerLost(f"worker {attempt.worker_id} stopped heartbeating during attempt {attempt.number}")
         _end_attempt(session, attempt, AttemptState.lost, now, 0.0, error)
-        take = session.execute(select(Take.attempt_count, Take.max_attempts).where(Take.id == attempt.take_id)).one()
-        target = S.queued if take.attempt_count < take.max_attempts else S.failed
+        take = session.execute(select(Take.attempt_count, Take.max_attempts, Take.cancel_requested)
+                               .where(Take.id == attempt.take_id)).one()
+        if take.cancel_requested:  # canceled while its worker died: it stays canceled
+            target = S.canceled
+        else:
+            target = S.queued if take.attempt_count < take.max_attempts else S.failed
         extra = {"released_at": None} if target == S.queued else {"finished_at": now}
         if _move(session, attempt.take_id, [S.running], target, now, _current(attempt.take_id, attempt),
                  error_class="WorkerLost", error_message=str(error), **extra):

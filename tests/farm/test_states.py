@@ -155,3 +155,20 @@ def test_a_dead_workers_take_is_requeued_with_its_attempt_lost(sessions, take):
     with transaction(sessions) as s:
         assert not states.finish(s, take, attempt, {"clip_key": "c", "thumbnail_key": "t", "manifest_key": "m",
                                                     "clip_sha256": "0" * 64, "clip_size": 1}, 1.0)
+
+
+def test_a_take_canceled_while_its_worker_died_stays_canceled(sessions, take):
+    claim(sessions, take, "dying")
+    with transaction(sessions) as s:
+        assert states.cancel(s, take) == S.running
+    with transaction(sessions) as s:
+        states.reclaim_from_dead_workers(s, ["dying"])
+    assert state(sessions, take) == "canceled"  # found by the property test: it used to requeue unclaimable
+
+
+def test_a_failure_after_a_cancel_request_cancels(sessions, take):
+    attempt = claim(sessions, take)
+    with transaction(sessions) as s:
+        states.cancel(s, take)
+    with transaction(sessions) as s:
+        assert states.fail(s, take, attempt, RuntimeError("x"), retryable=True) == S.canceled
