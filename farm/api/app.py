@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DataError
 
 from .. import __version__
 from ..db import session_factory
@@ -17,6 +19,10 @@ from ..settings import Settings, get_settings
 from ..storage import LocalStorage, Storage, open_storage
 from ..tables import Take, TakeState, utcnow
 from .routes import assets, batches, takes
+from .schemas import ErrorPublic
+
+#: every error the API answers has one shape: {"detail": "...", "field": "..." | null}
+ERROR_RESPONSES = {code: {"model": ErrorPublic} for code in (404, 409, 413, 415, 422, 503)}
 
 
 def create_app(settings: Settings | None = None, storage: Storage | None = None) -> FastAPI:
@@ -34,10 +40,30 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
             body = {"detail": exc.message, "field": exc.field}
         return JSONResponse(body, status_code=exc.status)
 
-    for router in (assets.router, batches.router, takes.router):
-        app.include_router(router)
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's own 422s in the API's one error shape: the field, then what is wrong."""
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header"))
+        return JSONResponse({"detail": f"{field or 'request'}: {first.get('msg')}", "field": field or None},
+                            status_code=422)
 
-    @app.get("/healthz", tags=["ops"])
+    @app.exception_handler(DataError)
+    async def data_error(_request: Request, exc: DataError) -> JSONResponse:
+        """A value the database refuses (a NUL character, a number out of range): the client's input."""
+        return JSONResponse({"detail": "request: a value the database cannot store (such as a NUL character or "
+                                       "an out-of-range number); remove it", "field": None}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        field = detail.split(":", 1)[0] if ":" in detail and " " not in detail.split(":", 1)[0] else None
+        return JSONResponse({"detail": detail, "field": field}, status_code=exc.status_code, headers=exc.headers)
+
+    for router in (assets.router, batches.router, takes.router):
+        app.include_router(router, responses=ERROR_RESPONSES)
+
+    @app.get("/healthz", tags=["ops"], responses={503: {"model": ErrorPublic}})
     def healthz() -> dict:
         with app.state.sessions() as session:
             session.execute(text("SELECT 1"))

@@ -5,17 +5,28 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Mode = Literal["T", "TI", "TA", "TIA"]
+
+
+def _printable(value: str) -> str:
+    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_printable)]
 
 
 class TakeCreate(BaseModel):
     """One take. Unset fields come from the batch's `defaults`, then the checkpoint's."""
 
     model_config = ConfigDict(extra="forbid")
-    prompt: str | None = None
-    negative_prompt: str | None = None
+    prompt: Text | None = None
+    negative_prompt: Text | None = None
     checkpoint: str | None = Field(None, description="humo-1.7b, humo-17b, tiny, ...")
     pool: Literal["explore", "hero"] | None = None
     mode: Mode | None = Field(None, description="default: from the inputs given")
@@ -43,7 +54,7 @@ class Sweep(BaseModel):
     """prompts x seeds x checkpoints, every combination one take."""
 
     model_config = ConfigDict(extra="forbid")
-    prompts: list[str] = Field(min_length=1)
+    prompts: list[Text] = Field(min_length=1)
     seeds: list[int] | None = None
     seed_count: int | None = Field(None, ge=1, le=10_000)
     checkpoints: list[str] | None = None
@@ -52,9 +63,9 @@ class Sweep(BaseModel):
 
 class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    project: str = "default"
-    name: str | None = None
-    producer: str | None = Field(None, description="who submits (until accounts exist)")
+    project: Text = Field("default", min_length=1, max_length=200)
+    name: Text | None = Field(None, max_length=200)
+    producer: Text | None = Field(None, max_length=100, description="who submits (until accounts exist)")
     defaults: TakeCreate | None = None
     takes: list[TakeCreate] = Field(default_factory=list)
     sweep: Sweep | None = None

@@ -7,7 +7,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Response, UploadFile
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response, UploadFile
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -85,8 +87,9 @@ def get_asset(sha256: str, session: SessionDep) -> AssetPublic:
 
 
 @router.get("", response_model=list[AssetPublic])
-def list_assets(session: SessionDep, kind: str | None = None, limit: int = 100) -> list[AssetPublic]:
-    stmt = select(Asset).order_by(Asset.created_at.desc()).limit(min(limit, 1000))
+def list_assets(session: SessionDep, kind: Literal["image", "audio"] | None = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AssetPublic]:
+    stmt = select(Asset).order_by(Asset.created_at.desc()).limit(limit)
     if kind:
         stmt = stmt.where(Asset.kind == kind)
     return [AssetPublic.model_validate(a) for a in session.execute(stmt).scalars()]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
 
 from ... import batches
@@ -37,8 +37,9 @@ def create_batch(body: BatchCreate, session: SessionDep, settings: SettingsDep, 
 
 
 @router.get("", response_model=list[BatchPublic])
-def list_batches(session: SessionDep, producer: str | None = None, limit: int = 50) -> list[BatchPublic]:
-    stmt = select(Batch).order_by(Batch.created_at.desc()).limit(min(max(limit, 1), 500))
+def list_batches(session: SessionDep, producer: str | None = None,
+                 limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[BatchPublic]:
+    stmt = select(Batch).order_by(Batch.created_at.desc()).limit(limit)
     if producer:
         stmt = stmt.where(Batch.producer == producer)
     return [batch_public(session, b) for b in session.execute(stmt).scalars()]
