@@ -43,11 +43,17 @@ class Settings(BaseSettings):
     #: presumed hung: it exits, and the reconciler gives its take to another worker
     stall_timeout: float = 900.0
     presign_seconds: int = 3600  #: lifetime of presigned output URLs
+    max_upload_bytes: int = 512 * 1024 * 1024  #: largest accepted image or audio upload
 
     weights_dir: Path | None = Field(default=None, description="HuMo weights folder (official layout)")
     device: str | None = None  #: worker device: cuda, cpu (default: cuda when present)
     explore_checkpoint: str = "tiny"  #: what the explore pool renders with
     hero_checkpoint: str = "humo-17b"
+
+    def __repr_args__(self):
+        """Never show credentials: URLs lose their passwords in repr, str and logs."""
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if isinstance(value, str) else value
 
     @field_validator("data_dir")
     @classmethod
@@ -69,6 +75,20 @@ class Settings(BaseSettings):
     @property
     def storage(self) -> str:
         return self.storage_url or f"file://{self.data_dir / 'objects'}"
+
+
+def redact(url: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db"""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @lru_cache(maxsize=1)

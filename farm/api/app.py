@@ -25,6 +25,24 @@ from .schemas import ErrorPublic
 ERROR_RESPONSES = {code: {"model": ErrorPublic} for code in (404, 409, 413, 415, 422, 503)}
 
 
+class UploadLimit:
+    """Refuse an upload whose Content-Length is over the limit before reading its body
+    (Starlette would spool it to disk first). Bodies without a length are counted by the
+    route as they are read."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/assets":
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.limit + 1024 * 1024:  # room for the multipart envelope
+                response = JSONResponse({"detail": f"file: larger than the {self.limit} byte limit; send a shorter "
+                                                   "clip or a smaller image", "field": "file"}, status_code=413)
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, storage: Storage | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(title="HuMo render farm", version=__version__,
@@ -32,6 +50,8 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.state.settings = settings
     app.state.sessions = session_factory(settings.database)
     app.state.storage = storage or open_storage(settings)
+
+    app.add_middleware(UploadLimit, limit=settings.max_upload_bytes)
 
     @app.exception_handler(FarmError)
     async def farm_error(_request: Request, exc: FarmError) -> JSONResponse:

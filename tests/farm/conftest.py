@@ -67,8 +67,8 @@ def pg_url() -> Iterator[str]:
 def s3_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "farm-tests")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", f"secret-{uuid.uuid4().hex}")  # distinctive: grep-able in logs
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

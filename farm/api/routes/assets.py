@@ -23,7 +23,6 @@ from ..deps import SessionDep, SettingsDep, StorageDep
 from ..schemas import AssetPublic
 
 router = APIRouter(prefix="/assets", tags=["assets"])
-MAX_UPLOAD = 512 * 1024 * 1024  #: bytes
 
 
 def sniff(path: Path) -> tuple[str, str]:
@@ -44,15 +43,19 @@ def sniff(path: Path) -> tuple[str, str]:
 
 
 @router.post("", status_code=201, response_model=AssetPublic)
-def upload_asset(file: UploadFile, session: SessionDep, storage: StorageDep, response: Response) -> AssetPublic:
+def upload_asset(file: UploadFile, session: SessionDep, storage: StorageDep, settings: SettingsDep,
+                 response: Response) -> AssetPublic:
+    """Upload an image or audio file. Its kind is read from its bytes, never its name; it is
+    stored once under its sha256, whatever it is called."""
+    limit = settings.max_upload_bytes
     digest, size = hashlib.sha256(), 0
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "upload"
         with open(path, "wb") as out:
             while chunk := file.file.read(1 << 20):
                 size += len(chunk)
-                if size > MAX_UPLOAD:
-                    raise HTTPException(413, f"file: larger than {MAX_UPLOAD // 2**20} MiB")
+                if size > limit:
+                    raise HTTPException(413, f"file: larger than the {limit} byte limit; send a shorter clip or a smaller image")
                 digest.update(chunk)
                 out.write(chunk)
         if size == 0:
