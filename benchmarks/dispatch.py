@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,23 +24,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import httpx  # noqa: E402
-import psycopg  # noqa: E402
 import redis  # noqa: E402
 import uvicorn  # noqa: E402
 from sqlalchemy import select, text, update  # noqa: E402
 
-from farm import states  # noqa: E402
 from farm.db import get_engine, session_factory, transaction  # noqa: E402
-from farm.migrate import upgrade  # noqa: E402
 from farm.queue import make_celery  # noqa: E402
 from farm.release import Releaser, free_capacity  # noqa: E402
 from farm.settings import Settings  # noqa: E402
 from farm.storage import LocalStorage  # noqa: E402
 from farm.tables import Take, TakeState, Worker, utcnow  # noqa: E402
+from services import PG_ADMIN, temp_database  # noqa: E402
 
-PG_ADMIN = os.environ.get("FARM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("FARM_BENCH_REDIS", "redis://127.0.0.1:6379/12")
 
 NAIVE = text("SELECT id FROM takes WHERE pool = :pool AND state = 'queued' "
@@ -189,17 +186,21 @@ def main() -> int:
     parser.add_argument("--latency-takes", type=int, default=400)
     args = parser.parse_args()
 
-    name = f"farm_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    with temp_database("farm_bench") as url:
+        results = measure(url, args)
+    meta = {"machine": f"{platform.node()} ({os.cpu_count()} cores)", "python": platform.python_version(),
+            "postgres": PG_ADMIN.split("@")[-1], "redis": REDIS}
+    report(meta, results, args.out)
+    return 0
+
+
+def measure(url: str, args) -> dict:
     redis.Redis.from_url(REDIS).flushdb()
     tmp = Path(tempfile.mkdtemp(prefix="farm-bench-"))
     settings = Settings(data_dir=tmp, database_url=url, broker_url=REDIS, storage_url=f"file://{tmp}/objects",
                         release_interval=0.02, heartbeat_interval=1.0, worker_timeout=30.0)
     results: dict = {}
-    try:
-        upgrade(url)
+    if True:  # the database lives for this block
         factory = session_factory(url)
         api, server = start_api(settings, tmp / "objects")
         n = args.takes
@@ -217,13 +218,11 @@ def main() -> int:
         results["release, plain priority/age order (baseline)"] = release_all(settings, factory, "plain", 500)
         results["claim latency"] = claim_latency(settings, factory, api, args.workers, args.latency_takes)
         server.should_exit = True
-    finally:
-        get_engine(url).dispose()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    meta = {"machine": f"{platform.node()} ({os.cpu_count()} cores)", "python": platform.python_version(),
-            "postgres": PG_ADMIN.split("@")[-1], "redis": REDIS}
-    Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    return results
+
+
+def report(meta: dict, results: dict, out: str) -> None:
+    Path(out).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     print(f"\n{'measurement':46s} {'takes':>7s} {'seconds':>8s} {'takes/s':>9s}")
     for key, r in results.items():
         if "takes_per_s" in r:
@@ -232,7 +231,6 @@ def main() -> int:
     print(f"\nclaim latency, {lat['workers']} idle workers, {lat['takes']} takes   p50 ms   p99 ms")
     for key in ("release_to_claim_ms", "submit_to_claim_ms", "bare_celery_ms"):
         print(f"  {key:44s} {lat[key]['p50']:7.1f} {lat[key]['p99']:8.1f}")
-    return 0
 
 
 if __name__ == "__main__":

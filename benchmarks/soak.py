@@ -25,20 +25,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
 import redis  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from farm import batches  # noqa: E402
-from farm.db import get_engine, session_factory, transaction  # noqa: E402
-from farm.migrate import upgrade  # noqa: E402
+from farm.db import session_factory, transaction  # noqa: E402
 from farm.queue import make_celery  # noqa: E402
 from farm.release import Releaser  # noqa: E402
 from farm.settings import Settings  # noqa: E402
 from farm.storage import open_storage  # noqa: E402
 from farm.tables import Attempt, AttemptState, Output, Take, TakeState, Worker  # noqa: E402
 
-PG_ADMIN = os.environ.get("FARM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from services import temp_database  # noqa: E402
 
 
 def free_port() -> int:
@@ -121,10 +120,12 @@ def check(factory, storage, take_ids: list[str]) -> dict:
 
 def run(takes: int, workers: int, kill_every: float, timeout: float, redis_url: str, s3_endpoint: str,
         weights: str | None = None) -> dict:
-    name = f"farm_soak_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    with temp_database("farm_soak") as url:
+        return _run(url, takes, workers, kill_every, timeout, redis_url, s3_endpoint, weights)
+
+
+def _run(url: str, takes: int, workers: int, kill_every: float, timeout: float, redis_url: str, s3_endpoint: str,
+         weights: str | None) -> dict:
     redis.Redis.from_url(redis_url).flushdb()
     tmp = Path(tempfile.mkdtemp(prefix="farm-soak-"))
     settings = Settings(data_dir=tmp, database_url=url, broker_url=redis_url, storage_url=f"s3://soak-{uuid.uuid4().hex[:6]}/r",
@@ -133,7 +134,6 @@ def run(takes: int, workers: int, kill_every: float, timeout: float, redis_url: 
                         progress_interval=1.0)
     pool = None
     try:
-        upgrade(url)
         factory = session_factory(url)
         storage = open_storage(settings)
         with transaction(factory) as s:
@@ -174,9 +174,6 @@ def run(takes: int, workers: int, kill_every: float, timeout: float, redis_url: 
     finally:
         if pool:
             pool.stop()
-        get_engine(url).dispose()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main() -> int:

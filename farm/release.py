@@ -20,7 +20,7 @@ from . import states
 from .db import transaction
 from .queue import POOLS, send_take
 from .settings import Settings
-from .tables import Take, TakeState, Worker, utcnow
+from .tables import Take, Worker, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,14 @@ no '..', no odd characters, so no name can escape the store.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import time
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
+
+from models.media import file_sha256
 
 from .errors import StorageError
 from .settings import Settings
@@ -38,12 +39,7 @@ def output_keys(take_id: str) -> dict[str, str]:
             "manifest_key": f"{base}/manifest.json"}
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_file = file_sha256  # the engine's digest: inputs hash the same on both sides
 
 
 class Storage(Protocol):

@@ -20,6 +20,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import InputError
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 AUDIO_RATE = 16_000  #: Hz, what Whisper hears
 MUX_RATE = 48_000  #: Hz, the clip's AAC track
 

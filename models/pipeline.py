@@ -39,13 +39,6 @@ log = logging.getLogger(__name__)
 OnStep = Callable[[int, int], None]
 
 
-def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 @dataclass
 class Inputs:
@@ -207,7 +200,7 @@ class Pipeline:
         height, width = req.height // 8, req.width // 8
         samples = None
         if req.audio:
-            samples, feats = self._cached(("audio", _file_digest(req.audio)), lambda: self._encode_audio(req.audio))
+            samples, feats = self._cached(("audio", media.file_sha256(req.audio)), lambda: self._encode_audio(req.audio))
         else:
             feats = torch.zeros(req.frames, 5, self.spec.dit.audio_channels)
         wins = windows(feats, req.frames)  # [F, 8, 5, A]
@@ -218,7 +211,7 @@ class Pipeline:
                 pixels = media.load_image(req.image, req.width, req.height)
                 return self.vae.encode(pixels[None, :, None])[0].to(self.device)
 
-            reference = self._cached(("image", _file_digest(req.image), req.width, req.height), encode_image)
+            reference = self._cached(("image", media.file_sha256(req.image), req.width, req.height), encode_image)
         zero = None
         if self.spec.image_conditioning == "concat":
             zero = self.zero_latents(req.height, req.width, req.latent_frames + 1)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from farm import states
-from farm.db import transaction
 
-from ..conftest import draw_portrait, write_wav
 
 
 def upload(client, path):

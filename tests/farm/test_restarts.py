@@ -4,7 +4,6 @@ Each test runs its own Redis or Postgres server so the restart touches nothing e
 from __future__ import annotations
 
 import glob
-import os
 import shutil
 import subprocess
 import tempfile

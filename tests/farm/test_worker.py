@@ -95,7 +95,6 @@ def test_rerender_from_the_manifest_reproduces_the_clip(client, media, start_wor
     assert copy["params"] == manifest["request"]  # every setting pinned, defaults included
     assert {k: copy["params"][k] for k in original["params"]} == original["params"]
     assert copy["image"] == image and copy["audio"] == audio
-    m2 = client.get(f"/takes/{copy['id']}/manifest").json()
     copy_manifest = client.get(f"/takes/{copy['id']}/manifest").json()
     # the decoded frames are bit-identical; H.264's multi-threaded encoder may pack them differently
     assert copy_manifest["frames_sha256"] == manifest["frames_sha256"]
