@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo render-demo test bench-dispatch clean
+.PHONY: install demo render-demo test bench-dispatch soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,10 @@ test: $(STAMP)
 ## Dispatch benchmark on the local Postgres and Redis (see benchmarks/dispatch.py).
 bench-dispatch: $(STAMP)
 	$(BIN)/python benchmarks/dispatch.py
+
+## Soak: 500 takes on 3 workers, one SIGKILLed every 4 s; checks every invariant.
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
