@@ -113,7 +113,7 @@ def bench_ours_forward(spec, frames, height, width, results, label, repeat=5, di
     return dit
 
 
-def bench_step(dit, spec, frames, height, width, results, label):
+def bench_step(dit, spec, frames, height, width, results, label, repeat: int = 3):
     """One full denoising step through Pipeline.denoise: every guidance pass + the sampler."""
     pipe = Pipeline(spec, dit, vae=None, text=None, audio=None, device=DEVICE)
     cfg = spec.dit
@@ -134,7 +134,7 @@ def bench_step(dit, spec, frames, height, width, results, label):
         zero_latents=torch.randn(16, frames, height // 8, width // 8, device=DEVICE, generator=g),
     )
     torch.cuda.reset_peak_memory_stats()
-    times = timed(lambda: pipe.denoise(req, inputs), warmup=1, repeat=3)
+    times = timed(lambda: pipe.denoise(req, inputs), warmup=1, repeat=repeat)
     from models.guidance import passes_for
 
     n_passes = len(passes_for(spec, "TIA", 999))
@@ -313,7 +313,7 @@ def bench_fp8(results: dict) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="gpu_render.json")
-    parser.add_argument("--sections", default="forward,17b", help="comma list of: forward, clip, fp8, 17b")
+    parser.add_argument("--sections", default="forward,17b", help="comma list of: forward, clip, fp8, 17b, 17b-step")
     parser.add_argument("--steps", type=int, default=50, help="denoising steps of the whole-clip section")
     parser.add_argument("--skip-17b", action="store_true")
     args = parser.parse_args()
@@ -351,6 +351,12 @@ def main() -> int:
     if "fp8" in sections:
         torch._dynamo.reset()
         bench_fp8(results)
+        torch.cuda.empty_cache()
+    if "17b-step" in sections:  # the hero pool's unit of work on one GPU: TIA, 3 guidance passes
+        torch._dynamo.reset()
+        dit = our_dit(HUMO_17B).compile_blocks()
+        bench_step(dit, HUMO_17B, f, 720, 1280, results, "humo-17b TIA step 720p (3 passes, compiled)", repeat=1)
+        del dit
         torch.cuda.empty_cache()
     if "17b" in sections:
         torch._dynamo.reset()
