@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     #: seconds: Redis redelivers an unacked task after this; above the longest render
     visibility_timeout: int = 6 * 3600
     max_attempts: int = 3  #: attempts per take before it fails
+    #: a worker with this many failed attempts on a batch is kept off that batch (0: never)
+    blocklist_failures: int = 2
     progress_interval: float = 0.5  #: seconds between progress writes of a render
     #: write and upload a finished clip on a thread while the GPU starts the next take
     finish_in_background: bool = True

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from .errors import IllegalTransition, NotFound
@@ -91,6 +91,16 @@ def claim(session: Session, take_id: str, worker_id: str, host: str, gpu: str,
     session.add(attempt)
     session.flush()
     return attempt
+
+
+def blocked(session: Session, take_id: str, worker_id: str, threshold: int) -> bool:
+    """Has this worker failed `threshold` attempts on takes of this take's batch?"""
+    batch_id = select(Take.batch_id).where(Take.id == take_id).scalar_subquery()
+    failures = session.execute(
+        select(func.count()).select_from(Attempt).join(Take, Take.id == Attempt.take_id)
+        .where(Take.batch_id == batch_id, Attempt.worker_id == worker_id, Attempt.state == AttemptState.failed)
+    ).scalar_one()
+    return failures >= threshold
 
 
 def _current(take_id: str, attempt: Attempt):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 from celery import Celery
+from celery.exceptions import Reject
 from celery.signals import worker_shutdown
 
 from farm.queue import RENDER_TASK, make_celery
 from farm.settings import get_settings
 
-from .explore import ExploreRuntime
+from .explore import Declined, ExploreRuntime
 
 app: Celery = make_celery(get_settings())
 _runtime: ExploreRuntime | None = None
@@ -32,7 +35,13 @@ def _stop_runtime(**_kwargs) -> None:
         _runtime.stop()
 
 
-@app.task(name=RENDER_TASK)
-def render_take(take_id: str) -> str:
+@app.task(name=RENDER_TASK, bind=True)
+def render_take(self, take_id: str) -> str:
     """Render one take: the runtime claims, renders, uploads and records it."""
-    return runtime().run(take_id)
+    try:
+        return runtime().run(take_id)
+    except Declined:
+        # back on the queue, where a worker already waiting gets it first; the pause keeps
+        # a lone blocked worker from spinning on it
+        time.sleep(1.0)
+        raise Reject(f"take {take_id}: worker blocklisted for its batch", requeue=True) from None

@@ -36,6 +36,10 @@ from .manifest import build_manifest
 log = logging.getLogger(__name__)
 
 
+class Declined(Exception):
+    """This worker is blocklisted for the take's batch: the message goes back to the queue."""
+
+
 class RenderTimeout(Exception):
     """The render ran past FARM_RENDER_TIME_LIMIT and was stopped between steps."""
 
@@ -87,6 +91,7 @@ class ExploreRuntime:
     # -- one take ---------------------------------------------------------------------------
     def run(self, take_id: str) -> str:
         """Claim and render one delivered take; its finishing continues in the background."""
+        self._refuse_if_blocked(take_id)
         def claim(session):
             attempt = states.claim(session, take_id, self.heartbeat.id, self.heartbeat.host, self.gpu)
             if attempt is None:
@@ -120,6 +125,24 @@ class ExploreRuntime:
             self.pending = self.finisher.submit(self._finish_safely, take, attempt, result, tmp, start)
             return "rendered; finishing"
         return self._finish_safely(take, attempt, result, tmp, start)
+
+    def _refuse_if_blocked(self, take_id: str) -> None:
+        """Kept off a batch it keeps failing (raises Declined), while another live worker can take it."""
+        threshold = self.settings.blocklist_failures
+        if not threshold:
+            return
+        from farm.release import alive_workers
+        from farm.tables import utcnow
+
+        def check(session):
+            if not states.blocked(session, take_id, self.heartbeat.id, threshold):
+                return False
+            return alive_workers(session, self.pool, utcnow(), self.settings.worker_timeout) > 1
+
+        if not run_with_retry(self.factory, check, what="blocklist check"):
+            return
+        log.warning("take %s: this worker failed its batch %d times; handing it to another worker", take_id, threshold)
+        raise Declined(take_id)
 
     def _failed(self, take_id: str, attempt: Attempt, exc: BaseException, start: float) -> str:
         seconds = time.monotonic() - start

@@ -112,3 +112,26 @@ def test_a_hung_worker_exits_so_its_take_can_be_reclaimed(clean):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=settings_env(clean), capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 70 and "the worker is hung" in proc.stderr
+
+
+def test_a_worker_that_keeps_failing_is_kept_off_the_batch(client, sessions, clean, release_loop, tmp_path):
+    from .conftest import WorkerProcess
+
+    bad = WorkerProcess(clean.model_copy(update={"render_time_limit": 0.01}), tmp_path / "bad.log")  # every render times out
+    good = WorkerProcess(clean, tmp_path / "good.log")
+    try:
+        bad.wait_ready(sessions)
+        good.wait_ready(sessions)
+        ids = client.post("/batches", json={"takes": [{"prompt": f"t{i}", "mode": "T", "steps": 40} for i in range(4)]}
+                          ).json()["take_ids"]
+        takes = wait_done(client, ids, timeout=240)
+        assert [t["state"] for t in takes] == ["done"] * 4
+        attempts = [a for t in takes for a in t["attempts"]]
+        failed_on_bad = [a for a in attempts if a["worker_id"] == bad.id and a["state"] == "failed"]
+        assert len(failed_on_bad) == clean.blocklist_failures  # it failed the batch that often, then no more
+        assert "handing it to another worker" in bad.log.read_text()  # it was offered the batch again, and declined
+        assert all(a["worker_id"] == good.id for a in attempts if a["state"] == "done")
+        assert {a["error_class"] for a in failed_on_bad} <= {"RenderTimeout"}
+    finally:
+        bad.kill(signal.SIGTERM)
+        good.kill(signal.SIGTERM)
