@@ -55,7 +55,7 @@ def cmd_up(args) -> int:
     loop.start()
     workers = [] if args.no_worker else [subprocess.Popen([sys.executable, "-m", "workers", "--pool", "explore"])]
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info"))
-    print(f"farm up: API and dashboard on http://{args.host}:{args.port} (docs at /docs), data in {settings.data_dir}",
+    print(f"farm up: API on http://{args.host}:{args.port} (interactive docs at /docs), data in {settings.data_dir}",
           flush=True)
     try:
         server.run()
@@ -156,7 +156,7 @@ def cmd_takes(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="farm", description="the HuMo render farm")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="run API + dashboard, release loop and one explore worker")
+    up = sub.add_parser("up", help="run the API, the release loop and one explore worker")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--no-worker", action="store_true", help="start no worker in this process group")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DataError
 
@@ -82,6 +82,10 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
 
     for router in (assets.router, batches.router, takes.router):
         app.include_router(router, responses=ERROR_RESPONSES)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")  # the API's own page, until the dashboard serves here
 
     @app.get("/healthz", tags=["ops"], responses={503: {"model": ErrorPublic}})
     def healthz() -> dict:

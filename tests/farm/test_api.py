@@ -125,3 +125,8 @@ def test_openapi_is_served(client):
     spec = client.get("/openapi.json").json()
     assert {"/assets", "/batches", "/takes", "/takes/{take_id}/rerender"} <= set(spec["paths"])
     assert client.get("/docs").status_code == 200
+
+
+def test_root_leads_to_the_docs(client):
+    r = client.get("/", follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"] == "/docs"
