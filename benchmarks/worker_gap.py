@@ -29,8 +29,9 @@ from farm.batches import create_batch  # noqa: E402
 from farm.db import session_factory, transaction  # noqa: E402
 from farm.migrate import upgrade  # noqa: E402
 from farm.settings import Settings  # noqa: E402
-from farm.storage import LocalStorage, asset_key, sha256_file  # noqa: E402
+from farm.storage import LocalStorage, asset_key  # noqa: E402
 from farm.tables import Asset  # noqa: E402
+from models.media import file_sha256  # noqa: E402
 from workers.explore import ExploreRuntime  # noqa: E402
 
 
@@ -81,7 +82,7 @@ def main() -> int:
     shas = {}
     with transaction(session_factory(url)) as s:
         for kind, path in (("image", image), ("audio", audio)):
-            sha = sha256_file(Path(path))
+            sha = file_sha256(Path(path))
             storage.put_file(asset_key(sha, kind), Path(path), "application/octet-stream")
             s.add(Asset(sha256=sha, kind=kind, size=Path(path).stat().st_size, key=asset_key(sha, kind),
                         filename=Path(path).name, media_format=kind))

@@ -57,7 +57,8 @@ def run_with_retry(factory: sessionmaker[Session], work, *, seconds: float = 120
             with transaction(factory) as session:
                 return work(session)
         except DBAPIError as exc:
-            if not exc.connection_invalidated and not _is_disconnect(exc) or time.monotonic() > deadline:
+            unreachable = exc.connection_invalidated or _is_disconnect(exc)
+            if not unreachable or time.monotonic() > deadline:
                 raise
             log.warning("%s: database unreachable (%s); retrying in %.1fs", what, type(exc.orig).__name__, delay)
             time.sleep(delay)

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
 
-from models.media import file_sha256
-
 from .errors import StorageError
 from .settings import Settings
 
@@ -39,7 +37,6 @@ def output_keys(take_id: str) -> dict[str, str]:
             "manifest_key": f"{base}/manifest.json"}
 
 
-sha256_file = file_sha256  # the engine's digest: inputs hash the same on both sides
 
 
 class Storage(Protocol):

@@ -8,7 +8,6 @@ stays in bf16 (it is most of the work, and its softmax is where fp8 costs most a
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 E4M3 = torch.float8_e4m3fn
@@ -66,7 +65,3 @@ def enable_fp8(dit: nn.Module) -> int:
                 swapped += 1
     return swapped
 
-
-def reference_linear(x: torch.Tensor, layer: FP8Linear) -> torch.Tensor:
-    """The bf16 product the FP8 one approximates (for error reports)."""
-    return F.linear(x, layer.weight, layer.bias)

@@ -16,8 +16,10 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import media
@@ -61,13 +63,18 @@ class RenderResult:
     audio_fit: media.AudioFit
     timings: dict[str, float] = field(default_factory=dict)  #: seconds per stage
 
+    @cached_property
+    def frames(self) -> np.ndarray:
+        """The clip as uint8 frames [T, H, W, 3], converted once for the hash and the MP4."""
+        return media.to_uint8_frames(self.video)
+
     @property
     def frames_sha256(self) -> str:
         """sha256 of the decoded uint8 frames: the render's identity, before lossy encoding."""
-        return hashlib.sha256(media.to_uint8_frames(self.video).tobytes()).hexdigest()
+        return hashlib.sha256(self.frames.tobytes()).hexdigest()
 
     def write(self, mp4: str | Path, thumbnail: str | Path | None = None) -> None:
-        frames = media.to_uint8_frames(self.video)
+        frames = self.frames
         media.write_mp4(mp4, frames, self.request.spec.fps, self.audio, media.AUDIO_RATE)
         if thumbnail is not None:
             media.write_thumbnail(thumbnail, frames)

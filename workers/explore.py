@@ -25,10 +25,12 @@ from sqlalchemy.exc import DBAPIError
 
 from farm import states
 from farm.db import run_with_retry, session_factory, transaction
+from farm.release import alive_workers
 from farm.settings import Settings
-from farm.storage import Storage, open_storage, output_keys, sha256_file
-from farm.tables import Asset, Attempt, Take
+from farm.storage import Storage, open_storage, output_keys
+from farm.tables import Asset, Attempt, Take, utcnow
 from models import InputError, RenderCanceled, RenderRequest, RenderResult, load_pipeline
+from models.media import file_sha256
 
 from .heartbeat import Heartbeat, gpu_name
 from .manifest import build_manifest
@@ -131,9 +133,6 @@ class ExploreRuntime:
         threshold = self.settings.blocklist_failures
         if not threshold:
             return
-        from farm.release import alive_workers
-        from farm.tables import utcnow
-
         def check(session):
             if not states.blocked(session, take_id, self.heartbeat.id, threshold):
                 return False
@@ -209,9 +208,9 @@ class ExploreRuntime:
         result.write(clip, thumb)
         self.storage.put_file(keys["clip_key"], clip, "video/mp4")
         self.storage.put_file(keys["thumbnail_key"], thumb, "image/jpeg")
-        clip_sha = sha256_file(clip)
+        clip_sha = file_sha256(clip)
         outputs = {"clip": {"key": keys["clip_key"], "sha256": clip_sha, "size": clip.stat().st_size},
-                   "thumbnail": {"key": keys["thumbnail_key"], "sha256": sha256_file(thumb)}}
+                   "thumbnail": {"key": keys["thumbnail_key"], "sha256": file_sha256(thumb)}}
         manifest = build_manifest(take, attempt, result, self.pipeline.checkpoint_digest, outputs,
                                   self.heartbeat.host, self.gpu)
         manifest_path = tmp / "manifest.json"

@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
         app.include_router(router, responses=ERROR_RESPONSES)
 
     @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
+    def index() -> RedirectResponse:
         return RedirectResponse("/docs")  # the API's own page, until the dashboard serves here
 
     @app.get("/healthz", tags=["ops"], responses={503: {"model": ErrorPublic}})

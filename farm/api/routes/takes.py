@@ -57,34 +57,33 @@ def get_take(take_id: str, session: SessionDep, storage: StorageDep, settings: S
     return take_public(take, attempts=list(attempts), output=output, storage=storage, seconds=settings.presign_seconds)
 
 
+def _act(session, take_id: str, transition, *args) -> TakePublic:
+    """Apply one state-machine action, commit, and answer with the take as it now is."""
+    transition(session, take_id, *args)
+    session.commit()
+    return take_public(states.get(session, take_id))
+
+
 @router.post("/{take_id}/cancel", response_model=TakePublic)
 def cancel_take(take_id: str, session: SessionDep) -> TakePublic:
     """Cancel at once if not yet rendering; a rendering take stops after its current step."""
-    states.cancel(session, take_id)
-    session.commit()
-    return take_public(states.get(session, take_id))
+    return _act(session, take_id, states.cancel)
 
 
 @router.post("/{take_id}/retry", response_model=TakePublic)
 def retry_take(take_id: str, session: SessionDep, settings: SettingsDep) -> TakePublic:
-    states.retry(session, take_id, settings.max_attempts)
-    session.commit()
-    return take_public(states.get(session, take_id))
+    return _act(session, take_id, states.retry, settings.max_attempts)
 
 
 @router.post("/{take_id}/priority", response_model=TakePublic)
 def reprioritise_take(take_id: str, body: PriorityUpdate, session: SessionDep) -> TakePublic:
-    states.reprioritise(session, take_id, body.priority)
-    session.commit()
-    return take_public(states.get(session, take_id))
+    return _act(session, take_id, states.reprioritise, body.priority)
 
 
 @router.post("/{take_id}/select", response_model=TakePublic)
 def select_take(take_id: str, body: SelectUpdate, session: SessionDep) -> TakePublic:
     """Select (or unselect) a finished take for the nightly hero re-render."""
-    states.select_for_hero(session, take_id, body.selected)
-    session.commit()
-    return take_public(states.get(session, take_id))
+    return _act(session, take_id, states.select_for_hero, body.selected)
 
 
 def _manifest(session, storage, take_id: str) -> dict:
