@@ -30,8 +30,13 @@ render-demo: $(STAMP)
 	  --prompt "a presenter speaks to the camera in a bright studio" \
 	  --image examples/media/portrait.png --audio examples/media/speech.wav -o out/demo/engine-clip.mp4
 
+# the dashboard's end-to-end tests drive Debian's chromium (Playwright's own download
+# cannot reach its servers from here)
+/usr/bin/chromium:
+	apt-get update -qq && apt-get install -y -qq chromium
+
 ## The whole test suite.
-test: $(STAMP)
+test: $(STAMP) /usr/bin/chromium
 	$(BIN)/python -m pytest
 
 ## Dispatch benchmark on the local Postgres and Redis (see benchmarks/dispatch.py).

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_PASSWORD = "demo-password"
 
 
 def free_port(preferred: int = 8000) -> int:
@@ -25,10 +26,23 @@ def free_port(preferred: int = 8000) -> int:
         return s.getsockname()[1]
 
 
+def demo_user(env: dict) -> str:
+    """The demo's producer account (dashboard sign-in: demo / demo-password), and an API token."""
+    farm = [sys.executable, "-m", "farm.cli", "user"]
+    made = subprocess.run([*farm, "create", "demo", "--role", "producer", "--password-stdin", "--token"], cwd=ROOT,
+                          env=env, input=f"{DEMO_PASSWORD}\n", capture_output=True, text=True)
+    if made.returncode != 0:  # a second run: the user exists; a fresh token will do
+        made = subprocess.run([*farm, "token", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return made.stdout.split()[-1]
+
+
 def main() -> int:
     out = ROOT / "out" / "demo"
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "FARM_DATA_DIR": os.environ.get("FARM_DATA_DIR", str(ROOT / "out" / "demo-farm"))}
+    token = demo_user(env)
+    env["FARM_API_TOKEN"] = token
+    auth = {"Authorization": f"Bearer {token}"}
     port = free_port()
     api = f"http://127.0.0.1:{port}"
     log = open(out / "farm-up.log", "w")
@@ -42,7 +56,7 @@ def main() -> int:
                 print((out / "farm-up.log").read_text()[-3000:], file=sys.stderr)
                 return 1
             try:
-                if httpx.get(f"{api}/pools", timeout=2).json()["explore"]["workers"] >= 1:
+                if httpx.get(f"{api}/pools", timeout=2, headers=auth).json()["explore"]["workers"] >= 1:
                     break
             except httpx.HTTPError:
                 pass
@@ -57,7 +71,7 @@ def main() -> int:
         for line in result.stdout.splitlines():
             parts = line.split()
             if len(parts) == 3 and parts[1] == "done":
-                (out / f"{parts[0]}.mp4").write_bytes(httpx.get(parts[2]).content)
+                (out / f"{parts[0]}.mp4").write_bytes(httpx.get(parts[2], headers=auth).content)
         print(f"clips copied to {out}")
         return result.returncode
     finally:

@@ -126,3 +126,44 @@ def create_batch(session: Session, body: dict, producer: str, settings: Settings
                "parent_id": parent_ids[i] if parent_ids else None, **row} for i, row in enumerate(rows)]
     session.execute(insert(Take), values)  # one round trip for thousands of takes
     return batch
+
+
+def parse_batch_file(filename: str, data: bytes) -> dict:
+    """A batch body from an uploaded file: YAML (the `farm submit` format) or CSV (a header
+    row of take fields, then one take per row; empty cells fall back to the defaults)."""
+    import csv
+    import io
+
+    import yaml
+
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidRequest("file", "not UTF-8 text; save the CSV or YAML as UTF-8") from None
+    if filename.lower().endswith(".csv"):
+        rows = list(csv.DictReader(io.StringIO(text)))
+        if not rows:
+            raise InvalidRequest("file", "the CSV has no rows; put the field names (prompt, seed, ...) on the first line")
+        numbers = {"seed", "width", "height", "frames", "steps", "priority"}
+        floats = {"shift", "scale_text", "scale_audio", "scale_image"}
+        takes = []
+        for i, row in enumerate(rows):
+            take = {}
+            for key, value in row.items():
+                if key is None or value is None or value.strip() == "":
+                    continue
+                key, value = key.strip(), value.strip()
+                try:
+                    take[key] = int(value) if key in numbers else float(value) if key in floats else value
+                except ValueError:
+                    raise InvalidRequest(f"file: row {i + 2}, {key}", f"{value!r} is not a number") from None
+            takes.append(take)
+        return {"takes": takes}
+    try:
+        body = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidRequest("file", f"not valid YAML ({str(exc).splitlines()[0]}); or send a .csv") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("file", "expected a mapping with `takes` or `sweep` (see examples/batch.yaml)")
+    body.pop("api", None)
+    return body

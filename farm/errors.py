@@ -41,3 +41,25 @@ class StorageError(FarmError):
     """The object store failed (after retries)."""
 
     status = 503
+
+
+class Unauthenticated(FarmError):
+    """No valid session cookie or API token."""
+
+    status = 401
+
+
+class Forbidden(FarmError):
+    """Signed in, but the role (or ownership) does not allow the action."""
+
+    status = 403
+
+
+class TooManyAttempts(FarmError):
+    """Too many failed logins for this name from this address; retry after `retry_after` s."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int):
+        self.retry_after = retry_after
+        super().__init__(message)

@@ -19,10 +19,12 @@ def make_celery(settings: Settings) -> Celery:
     options: dict = {"visibility_timeout": settings.visibility_timeout}
     if settings.broker.startswith("filesystem://"):
         folder = settings.broker_folder
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
+        # control: kombu's broadcast (pidbox) folder, else `./control` in the working directory
         options.update(data_folder_in=str(folder / "queue"), data_folder_out=str(folder / "queue"),
-                       processed_folder=str(folder / "processed"), store_processed=False)
+                       processed_folder=str(folder / "processed"), store_processed=False,
+                       control_folder=str(folder / "control"))
     app.conf.update(
         broker_transport_options=options,
         broker_connection_retry_on_startup=True,

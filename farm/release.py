@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from celery import Celery
-from sqlalchemy import func, select, text
+from sqlalchemy import Date, bindparam, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import states
+from . import nightly, states
 from .db import transaction
 from .queue import POOLS, send_take
 from .settings import Settings
@@ -32,18 +32,20 @@ WITH active AS (
     SELECT id, producer, priority, created_at,
            ROW_NUMBER() OVER (PARTITION BY producer, priority ORDER BY created_at, id) AS rn
     FROM takes WHERE pool = :pool AND state = 'queued'
+      AND (hero_night IS NULL OR hero_night = :night)  -- a night's hero takes: inside its window only
 )
 SELECT ranked.id FROM ranked LEFT JOIN active ON active.producer = ranked.producer
 ORDER BY ranked.priority DESC, ranked.rn + COALESCE(active.n, 0), ranked.created_at, ranked.id
 LIMIT :n
-""")
+""").bindparams(bindparam("night", type_=Date))
 
 
-def next_takes(session: Session, pool: str, n: int) -> list[str]:
-    """The next n queued takes of a pool, in release order."""
+def next_takes(session: Session, pool: str, n: int, night: date | None = None) -> list[str]:
+    """The next n queued takes of a pool, in release order; of the nightly hero takes only
+    those of `night`, the night whose window is open (None: none of them)."""
     if n <= 0:
         return []
-    return list(session.execute(_ORDER, {"pool": pool, "n": n}).scalars())
+    return list(session.execute(_ORDER, {"pool": pool, "n": n, "night": night}).scalars())
 
 
 def alive_workers(session: Session, pool: str, now: datetime, timeout: float) -> int:
@@ -72,7 +74,8 @@ class Releaser:
             now = self.clock()
             with transaction(self.factory) as session:
                 n = free_capacity(session, pool, now, self.settings)
-                released = states.release(session, next_takes(session, pool, n), now)
+                night = nightly.night_at(now, self.settings)
+                released = states.release(session, next_takes(session, pool, n, night), now)
             self._send(released, pool)  # only after the release is committed
             out[pool] = released
         return out

@@ -7,6 +7,7 @@ three URLs moves it onto Postgres, Redis and S3 without code changes.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,10 +48,33 @@ class Settings(BaseSettings):
     presign_seconds: int = 3600  #: lifetime of presigned output URLs
     max_upload_bytes: int = 512 * 1024 * 1024  #: largest accepted image or audio upload
 
+    #: signs session cookies; set the same value on every dispatcher replica
+    #: (default: a random key kept in {data_dir}/secret_key)
+    secret_key: str = Field("", repr=False)
+    session_hours: float = 12.0  #: a dashboard login lasts this long
+    #: send the session cookie over HTTPS only (default: when the request came over HTTPS)
+    cookie_secure: bool | None = None
+    #: Flower, started by `farm up` on this loopback port and served to operators at /flower
+    flower_port: int = 5555
+    flower_url: str = ""  #: an external Flower instead (its --url_prefix must be "flower")
+
     weights_dir: Path | None = Field(default=None, description="HuMo weights folder (official layout)")
     device: str | None = None  #: worker device: cuda, cpu (default: cuda when present)
     explore_checkpoint: str = "tiny"  #: what the explore pool renders with
     hero_checkpoint: str = "humo-17b"
+
+    #: nightly hero runs (farm.nightly): takes selected for hero re-render on the hero
+    #: checkpoint inside this window, local time of nightly_timezone (end before start:
+    #: the window spans midnight); hero takes of a night are released only inside it
+    nightly_window_start: str = "22:00"
+    nightly_window_end: str = "06:00"
+    nightly_timezone: str = "UTC"  #: an IANA zone name, e.g. Europe/Paris
+    nightly_budget_gpu_hours: float = 64.0  #: GPU hours a night may plan, and spend before it stops
+    #: seconds of one denoising step of a hero take on its GPU group (the estimate; measured:
+    #: HuMo-17B TIA at 720p, 97 frames, one H100: 51.08 s), and the group's GPUs
+    hero_step_seconds: float = 51.08
+    hero_gpus: int = 1
+    beat_interval: float = 60.0  #: seconds between `farm beat` passes (lock check, plan, budget stop)
 
     def __repr_args__(self):
         """Never show credentials: URLs lose their passwords in repr, str and logs."""
@@ -61,6 +85,28 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("nightly_window_start", "nightly_window_end")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        from datetime import time
+
+        try:
+            time.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a time of day like 22:00") from None
+        return value
+
+    @field_validator("nightly_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone like UTC or Europe/Paris") from None
+        return value
 
     @property
     def database(self) -> str:
@@ -73,6 +119,25 @@ class Settings(BaseSettings):
     @property
     def broker_folder(self) -> Path:
         return self.data_dir / "broker"
+
+    @property
+    def session_secret(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}")
+            tmp.write_text(secrets.token_urlsafe(48))
+            tmp.chmod(0o600)
+            os.replace(tmp, path)  # first writer wins whole; never a half-written key
+        return path.read_text().strip()
+
+    @property
+    def flower(self) -> str:
+        return (self.flower_url or f"http://127.0.0.1:{self.flower_port}").rstrip("/")
 
     @property
     def storage(self) -> str:

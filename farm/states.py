@@ -179,6 +179,15 @@ def cancel(session: Session, take_id: str, now: datetime | None = None) -> TakeS
     raise IllegalTransition(f"take {take_id} is {take.state.value}: only queued, released or running takes can be canceled")
 
 
+def cancel_unstarted(session: Session, take_id: str, error_class: str, message: str,
+                     now: datetime | None = None) -> bool:
+    """queued|released -> canceled with a reason (the nightly budget or window); a take that
+    has started meanwhile is left alone."""
+    now = now or utcnow()
+    return _move(session, take_id, [S.queued, S.released], S.canceled, now, finished_at=now,
+                 error_class=error_class, error_message=message)
+
+
 def retry(session: Session, take_id: str, extra_attempts: int, now: datetime | None = None) -> None:
     """failed|canceled -> queued with `extra_attempts` more attempts."""
     take = get(session, take_id)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+    JSON, BigInteger, Boolean, Date, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -39,6 +39,46 @@ class AttemptState(str, enum.Enum):
     failed = "failed"
     canceled = "canceled"
     lost = "lost"  #: the worker died or vanished mid-attempt
+
+
+class Role(str, enum.Enum):
+    viewer = "viewer"  #: reads everything
+    producer = "producer"  #: + submits batches and manages their own takes
+    operator = "operator"  #: + everything: any take, workers, pools, Flower
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)  #: also the producer name on batches
+    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
+    password_hash: Mapped[str | None] = mapped_column(String(300))  #: None: API tokens only
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token for the REST API and the CLI; only its sha256 is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class LoginFailure(Base):
+    """Failed logins, counted per name and address for the rate limit (shared by every replica)."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_name_at", "name", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Project(Base):
@@ -90,6 +130,8 @@ class Take(Base):
     state: Mapped[TakeState] = mapped_column(Enum(TakeState, native_enum=False, length=16), default=TakeState.queued)
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("takes.id"))
     selected_for_hero: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: a nightly hero take: the night (hero_nights.night) it was planned for
+    hero_night: Mapped[date | None] = mapped_column(Date)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
@@ -109,6 +151,9 @@ class Take(Base):
     __table_args__ = (
         Index("ix_takes_release_order", "pool", "state", "priority", "created_at"),
         Index("ix_takes_state", "state"),
+        Index("ix_takes_updated_at", "updated_at"),  #: the dashboard's change feed
+        #: a night's takes; and once per night per parent (NULL nights, i.e. other takes, never clash)
+        Index("uq_takes_hero_night", "hero_night", "parent_id", unique=True),
     )
 
 
@@ -156,3 +201,19 @@ class Worker(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     current_take_id: Mapped[str | None] = mapped_column(String(32))
     stopped: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class HeroNight(Base):
+    """One night of hero re-renders: what the nightly job planned, in which window and budget."""
+
+    __tablename__ = "hero_nights"
+    night: Mapped[date] = mapped_column(Date, primary_key=True)  #: the local date the window opens on
+    state: Mapped[str] = mapped_column(String(16), default="planned")  #: planned | stopped (over budget)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    budget_gpu_hours: Mapped[float] = mapped_column(Float)
+    estimated_gpu_hours: Mapped[float] = mapped_column(Float, default=0.0)  #: of the takes planned
+    planned: Mapped[int] = mapped_column(Integer, default=0)  #: hero takes created
+    skipped_over_budget: Mapped[int] = mapped_column(Integer, default=0)  #: selected takes left out (last pass)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)  #: first pass
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)  #: last pass

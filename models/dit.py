@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +104,29 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     return out.transpose(1, 2)
 
 
+def framewise(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frames: int) -> torch.Tensor:
+    """[B, F*S, N, D] x [B, F*T, N, D] -> [B, F*S, N, D]: each frame's S queries see its T keys."""
+    b = q.shape[0]
+    q = q.flatten(0, 1).unflatten(0, (b * frames, -1))  # [B*F, S, N, D]
+    k = k.flatten(0, 1).unflatten(0, (b * frames, -1))  # [B*F, T, N, D]
+    v = v.flatten(0, 1).unflatten(0, (b * frames, -1))
+    return attention(q, k, v).unflatten(0, (b, frames)).flatten(1, 2)  # [B, F*S, N, D]
+
+
+class SequenceShard(Protocol):
+    """A process's slice of the token sequence, for attention that needs more than its slice.
+
+    None everywhere below means the whole sequence is here (one GPU). The sequence-parallel
+    DiT (models/sequence_parallel.py) passes one through every block.
+    """
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Self-attention of the local q/k/v [B, L/P, N, D] over the whole sequence."""
+
+    def framewise(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Local queries [B, L/P, N, D] against every frame's audio keys [B, F*T, N, D]."""
+
+
 class Attention(nn.Module):
     """q/k/v/o projections with qk RMSNorm; self-attention with RoPE or cross-attention."""
 
@@ -126,23 +150,21 @@ class Attention(nn.Module):
         v = self.v(context).unflatten(-1, (n, -1))
         return q, k, v
 
-    def self_attention(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    def self_attention(self, x: torch.Tensor, rope: torch.Tensor, shard: SequenceShard | None = None) -> torch.Tensor:
         q, k, v = self.project(x, x)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
-        return self.o(attention(q, k, v).flatten(2))
+        out = attention(q, k, v) if shard is None else shard.attention(q, k, v)
+        return self.o(out.flatten(2))
 
     def cross_attention(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q, k, v = self.project(x, context)
         return self.o(attention(q, k, v).flatten(2))
 
-    def framewise_attention(self, x: torch.Tensor, audio: torch.Tensor, frames: int) -> torch.Tensor:
+    def framewise_attention(self, x: torch.Tensor, audio: torch.Tensor, frames: int,
+                            shard: SequenceShard | None = None) -> torch.Tensor:
         """Each latent frame's S video tokens attend only to that frame's T audio tokens."""
         q, k, v = self.project(x, audio)
-        b = q.shape[0]
-        q = q.flatten(0, 1).unflatten(0, (b * frames, -1))  # [B*F, S, N, D]
-        k = k.flatten(0, 1).unflatten(0, (b * frames, -1))  # [B*F, T, N, D]
-        v = v.flatten(0, 1).unflatten(0, (b * frames, -1))
-        out = attention(q, k, v).unflatten(0, (b, frames)).flatten(1, 2)  # [B, L, N, D]
+        out = framewise(q, k, v, frames) if shard is None else shard.framewise(q, k, v)
         return self.o(out.flatten(2))
 
 
@@ -152,8 +174,9 @@ class AudioCrossAttentionWrapper(nn.Module):
         self.audio_cross_attn = Attention(dim, num_heads, eps, kv_dim=audio_dim)
         self.norm1_audio = LayerNorm(dim, eps, elementwise_affine=True)
 
-    def forward(self, x: torch.Tensor, audio: torch.Tensor, frames: int) -> torch.Tensor:
-        return self.audio_cross_attn.framewise_attention(self.norm1_audio(x), audio, frames)
+    def forward(self, x: torch.Tensor, audio: torch.Tensor, frames: int,
+                shard: SequenceShard | None = None) -> torch.Tensor:
+        return self.audio_cross_attn.framewise_attention(self.norm1_audio(x), audio, frames, shard)
 
 
 class Block(nn.Module):
@@ -169,15 +192,16 @@ class Block(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
         self.audio_cross_attn_wrapper = AudioCrossAttentionWrapper(dim, cfg.audio_dim, cfg.num_heads, eps)
 
-    def forward(self, x, e, context, audio, rope, frames):
+    def forward(self, x, e, context, audio, rope, frames, shard: SequenceShard | None = None):
         # x [B, L, C] float32; e [B, 6, C] float32; context [B, text_len, C]; audio [B, F*T, A]
+        # (with a shard: x and rope hold this process's L/P tokens; audio stays whole)
         dtype = self.ffn[0].weight.dtype
         # six [B, 1, C] float32 modulations; addcmul fuses modulate and gated residual
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).unsqueeze(2).unbind(1)
         h = torch.addcmul(shift1, self.norm1(x), 1 + scale1)
-        x = torch.addcmul(x, self.self_attn.self_attention(h.to(dtype), rope), gate1)
+        x = torch.addcmul(x, self.self_attn.self_attention(h.to(dtype), rope, shard), gate1)
         x = x + self.cross_attn.cross_attention(self.norm3(x), context)
-        x = x + self.audio_cross_attn_wrapper(x, audio, frames)
+        x = x + self.audio_cross_attn_wrapper(x, audio, frames, shard)
         h = torch.addcmul(shift2, self.norm2(x), 1 + scale2)
         return torch.addcmul(x, self.ffn(h.to(dtype)), gate2)
 
@@ -264,6 +288,22 @@ class HumoDiT(nn.Module):
         e0 = F.linear(F.silu(h), proj.weight.float(), proj.bias.float()).unflatten(1, (6, -1))
         return h, e0
 
+    def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """[B, C_in, F, H, W] -> float32 tokens [B, L, C] and their (F, H/2, W/2) grid."""
+        _, _, f, hh, ww = x.shape
+        pt, ph, pw = self.cfg.patch_size
+        w = self.patch_embedding.weight
+        tokens = self.patch_embedding(x.to(w.dtype)).flatten(2).transpose(1, 2).float()
+        return tokens, (f // pt, hh // ph, ww // pw)
+
+    def unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """Head output [B, L, pt*ph*pw*out] -> [B, out, F, H, W]."""
+        pt, ph, pw = self.cfg.patch_size
+        f, h, w = grid
+        out = out.view(out.shape[0], *grid, pt, ph, pw, self.cfg.out_dim)
+        out = torch.einsum("bfhwpqrc->bcfphqwr", out)
+        return out.reshape(out.shape[0], self.cfg.out_dim, f * pt, h * ph, w * pw)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -278,12 +318,8 @@ class HumoDiT(nn.Module):
         audio_windows: [B, F, W, 5, A_in] Whisper feature windows, one per latent frame.
         Returns [B, out_dim, F, H, W] in float32.
         """
-        b, _, f, hh, ww = x.shape
-        pt, ph, pw = self.cfg.patch_size
-        grid = (f // pt, hh // ph, ww // pw)
         # 1. patchify: [B, C, F, H/2, W/2] -> [B, L, C], float32 residual stream
-        w = self.patch_embedding.weight
-        tokens = self.patch_embedding(x.to(w.dtype)).flatten(2).transpose(1, 2).float()
+        tokens, grid = self.patchify(x)
         # 2. conditioning
         e, e0 = self.embed_time(t)
         context = self.embed_text(text)
@@ -294,7 +330,4 @@ class HumoDiT(nn.Module):
             for block in self.blocks:
                 tokens = block(tokens, e0, context, audio, rope, grid[0])
         # 4. head and unpatchify: [B, L, pt*ph*pw*out] -> [B, out, F, H, W]
-        out = self.head(tokens, e)
-        out = out.view(b, *grid, pt, ph, pw, self.cfg.out_dim)
-        out = torch.einsum("bfhwpqrc->bcfphqwr", out)
-        return out.reshape(b, self.cfg.out_dim, f, hh, ww)
+        return self.unpatchify(self.head(tokens, e), grid)

@@ -28,7 +28,7 @@ from farm.db import run_with_retry, session_factory, transaction
 from farm.release import alive_workers
 from farm.settings import Settings
 from farm.storage import Storage, open_storage, output_keys
-from farm.tables import Asset, Attempt, Take, utcnow
+from farm.tables import Asset, Attempt, Take, Worker, utcnow
 from models import InputError, RenderCanceled, RenderRequest, RenderResult, load_pipeline
 from models.media import file_sha256
 
@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 class Declined(Exception):
     """This worker is blocklisted for the take's batch: the message goes back to the queue."""
+
+
+class Draining(Declined):
+    """An operator drained this worker (`farm workers drain`): it claims no new take."""
 
 
 class RenderTimeout(Exception):
@@ -93,6 +97,7 @@ class ExploreRuntime:
     # -- one take ---------------------------------------------------------------------------
     def run(self, take_id: str) -> str:
         """Claim and render one delivered take; its finishing continues in the background."""
+        self._refuse_if_draining(take_id)
         self._refuse_if_blocked(take_id)
         def claim(session):
             attempt = states.claim(session, take_id, self.heartbeat.id, self.heartbeat.host, self.gpu)
@@ -127,6 +132,14 @@ class ExploreRuntime:
             self.pending = self.finisher.submit(self._finish_safely, take, attempt, result, tmp, start)
             return "rendered; finishing"
         return self._finish_safely(take, attempt, result, tmp, start)
+
+    def _refuse_if_draining(self, take_id: str) -> None:
+        """A drained worker (its row `stopped` while it lives) hands every delivered take back."""
+        stopped = run_with_retry(self.factory, lambda s: s.execute(
+            select(Worker.stopped).where(Worker.id == self.heartbeat.id)).scalar_one_or_none(), what="drain check")
+        if stopped:
+            log.info("take %s: this worker is draining; handing it back to the queue", take_id)
+            raise Draining(take_id)
 
     def _refuse_if_blocked(self, take_id: str) -> None:
         """Kept off a batch it keeps failing (raises Declined), while another live worker can take it."""

@@ -1,28 +1,34 @@
-"""The dispatcher's FastAPI app: REST API (OpenAPI at /docs) and, for a local store, /objects."""
+"""The dispatcher's FastAPI app: the dashboard at /, the REST API (OpenAPI at /docs), live
+events, Flower at /flower for operators and, for a local store, /objects."""
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
-from sqlalchemy import func, select, text
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
 from sqlalchemy.exc import DataError
 
 from .. import __version__
 from ..db import session_factory
-from ..errors import FarmError, InvalidRequest, NotFound, StorageError
-from ..queue import POOLS
-from ..release import alive_workers
+from ..errors import FarmError, InvalidRequest, NotFound, StorageError, TooManyAttempts, Unauthenticated
 from ..settings import Settings, get_settings
 from ..storage import LocalStorage, Storage, open_storage
-from ..tables import Take, TakeState, utcnow
-from .routes import assets, batches, takes
+from . import flower
+from .auth import Viewer
+from .events import ChangeFeed
+from .routes import assets, auth, batches, nights, ops, takes
+from .routes import metrics as metrics_routes
 from .schemas import ErrorPublic
 
 #: every error the API answers has one shape: {"detail": "...", "field": "..." | null}
-ERROR_RESPONSES = {code: {"model": ErrorPublic} for code in (404, 409, 413, 415, 422, 503)}
+ERROR_RESPONSES = {code: {"model": ErrorPublic} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)}
+DASHBOARD = Path(__file__).resolve().parent / "dashboard"
 
 
 class UploadLimit:
@@ -45,20 +51,46 @@ class UploadLimit:
 
 def create_app(settings: Settings | None = None, storage: Storage | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="HuMo render farm", version=__version__,
-                  description="Submit takes, watch them render, fetch the clips.")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with httpx.AsyncClient(timeout=30) as client:
+            app.state.flower_client = client
+            yield
+            await app.state.feed.close()
+
+    app = FastAPI(title="HuMo render farm", version=__version__, lifespan=lifespan,
+                  description="Submit takes, watch them render, fetch the clips. Sign in on the dashboard "
+                              "(session cookie + X-CSRF-Token) or send `Authorization: Bearer <API token>`.")
     app.state.settings = settings
     app.state.sessions = session_factory(settings.database)
     app.state.storage = storage or open_storage(settings)
+    app.state.feed = ChangeFeed(app.state.sessions)
 
     app.add_middleware(UploadLimit, limit=settings.max_upload_bytes)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if not request.url.path.startswith("/flower"):
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
 
     @app.exception_handler(FarmError)
     async def farm_error(_request: Request, exc: FarmError) -> JSONResponse:
         body = {"detail": str(exc)}
+        headers = {}
         if isinstance(exc, InvalidRequest):  # the field apart, the fix in words
             body = {"detail": exc.message, "field": exc.field}
-        return JSONResponse(body, status_code=exc.status)
+        elif ":" in str(exc) and " " not in str(exc).split(":", 1)[0]:
+            body["field"] = str(exc).split(":", 1)[0]
+        if isinstance(exc, TooManyAttempts):
+            headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, Unauthenticated):
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse(body, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -80,37 +112,29 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
         field = detail.split(":", 1)[0] if ":" in detail and " " not in detail.split(":", 1)[0] else None
         return JSONResponse({"detail": detail, "field": field}, status_code=exc.status_code, headers=exc.headers)
 
-    for router in (assets.router, batches.router, takes.router):
+    for router in (auth.router, assets.router, batches.router, takes.router, ops.router, nights.router):
         app.include_router(router, responses=ERROR_RESPONSES)
-
-    @app.get("/", include_in_schema=False)
-    def index() -> RedirectResponse:
-        return RedirectResponse("/docs")  # the API's own page, until the dashboard serves here
+    app.include_router(flower.router)
+    app.include_router(metrics_routes.router, responses=ERROR_RESPONSES)
 
     @app.get("/healthz", tags=["ops"], responses={503: {"model": ErrorPublic}})
     def healthz() -> dict:
+        """Liveness for load balancers; the one route open to anyone."""
         with app.state.sessions() as session:
             session.execute(text("SELECT 1"))
         return {"ok": True, "version": __version__}
 
-    @app.get("/pools", tags=["ops"])
-    def pools() -> dict:
-        """Each pool's live workers and the takes waiting, released and running."""
-        out = {}
-        with app.state.sessions() as session:
-            now = utcnow()
-            for pool in POOLS:
-                rows = dict(session.execute(select(Take.state, func.count()).where(Take.pool == pool)
-                                            .group_by(Take.state)).all())
-                out[pool] = {"workers": alive_workers(session, pool, now, settings.worker_timeout),
-                             **{s.value: rows.get(s, 0) for s in (TakeState.queued, TakeState.released, TakeState.running)}}
-        return out
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(DASHBOARD / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=DASHBOARD / "static"), name="static")
 
     if isinstance(app.state.storage, LocalStorage):
         root: Path = app.state.storage.root
 
         @app.get("/objects/{key:path}", tags=["objects"], include_in_schema=False)
-        def get_object(key: str) -> FileResponse:
+        def get_object(key: str, _user: Viewer) -> FileResponse:
             try:
                 path = app.state.storage.path(key)
             except StorageError:

@@ -65,7 +65,7 @@ class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     project: Text = Field("default", min_length=1, max_length=200)
     name: Text | None = Field(None, max_length=200)
-    producer: Text | None = Field(None, max_length=100, description="who submits (until accounts exist)")
+    producer: Text | None = Field(None, max_length=100, description="operators only: submit on this producer's behalf")
     defaults: TakeCreate | None = None
     takes: list[TakeCreate] = Field(default_factory=list)
     sweep: Sweep | None = None

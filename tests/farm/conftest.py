@@ -30,7 +30,10 @@ from farm.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = os.environ.get("FARM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("FARM_TEST_REDIS", "redis://127.0.0.1:6379/11")
-TABLES = ("outputs", "attempts", "takes", "batches", "projects", "assets", "workers")
+TABLES = ("outputs", "attempts", "takes", "batches", "projects", "assets", "workers", "api_tokens", "users",
+          "login_failures", "hero_nights")
+#: the accounts every farm test has: name -> role (password: "{name}-password-1")
+USERS = {"olga": "operator", "ana": "producer", "bo": "producer", "vic": "viewer"}
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 60.0, what: str = "condition", interval: float = 0.05):
@@ -130,9 +133,41 @@ def api(settings, storage) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(api, clean) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api, timeout=30) as c:
-        yield c
+def tokens(clean) -> dict[str, str]:
+    """USERS created afresh; name -> API token."""
+    from farm import accounts
+    from farm.db import transaction
+
+    out = {}
+    with transaction(session_factory(clean.database)) as session:
+        for name, role in USERS.items():
+            out[name] = accounts.create_token(session, accounts.create_user(session, name, role, password(name)))
+    return out
+
+
+def password(name: str) -> str:
+    return f"{name}-password-1"
+
+
+@pytest.fixture
+def client_as(api, tokens) -> Iterator[Callable[[str | None], httpx.Client]]:
+    """client_as("ana"): an API client with ana's token; client_as(None): anonymous."""
+    opened = []
+
+    def make(name: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {tokens[name]}"} if name else {}
+        opened.append(httpx.Client(base_url=api, timeout=30, headers=headers))
+        return opened[-1]
+
+    yield make
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture
+def client(client_as) -> httpx.Client:
+    """An operator's client (operators may submit on any producer's behalf)."""
+    return client_as("olga")
 
 
 @pytest.fixture

@@ -127,6 +127,7 @@ def test_openapi_is_served(client):
     assert client.get("/docs").status_code == 200
 
 
-def test_root_leads_to_the_docs(client):
-    r = client.get("/", follow_redirects=False)
-    assert r.status_code == 307 and r.headers["location"] == "/docs"
+def test_root_serves_the_dashboard(client_as):
+    r = client_as(None).get("/")  # the page itself is public: it shows the sign-in form
+    assert r.status_code == 200 and "/static/app.js" in r.text and r.headers["content-type"].startswith("text/html")
+    assert client_as(None).get("/static/app.js").status_code == 200

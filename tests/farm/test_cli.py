@@ -22,13 +22,15 @@ def test_unreachable_api_and_missing_file(tmp_path):
     assert r.returncode == 1 and "No such file" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_a_bad_take_names_its_field(tmp_path, api, clean):
+def test_a_bad_take_names_its_field(tmp_path, api, tokens):
     batch = tmp_path / "b.yaml"
     batch.write_text("takes:\n  - {prompt: p, mode: T}\n  - {prompt: q, mode: T, frames: 20}\n")
     r = farm("submit", str(batch), "--api", api, "--no-wait")
+    assert r.returncode == 1 and "FARM_API_TOKEN" in r.stderr and "Traceback" not in r.stderr  # no token
+    r = farm("submit", str(batch), "--api", api, "--no-wait", "--token", tokens["ana"])
     assert r.returncode == 1
     assert r.stderr.strip() == "error: takes[1].frames: 20 is not of the form 4k+1 (e.g. 21)"
     media = tmp_path / "m.yaml"
     media.write_text("takes:\n  - {prompt: p, mode: TI, image: missing.png}\n")
-    r = farm("submit", str(media), "--api", api)
+    r = farm("submit", str(media), "--api", api, "--token", tokens["ana"])
     assert r.returncode == 1 and "image: file not found" in r.stderr

@@ -11,24 +11,24 @@ from farm.storage import LocalStorage
 from .conftest import wait_for
 
 
-def test_uploads_over_the_limit_are_refused_before_they_are_read(clean, storage, tmp_path):
+def test_uploads_over_the_limit_are_refused_before_they_are_read(clean, storage, tokens, tmp_path):
     from fastapi.testclient import TestClient
 
     app = create_app(clean.model_copy(update={"max_upload_bytes": 1000}), storage)
-    with TestClient(app) as client:
+    with TestClient(app, headers={"Authorization": f"Bearer {tokens['ana']}"}) as client:
         big = client.post("/assets", files={"file": ("big.wav", b"\0" * 5_000_000)})
         assert big.status_code == 413 and "1000 byte limit" in big.json()["detail"]
         near = client.post("/assets", files={"file": ("near.wav", b"\0" * 2000)})  # within the envelope: read, then refused
         assert near.status_code == 413 and near.json()["field"] == "file"
 
 
-def test_names_cannot_reach_outside_the_store(clean, media, tmp_path):
+def test_names_cannot_reach_outside_the_store(clean, media, tokens, tmp_path):
     from fastapi.testclient import TestClient
 
     objects = LocalStorage(tmp_path / "objects")
     (tmp_path / "secret.txt").write_text("do not serve")
     app = create_app(clean.model_copy(update={"storage_url": f"file://{tmp_path / 'objects'}"}), objects)
-    with TestClient(app) as client:
+    with TestClient(app, headers={"Authorization": f"Bearer {tokens['ana']}"}) as client:
         with open(media["image"], "rb") as f:
             asset = client.post("/assets", files={"file": ("../../../etc/passwd", f)}).json()
         assert asset["filename"] == "passwd" and asset["kind"] == "image"

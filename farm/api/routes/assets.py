@@ -18,6 +18,7 @@ from models.media import probe_audio, probe_image
 from ...errors import NotFound
 from ...storage import asset_key
 from ...tables import Asset
+from ..auth import Producer, Viewer
 from ..deps import SessionDep, SettingsDep, StorageDep
 from ..schemas import AssetPublic
 
@@ -42,7 +43,7 @@ def sniff(path: Path) -> tuple[str, str]:
 
 
 @router.post("", status_code=201, response_model=AssetPublic)
-def upload_asset(file: UploadFile, session: SessionDep, storage: StorageDep, settings: SettingsDep,
+def upload_asset(file: UploadFile, _user: Producer, session: SessionDep, storage: StorageDep, settings: SettingsDep,
                  response: Response) -> AssetPublic:
     """Upload an image or audio file. Its kind is read from its bytes, never its name; it is
     stored once under its sha256, whatever it is called."""
@@ -81,7 +82,7 @@ def upload_asset(file: UploadFile, session: SessionDep, storage: StorageDep, set
 
 
 @router.get("/{sha256}", response_model=AssetPublic)
-def get_asset(sha256: str, session: SessionDep) -> AssetPublic:
+def get_asset(sha256: str, _user: Viewer, session: SessionDep) -> AssetPublic:
     asset = session.get(Asset, sha256)
     if asset is None:
         raise NotFound(f"asset {sha256} not found")
@@ -89,7 +90,7 @@ def get_asset(sha256: str, session: SessionDep) -> AssetPublic:
 
 
 @router.get("", response_model=list[AssetPublic])
-def list_assets(session: SessionDep, kind: Literal["image", "audio"] | None = None,
+def list_assets(_user: Viewer, session: SessionDep, kind: Literal["image", "audio"] | None = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AssetPublic]:
     stmt = select(Asset).order_by(Asset.created_at.desc()).limit(limit)
     if kind:

@@ -2,30 +2,64 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from pathlib import Path
+
+from fastapi import APIRouter, Form, Header, Query, Response, UploadFile
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from ... import batches
-from ...errors import NotFound
+from ...errors import Forbidden, InvalidRequest, NotFound
+from ...tables import Role
 from ...tables import Batch
+from ..auth import Producer, Viewer
 from ..deps import SessionDep, SettingsDep
 from ..schemas import BatchCreate, BatchPublic
 from ..views import batch_public
 
 router = APIRouter(prefix="/batches", tags=["batches"])
+MAX_FILE = 4 * 1024 * 1024
 
 
-def producer_of(body_producer: str | None, header: str | None) -> str:
-    return (header or body_producer or "anonymous").strip()[:100] or "anonymous"
+def producer_of(user, body_producer: str | None) -> str:
+    """The caller submits for themselves; an operator may submit on a producer's behalf."""
+    if body_producer is None or body_producer.strip().lower() == user.name:
+        return user.name
+    if user.role != Role.operator:
+        raise Forbidden("producer: only an operator may submit on behalf of someone else; leave it out")
+    return body_producer.strip()[:100]
 
 
 @router.post("", status_code=201, response_model=BatchPublic)
-def create_batch(body: BatchCreate, session: SessionDep, settings: SettingsDep, response: Response,
-                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-                 x_producer: Annotated[str | None, Header(max_length=100)] = None) -> BatchPublic:
+def create_batch(body: BatchCreate, user: Producer, session: SessionDep, settings: SettingsDep, response: Response,
+                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> BatchPublic:
     """Create a batch from a list of takes or a sweep. Replaying the same Idempotency-Key
     with the same body returns the first batch (200) instead of creating another."""
-    producer = producer_of(body.producer, x_producer)
+    return _submit(body, user, session, settings, response, idempotency_key)
+
+
+@router.post("/file", status_code=201, response_model=BatchPublic)
+def create_batch_from_file(file: UploadFile, user: Producer, session: SessionDep, settings: SettingsDep,
+                           response: Response, project: Annotated[str | None, Form(max_length=200)] = None,
+                           name: Annotated[str | None, Form(max_length=200)] = None) -> BatchPublic:
+    """Create a batch from a YAML file (the `farm submit` format, with asset sha256s for
+    image and audio) or a CSV file (a header of take fields, one take per row)."""
+    data = file.file.read(MAX_FILE + 1)
+    if len(data) > MAX_FILE:
+        raise InvalidRequest("file", f"larger than {MAX_FILE // 1024} KiB; split the batch")
+    raw = batches.parse_batch_file(file.filename or "batch.yaml", data)
+    raw.update({k: v for k, v in (("project", project), ("name", name or Path(file.filename or "").stem)) if v})
+    try:
+        body = BatchCreate.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(field or "file", first["msg"]) from None
+    return _submit(body, user, session, settings, response, None)
+
+
+def _submit(body: BatchCreate, user, session, settings, response: Response, idempotency_key: str | None) -> BatchPublic:
+    producer = producer_of(user, body.producer)
     data = body.model_dump(exclude_none=True)
     replay = batches.find_replay(session, producer, idempotency_key, data)
     if replay is not None:
@@ -37,7 +71,7 @@ def create_batch(body: BatchCreate, session: SessionDep, settings: SettingsDep, 
 
 
 @router.get("", response_model=list[BatchPublic])
-def list_batches(session: SessionDep, producer: str | None = None,
+def list_batches(_user: Viewer, session: SessionDep, producer: str | None = None,
                  limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[BatchPublic]:
     stmt = select(Batch).order_by(Batch.created_at.desc()).limit(limit)
     if producer:
@@ -46,7 +80,7 @@ def list_batches(session: SessionDep, producer: str | None = None,
 
 
 @router.get("/{batch_id}", response_model=BatchPublic)
-def get_batch(batch_id: str, session: SessionDep) -> BatchPublic:
+def get_batch(batch_id: str, _user: Viewer, session: SessionDep) -> BatchPublic:
     batch = session.get(Batch, batch_id)
     if batch is None:
         raise NotFound(f"batch {batch_id} not found")

@@ -1,0 +1,131 @@
+"""Users, roles, passwords and API tokens: who may do what on the farm.
+
+Passwords are stored as scrypt hashes; API tokens as their sha256 (a token is random, so
+a fast hash is enough). Failed logins are counted per name and address in the database,
+so the rate limit holds across every dispatcher replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from .errors import InvalidRequest, NotFound, TooManyAttempts
+from .tables import ApiToken, LoginFailure, Role, User, utcnow
+
+TOKEN_PREFIX = "farm_"
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+#: failed logins for one name from one address within the window before logins are refused
+LOGIN_FAILURES, LOGIN_WINDOW = 5, timedelta(minutes=15)
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    if not stored:
+        return False
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
+        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p))
+    except ValueError:
+        return False
+    return hmac.compare_digest(got.hex(), digest)
+
+
+_DUMMY_HASH = hash_password(secrets.token_hex(8))  # unknown names cost the same time as known ones
+
+
+def check_password_rules(password: str) -> None:
+    if len(password) < 10:
+        raise InvalidRequest("password", "at least 10 characters; use a passphrase")
+
+
+def create_user(session: Session, name: str, role: Role | str, password: str | None = None) -> User:
+    name = name.strip().lower()
+    if not NAME.match(name):
+        raise InvalidRequest("name", "1-100 characters: lowercase letters, digits, '.', '_' or '-', starting with a "
+                                     "letter or digit")
+    try:
+        role = Role(role)
+    except ValueError:
+        raise InvalidRequest("role", f"one of {', '.join(r.value for r in Role)}") from None
+    if session.execute(select(User.id).where(User.name == name)).first():
+        raise InvalidRequest("name", f"user {name!r} exists already; choose another name")
+    if password is not None:
+        check_password_rules(password)
+    user = User(name=name, role=role, password_hash=hash_password(password) if password else None)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def get_user(session: Session, name: str) -> User:
+    user = session.execute(select(User).where(User.name == name.strip().lower())).scalar_one_or_none()
+    if user is None:
+        raise NotFound(f"user {name!r} not found")
+    return user
+
+
+def set_password(session: Session, user: User, password: str) -> None:
+    check_password_rules(password)
+    user.password_hash = hash_password(password)
+
+
+def login(session: Session, name: str, password: str, address: str) -> User | None:
+    """The user if name and password match; None otherwise (the failure is recorded).
+    Raises TooManyAttempts once a name has failed too often from an address."""
+    name = name.strip().lower()[:100]
+    since = utcnow() - LOGIN_WINDOW
+    failures = session.execute(select(func.count(), func.min(LoginFailure.at)).where(
+        LoginFailure.name == name, LoginFailure.address == address, LoginFailure.at > since)).one()
+    if failures[0] >= LOGIN_FAILURES:
+        wait = int((failures[1] + LOGIN_WINDOW - utcnow()).total_seconds()) + 1
+        raise TooManyAttempts(f"too many failed logins for {name!r}; try again in {wait} s", max(wait, 1))
+    user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
+    ok = verify_password(password, user.password_hash if user else _DUMMY_HASH) and user is not None
+    if not ok or user.disabled:
+        session.add(LoginFailure(name=name, address=address[:64]))
+        session.execute(delete(LoginFailure).where(LoginFailure.at < since))  # keep the table small
+        return None
+    session.execute(delete(LoginFailure).where(LoginFailure.name == name, LoginFailure.address == address))
+    return user
+
+
+def create_token(session: Session, user: User, name: str = "cli") -> str:
+    """A new API token for the user; the plain value is returned once and never stored."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, name=name[:100], token_sha256=_token_digest(token)))
+    session.flush()
+    return token
+
+
+def user_for_token(session: Session, token: str) -> User | None:
+    row = session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(
+        ApiToken.token_sha256 == _token_digest(token), ApiToken.revoked.is_(False))).first()
+    if row is None or row.User.disabled:
+        return None
+    now, last = utcnow(), row.ApiToken.last_used_at
+    if last is None or now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo)) > timedelta(minutes=1):
+        session.execute(update(ApiToken).where(ApiToken.id == row.ApiToken.id).values(last_used_at=now))
+        session.commit()
+    return row.User
+
+
+def revoke_tokens(session: Session, user: User) -> int:
+    return session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked.is_(False))
+                           .values(revoked=True)).rowcount
+
+
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

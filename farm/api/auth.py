@@ -1,0 +1,106 @@
+"""Who is asking: a dashboard session cookie (with a CSRF token) or an API token, and the
+role each route needs. Every route of the API depends on one of the guards below."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from .. import accounts
+from ..errors import Forbidden, Unauthenticated
+from ..tables import Role, User
+
+COOKIE = "farm_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+_RANK = {Role.viewer: 0, Role.producer: 1, Role.operator: 2}
+
+
+def _signer(request: Request) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(request.app.state.settings.session_secret, salt="farm-session")
+
+
+def start_session(request: Request, response: Response, user: User) -> str:
+    """Set the signed session cookie; return the CSRF token the dashboard must echo."""
+    settings = request.app.state.settings
+    csrf = secrets.token_urlsafe(24)
+    secure = settings.cookie_secure if settings.cookie_secure is not None else request.url.scheme == "https"
+    response.set_cookie(COOKIE, _signer(request).dumps({"u": user.id, "c": csrf}),
+                        max_age=int(settings.session_hours * 3600), httponly=True, samesite="lax", secure=secure)
+    return csrf
+
+
+def end_session(response: Response) -> None:
+    response.delete_cookie(COOKIE)
+
+
+def _from_cookie(request: Request) -> tuple[str, str] | None:
+    raw = request.cookies.get(COOKIE)
+    if not raw:
+        return None
+    try:
+        data = _signer(request).loads(raw, max_age=int(request.app.state.settings.session_hours * 3600))
+        return data["u"], data["c"]
+    except (BadSignature, KeyError, TypeError):
+        return None
+
+
+def current_user(request: Request) -> User:
+    """The caller, from `Authorization: Bearer <token>` or the session cookie. A cookie
+    request that changes something must carry the session's CSRF token in X-CSRF-Token."""
+    cached = getattr(request.state, "user", None)
+    if cached is not None:
+        return cached
+    sessions = request.app.state.sessions
+    header = request.headers.get("authorization", "")
+    user = None
+    if header.lower().startswith("bearer "):
+        with sessions() as session:
+            user = accounts.user_for_token(session, header[7:].strip())
+        if user is None:
+            raise Unauthenticated("authorization: the API token is unknown or revoked; create one with "
+                                  "`farm user token NAME` or on the dashboard")
+        request.state.csrf = None
+    elif (cookie := _from_cookie(request)) is not None:
+        user_id, csrf = cookie
+        with sessions() as session:
+            user = session.get(User, user_id)
+        if user is None or user.disabled:
+            raise Unauthenticated("session: expired or the account was disabled; sign in again")
+        if request.method not in SAFE_METHODS and not secrets.compare_digest(
+                request.headers.get(CSRF_HEADER, ""), csrf):
+            raise Forbidden(f"csrf: missing or wrong {CSRF_HEADER} header; reload the dashboard")
+        request.state.csrf = csrf
+    else:
+        raise Unauthenticated("authorization: sign in on the dashboard or send `Authorization: Bearer <token>`")
+    request.state.user = user
+    return user
+
+
+def require(role: Role):
+    def guard(request: Request) -> User:
+        user = current_user(request)
+        if _RANK[user.role] < _RANK[role]:
+            raise Forbidden(f"role: {user.name} is a {user.role.value}; this needs a {role.value} or above")
+        return user
+
+    guard.__name__ = f"require_{role.value}"
+    return guard
+
+
+def can_manage(user: User, producer: str) -> bool:
+    """Producers manage their own batches and takes; operators manage everyone's."""
+    return user.role == Role.operator or (user.role == Role.producer and user.name == producer)
+
+
+def check_manage(user: User, producer: str, what: str) -> None:
+    if not can_manage(user, producer):
+        raise Forbidden(f"owner: {what} belongs to {producer}; only they or an operator can change it")
+
+
+Viewer = Annotated[User, Depends(require(Role.viewer))]
+Producer = Annotated[User, Depends(require(Role.producer))]
+Operator = Annotated[User, Depends(require(Role.operator))]

@@ -1,0 +1,501 @@
+// The producer dashboard: one page, no build step. Talks only to the farm's REST API and
+// its server-sent events; every change carries the session's CSRF token.
+
+const RANK = { viewer: 0, producer: 1, operator: 2 };
+const me = { name: null, role: null, csrf: null };
+const main = document.getElementById("main");
+let teardown = [];  // what the current view must close when the route changes
+
+// ---------- helpers ----------
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "text") el.textContent = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) el.append(c.nodeType ? c : String(c));
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, detail, field) { super(detail); this.status = status; this.field = field; }
+}
+
+async function api(path, { method = "GET", json, form } = {}) {
+  const headers = {};
+  if (method !== "GET" && me.csrf) headers["X-CSRF-Token"] = me.csrf;
+  let body;
+  if (json !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(json); }
+  if (form) body = form;
+  const r = await fetch(path, { method, headers, body, credentials: "same-origin" });
+  if (r.status === 204) return null;
+  const data = await r.json().catch(() => ({ detail: r.statusText }));
+  if (!r.ok) {
+    if (r.status === 401 && path !== "/auth/login") { me.name = null; route(); }
+    throw new ApiError(r.status, data.detail || r.statusText, data.field);
+  }
+  return data;
+}
+
+function toast(text, bad = false) {
+  const box = document.getElementById("toast");
+  const msg = h("div", { class: bad ? "msg bad" : "msg" }, text);
+  box.append(msg);
+  setTimeout(() => msg.remove(), 5000);
+}
+
+const can = (role) => me.role && RANK[me.role] >= RANK[role];
+const mine = (take) => me.role === "operator" || (me.role === "producer" && take.producer === me.name);
+const badge = (state) => h("span", { class: `badge state-${state}` }, state);
+const pct = (p) => (p && p.total ? Math.round((100 * p.step) / p.total) : 0);
+const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : "");
+
+function bar(progress, done) {
+  const inner = h("span", { style: `width:${done ? 100 : pct(progress)}%` });
+  return h("div", { class: done ? "bar done" : "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100",
+                    "aria-valuenow": String(done ? 100 : pct(progress)), "aria-label": "render progress" }, inner);
+}
+
+function setProgress(el, progress, done) {
+  const v = done ? 100 : pct(progress);
+  el.setAttribute("aria-valuenow", String(v));
+  el.classList.toggle("done", !!done);
+  el.firstChild.style.width = `${v}%`;
+}
+
+function query() {
+  const [, q = ""] = location.hash.split("?");
+  return new URLSearchParams(q);
+}
+
+// ---------- routing ----------
+async function route() {
+  for (const close of teardown) close();
+  teardown = [];
+  if (!me.name) {
+    const s = await api("/auth/session");
+    if (s.user) Object.assign(me, { name: s.user.name, role: s.user.role, csrf: s.user.csrf_token });
+  }
+  const header = document.querySelector(".top");
+  if (!me.name) { header.hidden = true; return viewLogin(); }
+  header.hidden = false;
+  document.getElementById("who-name").textContent = me.name;
+  document.getElementById("who-role").textContent = me.role;
+  for (const el of document.querySelectorAll("[data-role]")) el.hidden = !can(el.dataset.role);
+  const path = location.hash.replace(/^#\/?/, "").split("?")[0];
+  const [view, arg] = path.split("/");
+  for (const a of document.querySelectorAll("[data-nav]")) {
+    if (a.dataset.nav === (view || "takes")) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+  main.replaceChildren();
+  const views = { takes: viewTakes, take: viewTake, compare: viewCompare, submit: viewSubmit, pools: viewPools, nights: viewNights };
+  try {
+    await (views[view] || viewTakes)(arg);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return;
+    main.append(h("p", { class: "error", role: "alert" }, e.message));
+  }
+}
+
+window.addEventListener("hashchange", route);
+document.getElementById("logout").addEventListener("click", async () => {
+  await api("/auth/logout", { method: "POST" });
+  Object.assign(me, { name: null, role: null, csrf: null });
+  location.hash = "#/takes";
+  route();
+});
+
+// ---------- sign in ----------
+function viewLogin() {
+  const err = h("p", { class: "error", role: "alert" });
+  const form = h("form", { class: "panel login", "aria-labelledby": "login-title" },
+    h("h1", { id: "login-title" }, "Sign in to the HuMo farm"),
+    h("label", { for: "login-name" }, "Name"), h("input", { id: "login-name", name: "name", autocomplete: "username", required: true }),
+    h("label", { for: "login-password" }, "Password"),
+    h("input", { id: "login-password", name: "password", type: "password", autocomplete: "current-password", required: true }),
+    err, h("button", { class: "primary", type: "submit" }, "Sign in"));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    err.textContent = "";
+    try {
+      const u = await api("/auth/login", { method: "POST", json: { name: form.name.value, password: form.password.value } });
+      Object.assign(me, { name: u.name, role: u.role, csrf: u.csrf_token });
+      route();
+    } catch (e) { err.textContent = e.message; }
+  });
+  main.replaceChildren(form);
+  form.querySelector("input").focus();
+}
+
+// ---------- takes: batches, filters, live grid ----------
+async function viewTakes() {
+  const q = query();
+  const batchId = q.get("batch");
+  const batchList = h("ul", { class: "batches", "aria-label": "Batches" });
+  const grid = h("div", { class: "grid", "aria-label": "Takes", role: "list" });
+  const more = h("button", { type: "button", hidden: true }, "Load more");
+  const compareBtn = h("button", { type: "button", class: "primary", disabled: true, onclick: () => {
+    location.hash = `#/compare/${[...picked].join(",")}`;
+  } }, "Compare selected");
+  const picked = new Set();
+  const cards = new Map();
+  let cursor = null;
+
+  const filters = h("form", { class: "filters", role: "search" },
+    h("div", {}, h("label", { for: "f-q" }, "Search prompts"), h("input", { id: "f-q", name: "q", type: "search", value: q.get("q") || "" })),
+    h("div", {}, h("label", { for: "f-state" }, "State"),
+      h("select", { id: "f-state", name: "state" }, h("option", { value: "" }, "any"),
+        ["queued", "released", "running", "done", "failed", "canceled"].map((s) => h("option", { value: s, selected: q.get("state") === s }, s)))),
+    h("div", {}, h("label", { for: "f-producer" }, "Producer"), h("input", { id: "f-producer", name: "producer", value: q.get("producer") || "" })),
+    h("div", {}, h("label", { for: "f-selected" }, "Hero"),
+      h("select", { id: "f-selected", name: "selected" }, h("option", { value: "" }, "any"),
+        h("option", { value: "true", selected: q.get("selected") === "true" }, "selected for hero"))),
+    h("div", { style: "flex:0 0 auto" }, h("button", { type: "submit" }, "Filter")));
+  filters.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const p = new URLSearchParams();
+    if (batchId) p.set("batch", batchId);
+    for (const k of ["q", "state", "producer", "selected"]) if (filters[k].value) p.set(k, filters[k].value);
+    location.hash = `#/takes?${p}`;
+  });
+
+  const title = batchId ? `Batch ${(await api(`/batches/${batchId}`)).name}` : "All takes";
+  main.append(h("div", { class: "layout" },
+    h("aside", { class: "panel" }, h("h2", {}, "Batches"), h("p", {}, h("a", { href: "#/takes" }, "All takes")), batchList),
+    h("section", { "aria-labelledby": "takes-title" }, h("h1", { id: "takes-title" }, title), filters,
+      h("div", { class: "toolbar" }, compareBtn, h("span", { class: "hint" }, "Tick 2 to 4 finished takes to compare them side by side.")),
+      grid, h("p", {}, more))));
+
+  function card(t) {
+    const done = t.state === "done";
+    const thumb = t.outputs ? h("img", { src: t.outputs.thumbnail, alt: `thumbnail of take ${t.id.slice(0, 8)}`, loading: "lazy" })
+      : h("span", { class: "placeholder" }, t.state === "running" ? `step ${t.progress.step}/${t.progress.total}` : t.state);
+    const pick = h("input", { type: "checkbox", "aria-label": `compare take ${t.id.slice(0, 8)}`, disabled: !done, checked: picked.has(t.id) });
+    pick.addEventListener("change", () => {
+      if (pick.checked && picked.size >= 4) { pick.checked = false; toast("Compare up to 4 takes"); return; }
+      pick.checked ? picked.add(t.id) : picked.delete(t.id);
+      compareBtn.disabled = picked.size < 2;
+      compareBtn.textContent = `Compare selected (${picked.size})`;
+    });
+    const el = h("article", { class: "card", role: "listitem", "data-take": t.id, "data-state": t.state },
+      h("a", { class: "thumb", href: `#/take/${t.id}`, "aria-label": `open take ${t.id.slice(0, 8)}: ${t.params.prompt || ""}` }, thumb),
+      h("label", { class: "pick" }, pick, h("span", { class: "sr-only" }, "compare")),
+      t.selected_for_hero ? h("span", { class: "hero badge state-done", title: "selected for hero" }, "hero") : null,
+      h("div", { class: "meta" }, badge(t.state), " ", h("span", { class: "hint" }, `seed ${t.params.seed} · ${t.checkpoint}`),
+        h("div", { class: "prompt" }, t.params.prompt || ""), bar(t.progress, done)));
+    return el;
+  }
+
+  function put(t, prepend = false) {
+    const el = card(t);
+    const old = cards.get(t.id);
+    if (old) old.replaceWith(el); else prepend ? grid.prepend(el) : grid.append(el);
+    cards.set(t.id, el);
+  }
+
+  async function load() {
+    const p = new URLSearchParams({ limit: "120" });
+    if (batchId) p.set("batch_id", batchId);
+    for (const k of ["q", "state", "producer", "selected"]) if (q.get(k)) p.set(k, q.get(k));
+    if (cursor) p.set("cursor", cursor);
+    const page = await api(`/takes?${p}`);
+    for (const t of page.data) put(t);
+    cursor = page.next_cursor;
+    more.hidden = !cursor;
+    if (!cards.size) grid.replaceChildren(h("p", { class: "hint" }, "No takes match."));
+  }
+  more.addEventListener("click", load);
+  // infinite scroll: the next page when "Load more" comes into view
+  const io = new IntersectionObserver((entries) => { if (entries[0].isIntersecting && cursor) load(); });
+  io.observe(more);
+  teardown.push(() => io.disconnect());
+
+  async function loadBatches() {
+    const list = await api("/batches?limit=60");
+    batchList.replaceChildren(...list.map((b) => {
+      const total = b.take_ids.length, done = b.counts.done + b.counts.failed + b.counts.canceled;
+      return h("li", {}, h("a", { href: `#/takes?batch=${b.id}`, "aria-current": b.id === batchId ? "true" : "false", "data-batch": b.id },
+        h("div", {}, h("strong", {}, b.name), " ", h("span", { class: "hint" }, `${b.producer} · ${done}/${total}`)),
+        bar({ step: done, total }, b.finished)));
+    }));
+  }
+
+  // live: one event stream; a take that changes is redrawn, a finished one fetched whole (URLs)
+  const events = new EventSource(`/events${batchId ? `?batch_id=${batchId}` : ""}`);
+  teardown.push(() => events.close());
+  let batchesDirty = false;
+  events.addEventListener("take", async (ev) => {
+    const c = JSON.parse(ev.data);
+    batchesDirty = true;
+    const el = cards.get(c.id);
+    if (!el) {
+      if (!q.toString() || (batchId && !q.get("state") && !q.get("q"))) put(await api(`/takes/${c.id}`), true);
+      return;
+    }
+    if (c.state === "done" || c.state !== el.dataset.state) { put(await api(`/takes/${c.id}`)); return; }
+    setProgress(el.querySelector(".bar"), c.progress, false);
+    const ph = el.querySelector(".placeholder");
+    if (ph && c.state === "running") ph.textContent = `step ${c.progress.step}/${c.progress.total}`;
+  });
+  const refresh = setInterval(() => { if (batchesDirty) { batchesDirty = false; loadBatches(); } }, 2000);
+  teardown.push(() => clearInterval(refresh));
+
+  await Promise.all([load(), loadBatches()]);
+}
+
+// ---------- one take ----------
+const WORDS = {
+  RenderTimeout: "The render ran past its time limit and was stopped.",
+  GPUOutOfMemory: "The GPU ran out of memory. A smaller size or fewer frames will fit.",
+  WorkerLost: "The worker rendering it stopped (crash, restart or lost heartbeat); it was handed on.",
+  InputError: "An input could not be read or does not fit the checkpoint.",
+  StorageError: "The clip could not be uploaded to the object store.",
+  Canceled: "Canceled on request.",
+};
+const inWords = (cls, msg) => (cls ? `${WORDS[cls] || cls}${msg ? ` (${msg})` : ""}` : "");
+
+async function viewTake(id) {
+  const t = await api(`/takes/${id}`);
+  const done = t.state === "done";
+  const status = h("p", {}, badge(t.state), " ", t.state === "running" ? `step ${t.progress.step} of ${t.progress.total}` : "",
+    t.selected_for_hero ? h("span", { class: "badge state-done" }, " selected for hero") : null);
+  const player = done ? h("video", { src: t.outputs.clip, poster: t.outputs.thumbnail, controls: true, preload: "metadata",
+    "aria-label": `clip of take ${id.slice(0, 8)}`, "data-clip": id }) : h("div", { class: "panel" }, bar(t.progress, false),
+    h("p", { class: "hint" }, "The clip appears here when the take is done."));
+  const act = (label, fn, show = true, primary = false) => (show ? h("button", { type: "button", class: primary ? "primary" : null, onclick: async () => {
+    try { await fn(); } catch (e) { toast(e.message, true); }
+  } }, label) : null);
+  const manage = mine(t);
+  const prio = h("input", { id: "prio", type: "number", min: "-1000", max: "1000", value: String(t.priority), style: "width:6rem" });
+  const actions = h("div", { class: "actions", role: "group", "aria-label": "Take actions" },
+    act(t.selected_for_hero ? "Unselect for hero" : "Select for hero", async () => {
+      await api(`/takes/${id}/select`, { method: "POST", json: { selected: !t.selected_for_hero } });
+      toast(t.selected_for_hero ? "Unselected" : "Selected for the nightly hero run");
+      route();
+    }, manage && done, true),
+    act("Re-roll seed", async () => {
+      const b = await api("/batches", { method: "POST", json: { name: `re-roll of ${id.slice(0, 8)}`, takes: [takeBody(t, { seed: undefined })] } });
+      location.hash = `#/take/${b.take_ids[0]}`;
+    }, can("producer")),
+    act("Re-render exactly", async () => {
+      const b = await api(`/takes/${id}/rerender`, { method: "POST" });
+      location.hash = `#/take/${b.take_ids[0]}`;
+    }, can("producer") && done),
+    can("producer") ? h("a", { class: "button", href: `#/submit?from=${id}` }, "Duplicate with edits") : null,
+    act("Cancel", async () => { await api(`/takes/${id}/cancel`, { method: "POST" }); route(); },
+      manage && ["queued", "released", "running"].includes(t.state)),
+    act("Retry", async () => { await api(`/takes/${id}/retry`, { method: "POST" }); route(); },
+      manage && ["failed", "canceled"].includes(t.state)),
+    manage && !["done", "failed", "canceled"].includes(t.state) ? h("span", {}, h("label", { for: "prio", class: "sr-only" }, "Priority"), prio,
+      act("Set priority", async () => { await api(`/takes/${id}/priority`, { method: "POST", json: { priority: Number(prio.value) } }); toast("Priority set"); })) : null);
+
+  const attempts = h("table", {}, h("caption", { class: "sr-only" }, "Attempts"),
+    h("thead", {}, h("tr", {}, ["#", "worker", "gpu", "state", "started", "GPU s", "error"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, (t.attempts || []).map((a) => h("tr", {}, h("td", {}, a.number), h("td", {}, a.worker_id), h("td", {}, a.gpu),
+      h("td", {}, badge(a.state)), h("td", {}, fmtTime(a.started_at)), h("td", {}, a.gpu_seconds.toFixed(1)),
+      h("td", {}, inWords(a.error_class, a.error_message))))));
+  const manifest = h("pre", { "aria-label": "manifest" }, done ? "loading…" : "The manifest is written when the take is done.");
+  main.append(h("p", {}, h("a", { href: `#/takes?batch=${t.batch_id}` }, "← batch")),
+    h("h1", {}, `Take ${id.slice(0, 8)}`),
+    h("div", { class: "take-page" },
+      h("section", {}, player, status, actions,
+        t.error_class ? h("p", { class: "error", role: "alert" }, inWords(t.error_class, t.error_message)) : null,
+        h("h2", {}, "Attempts"), attempts),
+      h("section", { class: "panel" }, h("h2", {}, "Prompt"), h("p", {}, t.params.prompt || ""),
+        h("p", { class: "hint" }, describe(t)),
+        h("h2", {}, "Manifest"), manifest)));
+  if (done) api(`/takes/${id}/manifest`).then((m) => { manifest.textContent = JSON.stringify(m, null, 2); });
+  if (!["done", "failed", "canceled"].includes(t.state)) {
+    const events = new EventSource(`/events?batch_id=${t.batch_id}`);
+    teardown.push(() => events.close());
+    events.addEventListener("take", (ev) => {
+      const c = JSON.parse(ev.data);
+      if (c.id !== id) return;
+      if (c.state !== t.state) route();
+      else { const b = main.querySelector(".bar"); if (b) setProgress(b, c.progress, false); }
+    });
+  }
+}
+
+function describe(t) {
+  const p = t.params, parts = [t.checkpoint, `${t.pool} pool`, `seed ${p.seed}`];
+  if (p.width && p.height) parts.push(`${p.width}×${p.height}`);
+  if (p.frames) parts.push(`${p.frames} frames`);
+  if (p.steps) parts.push(`${p.steps} steps`);
+  if (p.mode) parts.push(`mode ${p.mode}`);
+  parts.push(`producer ${t.producer}`, `priority ${t.priority}`);
+  if (t.parent_id) parts.push(`from take ${t.parent_id.slice(0, 8)}`);
+  return parts.join(" · ");
+}
+
+function takeBody(t, overrides = {}) {
+  const body = { checkpoint: t.checkpoint, image: t.image || undefined, audio: t.audio || undefined };
+  for (const k of ["prompt", "negative_prompt", "mode", "seed", "width", "height", "frames", "steps", "shift",
+                   "scale_text", "scale_audio", "scale_image"]) if (t.params[k] !== undefined && t.params[k] !== null) body[k] = t.params[k];
+  return { ...body, ...overrides };
+}
+
+// ---------- compare 2-4 takes in sync ----------
+async function viewCompare(arg) {
+  const ids = (arg || "").split(",").filter(Boolean).slice(0, 4);
+  if (ids.length < 2) { main.append(h("p", {}, "Pick 2 to 4 finished takes on the takes page.")); return; }
+  const takes = await Promise.all(ids.map((id) => api(`/takes/${id}`)));
+  const videos = takes.map((t, i) => h("video", { src: t.outputs ? t.outputs.clip : "", preload: "auto", muted: i !== 0,
+    "aria-label": `take ${t.id.slice(0, 8)}`, "data-clip": t.id }));
+  videos.forEach((v, i) => { v.muted = i !== 0; });
+  const lead = videos[0];
+  const play = h("button", { type: "button", class: "primary" }, "Play all");
+  const seek = h("input", { type: "range", min: "0", max: "1000", value: "0", id: "seek", style: "flex:1" });
+  const hear = h("select", { id: "hear" }, takes.map((t, i) => h("option", { value: String(i) }, `take ${t.id.slice(0, 8)}`)));
+  hear.addEventListener("change", () => videos.forEach((v, i) => { v.muted = String(i) !== hear.value; }));
+  const syncAll = () => { for (const v of videos.slice(1)) if (Math.abs(v.currentTime - lead.currentTime) > 0.08) v.currentTime = lead.currentTime; };
+  play.addEventListener("click", async () => {
+    if (lead.paused) { syncAll(); await Promise.all(videos.map((v) => v.play())); play.textContent = "Pause all"; }
+    else { videos.forEach((v) => v.pause()); play.textContent = "Play all"; }
+  });
+  lead.addEventListener("timeupdate", () => { syncAll(); if (lead.duration) seek.value = String(Math.round((1000 * lead.currentTime) / lead.duration)); });
+  lead.addEventListener("ended", () => { videos.forEach((v) => v.pause()); play.textContent = "Play all"; });
+  seek.addEventListener("input", () => { if (lead.duration) { const at = (seek.value / 1000) * lead.duration; videos.forEach((v) => { v.currentTime = at; }); } });
+  main.append(h("h1", {}, `Compare ${ids.length} takes`),
+    h("div", { class: "toolbar" }, play, h("label", { for: "seek", class: "sr-only" }, "Position"), seek,
+      h("label", { for: "hear", style: "margin:0" }, "Hear"), hear),
+    h("div", { class: "compare" }, takes.map((t, i) => h("figure", { style: "margin:0" }, videos[i],
+      h("figcaption", {}, h("a", { href: `#/take/${t.id}` }, `take ${t.id.slice(0, 8)}`), ` · seed ${t.params.seed} · ${t.checkpoint}`,
+        h("div", { class: "hint" }, t.params.prompt || ""))))));
+}
+
+// ---------- submit ----------
+async function viewSubmit() {
+  const from = query().get("from");
+  const [checkpoints, base] = await Promise.all([api("/checkpoints"), from ? api(`/takes/${from}`) : null]);
+  const p = base ? base.params : {};
+  const assets = { image: base ? base.image : null, audio: base ? base.audio : null };
+  const field = (id, label, input, hint) => h("div", {}, h("label", { for: id }, label), input, hint ? h("p", { class: "hint", id: `${id}-hint` }, hint) : null);
+  const input = (id, attrs = {}) => h("input", { id, name: id, ...attrs });
+  const err = h("p", { class: "error", role: "alert" });
+  const imgPreview = h("div", { class: "preview" }), audPreview = h("div", { class: "preview" });
+
+  async function upload(kind, file, preview) {
+    const fd = new FormData();
+    fd.append("file", file);
+    preview.replaceChildren(h("span", { class: "hint" }, "uploading…"));
+    try {
+      const a = await api("/assets", { method: "POST", form: fd });
+      if (a.kind !== kind) throw new Error(`${file.name} is ${a.kind === "image" ? "an image" : "audio"}, not ${kind}`);
+      assets[kind] = a.sha256;
+      const url = URL.createObjectURL(file);
+      preview.replaceChildren(kind === "image" ? h("img", { src: url, alt: "reference image preview" })
+        : h("audio", { src: url, controls: true, "aria-label": "audio preview" }), h("p", { class: "hint" }, `${a.filename} · ${a.sha256.slice(0, 12)}`));
+    } catch (e) { assets[kind] = null; preview.replaceChildren(h("span", { class: "error" }, e.message)); }
+  }
+  const imageIn = input("image", { type: "file", accept: "image/*", onchange: (ev) => ev.target.files[0] && upload("image", ev.target.files[0], imgPreview) });
+  const audioIn = input("audio", { type: "file", accept: "audio/*,.wav,.mp3,.flac,.ogg,.m4a", onchange: (ev) => ev.target.files[0] && upload("audio", ev.target.files[0], audPreview) });
+  if (assets.image) imgPreview.append(h("p", { class: "hint" }, `using image ${assets.image.slice(0, 12)} from take ${from.slice(0, 8)}`));
+  if (assets.audio) audPreview.append(h("p", { class: "hint" }, `using audio ${assets.audio.slice(0, 12)} from take ${from.slice(0, 8)}`));
+
+  const ckpt = h("select", { id: "checkpoint", name: "checkpoint" }, checkpoints.map((c) =>
+    h("option", { value: c.name, selected: (base ? base.checkpoint : "") === c.name }, `${c.name} (${c.pool}, ${c.width}×${c.height})`)));
+  const mode = h("select", { id: "mode", name: "mode" }, h("option", { value: "" }, "from the inputs"),
+    ["T", "TI", "TA", "TIA"].map((m) => h("option", { value: m, selected: p.mode === m }, m)));
+  const form = h("form", { class: "panel", "aria-labelledby": "submit-title", novalidate: true },
+    h("div", { class: "row" }, field("project", "Project", input("project", { value: "default", required: true })),
+      field("name", "Batch name", input("name", { placeholder: "optional" }))),
+    field("prompt", "Prompt", h("textarea", { id: "prompt", name: "prompt", rows: "3", required: true, "aria-describedby": "prompt-hint" }, p.prompt || ""),
+      "One prompt per line: several lines make a sweep (every prompt × every seed)."),
+    field("negative_prompt", "Negative prompt", input("negative_prompt", { value: p.negative_prompt || "", placeholder: "the checkpoint's default" })),
+    h("div", { class: "row" },
+      field("seeds", "Seeds", input("seeds", { value: base && p.seed !== undefined ? String(p.seed) : "", placeholder: "e.g. 1, 2, 3", "aria-describedby": "seeds-hint" }),
+        "A list, or leave empty and give a count."),
+      field("seed_count", "Random seeds", input("seed_count", { type: "number", min: "1", max: "10000", value: base ? "" : "4" })),
+      field("checkpoint", "Checkpoint", ckpt), field("mode", "Mode", mode)),
+    h("div", { class: "row" },
+      field("width", "Width", input("width", { type: "number", value: p.width || "", placeholder: "default" })),
+      field("height", "Height", input("height", { type: "number", value: p.height || "", placeholder: "default" })),
+      field("frames", "Frames", input("frames", { type: "number", value: p.frames || "", placeholder: "default" })),
+      field("steps", "Steps", input("steps", { type: "number", value: p.steps || "", placeholder: "default" }))),
+    h("div", { class: "row" }, h("div", {}, h("label", { for: "image" }, "Reference image"), imageIn, imgPreview),
+      h("div", {}, h("label", { for: "audio" }, "Audio"), audioIn, audPreview)),
+    err, h("p", {}, h("button", { type: "submit", class: "primary" }, "Submit batch")));
+
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    err.textContent = "";
+    const prompts = form.prompt.value.split("\n").map((s) => s.trim()).filter(Boolean);
+    const seeds = form.seeds.value.split(/[\s,]+/).filter(Boolean).map(Number);
+    if (!prompts.length) { err.textContent = "prompt: write at least one prompt"; form.prompt.focus(); return; }
+    if (seeds.some((s) => !Number.isInteger(s) || s < 0)) { err.textContent = "seeds: whole numbers ≥ 0, separated by commas"; form.seeds.focus(); return; }
+    const defaults = { checkpoint: ckpt.value, image: assets.image || undefined, audio: assets.audio || undefined };
+    for (const k of ["negative_prompt", "mode"]) if (form[k].value) defaults[k] = form[k].value;
+    for (const k of ["width", "height", "frames", "steps"]) if (form[k].value) defaults[k] = Number(form[k].value);
+    const body = { project: form.project.value || "default", name: form.name.value || undefined, defaults,
+      sweep: { prompts, ...(seeds.length ? { seeds } : { seed_count: Number(form.seed_count.value || 1) }) } };
+    try {
+      const b = await api("/batches", { method: "POST", json: body });
+      toast(`Batch submitted: ${b.take_ids.length} takes`);
+      location.hash = `#/takes?batch=${b.id}`;
+    } catch (e) {
+      err.textContent = e.message;
+      const el = e.field && form.querySelector(`#${CSS.escape(e.field.split(".").pop())}`);
+      if (el) el.focus();
+    }
+  });
+
+  const fileErr = h("p", { class: "error", role: "alert" });
+  const fileIn = input("batch_file", { type: "file", accept: ".csv,.yaml,.yml,text/csv" });
+  const fileForm = h("form", { class: "panel", "aria-label": "Submit a batch file" },
+    h("h2", {}, "Or submit a CSV or YAML file"),
+    field("batch_file", "Batch file", fileIn, "CSV: a header row of take fields (prompt, seed, checkpoint, mode, image, audio …), one take per row. YAML: the `farm submit` format."),
+    fileErr, h("button", { type: "submit" }, "Submit file"));
+  fileForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    fileErr.textContent = "";
+    if (!fileIn.files[0]) { fileErr.textContent = "batch_file: choose a file"; return; }
+    const fd = new FormData();
+    fd.append("file", fileIn.files[0]);
+    try {
+      const b = await api("/batches/file", { method: "POST", form: fd });
+      location.hash = `#/takes?batch=${b.id}`;
+    } catch (e) { fileErr.textContent = e.message; }
+  });
+  main.append(h("h1", { id: "submit-title" }, from ? `New batch from take ${from.slice(0, 8)}` : "Submit a batch"), form, h("br"), fileForm);
+}
+
+// ---------- pools and workers ----------
+async function viewPools() {
+  const body = h("div");
+  main.append(h("h1", {}, "Pools and workers"), body);
+  async function draw() {
+    const [pools, workers] = await Promise.all([api("/pools"), api("/workers")]);
+    body.replaceChildren(
+      h("table", { class: "panel" }, h("caption", { class: "sr-only" }, "Pools"),
+        h("thead", {}, h("tr", {}, ["pool", "live slots", "queued", "released", "running", "GPU s (24 h)"].map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, Object.entries(pools).map(([name, p]) => h("tr", { "data-pool": name }, h("td", {}, name), h("td", {}, p.workers),
+          h("td", {}, p.queued), h("td", {}, p.released), h("td", {}, p.running), h("td", {}, p.gpu_seconds_24h.toFixed(0)))))),
+      h("h2", {}, "Workers"),
+      workers.length ? h("table", { class: "panel" }, h("caption", { class: "sr-only" }, "Workers"),
+        h("thead", {}, h("tr", {}, ["worker", "pool", "GPU", "state", "heartbeat", "rendering", "GPU s (24 h)"].map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, workers.map((w) => h("tr", {}, h("td", {}, w.id), h("td", {}, w.pool), h("td", {}, w.gpu),
+          h("td", {}, badge(w.alive ? (w.current_take_id ? "running" : "done") : "failed"), " ", w.alive ? (w.current_take_id ? "busy" : "idle") : "silent"),
+          h("td", {}, `${w.heartbeat_age.toFixed(0)} s ago`),
+          h("td", {}, w.current_take_id ? h("a", { href: `#/take/${w.current_take_id}` }, w.current_take_id.slice(0, 8)) : "—"),
+          h("td", {}, w.gpu_seconds_24h.toFixed(0))))))
+        : h("p", { class: "hint" }, "No workers are running."));
+  }
+  await draw();
+  const timer = setInterval(() => draw().catch(() => {}), 5000);
+  teardown.push(() => clearInterval(timer));
+}
+
+// ---------- nightly hero runs ----------
+async function viewNights() {
+  const nights = await api("/nights");
+  main.append(h("h1", {}, "Nightly hero runs"), nights.length ? h("table", { class: "panel" }, h("caption", { class: "sr-only" }, "Nights"),
+    h("thead", {}, h("tr", {}, ["night", "state", "takes", "done", "failed", "GPU hours", "budget"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, nights.map((n) => h("tr", {}, h("td", {}, n.night), h("td", {}, n.state), h("td", {}, n.takes), h("td", {}, n.done),
+      h("td", {}, n.failed), h("td", {}, n.gpu_hours.toFixed(2)), h("td", {}, n.budget_gpu_hours.toFixed(1))))))
+    : h("p", { class: "hint" }, "No hero nights yet: select finished takes for hero and they render tonight."));
+}
+
+route();

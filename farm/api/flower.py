@@ -1,0 +1,50 @@
+"""Flower, the Celery monitor, behind the farm's own sign-in: operators reach it at
+/flower through the dispatcher; Flower itself listens on loopback with a basic-auth
+password that only the dispatcher knows."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from ..errors import FarmError
+from ..settings import Settings
+from .auth import Operator
+
+router = APIRouter(include_in_schema=False)
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-authorization",
+               "authorization", "cookie", "host", "content-length"}
+
+
+def flower_basic_auth(settings: Settings) -> str:
+    """user:password for Flower's --basic-auth, derived from the farm's secret."""
+    return "farm:" + hmac.new(settings.session_secret.encode(), b"flower", hashlib.sha256).hexdigest()[:32]
+
+
+class FlowerUnavailable(FarmError):
+    status = 503
+
+
+@router.api_route("/flower", methods=["GET", "POST"])
+@router.api_route("/flower/{path:path}", methods=["GET", "POST"])
+async def flower(request: Request, _user: Operator, path: str = "") -> Response:
+    settings: Settings = request.app.state.settings
+    client: httpx.AsyncClient = request.app.state.flower_client
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+    headers["Authorization"] = "Basic " + base64.b64encode(flower_basic_auth(settings).encode()).decode()
+    url = f"{settings.flower}/flower/{path}"
+    try:
+        upstream = await client.send(client.build_request(
+            request.method, url, params=request.query_params, headers=headers, content=await request.body()),
+            stream=True)
+    except httpx.HTTPError:
+        raise FlowerUnavailable("flower: not reachable; `farm up` starts it, or set FARM_FLOWER_URL") from None
+    kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS | {"content-encoding"}}
+    return StreamingResponse(upstream.aiter_bytes(), status_code=upstream.status_code, headers=kept,
+                             background=BackgroundTask(upstream.aclose))

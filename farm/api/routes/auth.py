@@ -1,0 +1,110 @@
+"""Sign in and out, who am I, API tokens, and (for operators) the users."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from ... import accounts
+from ...errors import FarmError, Unauthenticated
+from ...tables import Role, User
+from ..auth import Operator, Viewer, end_session, start_session
+from ..deps import SessionDep
+
+router = APIRouter(tags=["auth"])
+
+
+class Login(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class Me(BaseModel):
+    name: str
+    role: Role
+    csrf_token: str | None = Field(None, description="send it as X-CSRF-Token with every change made "
+                                                       "through the session cookie")
+
+
+class TokenCreate(BaseModel):
+    name: str = Field("api", min_length=1, max_length=100, description="what the token is for")
+
+
+class TokenCreated(BaseModel):
+    token: str = Field(description="shown once: keep it secret")
+    name: str
+
+
+class UserCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: Role
+    password: str | None = Field(None, max_length=1000, description="none: API tokens only")
+
+
+class UserPublic(BaseModel):
+    name: str
+    role: Role
+    disabled: bool
+
+
+@router.post("/auth/login", response_model=Me)
+def login(body: Login, request: Request, response: Response, session: SessionDep) -> Me:
+    """Sign in to the dashboard: sets the session cookie. Five wrong passwords for a name
+    from one address lock that pair out for 15 minutes (429 with Retry-After)."""
+    address = request.client.host if request.client else "unknown"
+    user = accounts.login(session, body.name, body.password, address)
+    session.commit()
+    if user is None:
+        raise Unauthenticated("password: wrong name or password")
+    return Me(name=user.name, role=user.role, csrf_token=start_session(request, response, user))
+
+
+@router.post("/auth/logout", status_code=204)
+def logout(_user: Viewer, response: Response) -> Response:
+    end_session(response)
+    response.status_code = 204
+    return response
+
+
+class SessionPublic(BaseModel):
+    user: Me | None
+
+
+@router.get("/auth/session", response_model=SessionPublic)
+def who(request: Request) -> SessionPublic:
+    """Who the dashboard is signed in as, or null: open to anyone, so the sign-in page
+    loads without an error."""
+    from ..auth import current_user
+
+    try:
+        user = current_user(request)
+    except FarmError:
+        return SessionPublic(user=None)
+    return SessionPublic(user=Me(name=user.name, role=user.role, csrf_token=getattr(request.state, "csrf", None)))
+
+
+@router.get("/auth/me", response_model=Me)
+def me(user: Viewer, request: Request) -> Me:
+    return Me(name=user.name, role=user.role, csrf_token=getattr(request.state, "csrf", None))
+
+
+@router.post("/auth/tokens", status_code=201, response_model=TokenCreated)
+def create_token(body: TokenCreate, user: Viewer, session: SessionDep) -> TokenCreated:
+    """A new API token for yourself, with your role."""
+    token = accounts.create_token(session, session.get(User, user.id), body.name)
+    session.commit()
+    return TokenCreated(token=token, name=body.name)
+
+
+@router.get("/users", response_model=list[UserPublic])
+def list_users(_user: Operator, session: SessionDep) -> list[UserPublic]:
+    return [UserPublic(name=u.name, role=u.role, disabled=u.disabled)
+            for u in session.execute(select(User).order_by(User.name)).scalars()]
+
+
+@router.post("/users", status_code=201, response_model=UserPublic)
+def create_user(body: UserCreate, _user: Operator, session: SessionDep) -> UserPublic:
+    user = accounts.create_user(session, body.name, body.role, body.password)
+    session.commit()
+    return UserPublic(name=user.name, role=user.role, disabled=user.disabled)

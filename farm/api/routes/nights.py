@@ -1,0 +1,96 @@
+"""Nightly hero runs: what each night planned, ran, failed and cost; run the job now."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import date, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from ... import nightly
+from ...errors import InvalidRequest, NotFound
+from ...tables import utcnow
+from ..auth import Operator, Viewer
+from ..deps import SessionDep, SettingsDep
+
+router = APIRouter(prefix="/nights", tags=["nights"])
+
+
+class NightPublic(BaseModel):
+    night: date  #: the local date the window opens on
+    state: str  #: planned | running | done | stopped (over budget)
+    takes: int  #: hero takes planned
+    skipped_over_budget: int  #: selected takes left for a later night (last pass)
+    queued: int
+    running: int  #: released or rendering
+    done: int
+    failed: int
+    canceled: int
+    gpu_hours: float  #: recorded by the takes' attempts
+    estimated_gpu_hours: float
+    budget_gpu_hours: float
+    window_start: datetime
+    window_end: datetime
+    started_at: datetime  #: the job's first pass
+    updated_at: datetime  #: its last pass
+
+
+class NightTakePublic(BaseModel):
+    id: str
+    parent_id: str
+    producer: str
+    state: str
+    priority: int
+    gpu_seconds: float
+    error_class: str | None
+    error_message: str | None
+
+
+class NightDetailPublic(NightPublic):
+    hero_takes: list[NightTakePublic]
+
+
+def _detail(session, night: date) -> NightDetailPublic:
+    found = nightly.reports(session, limit=1, night=night)
+    if not found:
+        raise NotFound(f"night: no hero run for {night}; nights appear once the nightly job has run for them")
+    takes = [NightTakePublic(id=t.id, parent_id=t.parent_id, producer=t.producer, state=t.state.value,
+                             priority=t.priority, gpu_seconds=seconds, error_class=t.error_class,
+                             error_message=t.error_message)
+             for t, seconds in nightly.night_takes(session, night)]
+    return NightDetailPublic(**asdict(found[0]), hero_takes=takes)
+
+
+@router.get("", response_model=list[NightPublic])
+def list_nights(_user: Viewer, session: SessionDep,
+                limit: Annotated[int, Query(ge=1, le=366)] = 60) -> list[NightPublic]:
+    """The latest nights, newest first: takes planned, skipped over budget, their states and GPU hours."""
+    return [NightPublic(**asdict(r)) for r in nightly.reports(session, limit)]
+
+
+@router.get("/{night}", response_model=NightDetailPublic)
+def get_night(night: date, _user: Viewer, session: SessionDep) -> NightDetailPublic:
+    """One night with each of its hero takes."""
+    return _detail(session, night)
+
+
+@router.post("/{night}/plan", response_model=NightDetailPublic)
+def plan_night(night: date, _user: Operator, session: SessionDep, settings: SettingsDep,
+               force: bool = False) -> NightDetailPublic:
+    """Run the nightly job for this night now, as `farm beat` does inside the window. Before
+    the window opens it runs only with force=true; the night's hero takes still start only
+    inside its window."""
+    now = utcnow()
+    if abs((night - now.date()).days) > 366:
+        raise InvalidRequest("night", f"{night} is more than a year away; plan tonight or a night soon")
+    if nightly.plan_night(session, settings, night, now, force=force) is None:
+        start, end = nightly.window(night, settings)
+        if now >= end:
+            raise InvalidRequest("night", f"the window of night {night} closed at {end.isoformat()}; "
+                                          "plan tonight or a later night")
+        raise InvalidRequest("force", f"the window of night {night} opens at {start.isoformat()}; pass "
+                                      "force=true to plan it now (its takes still start only inside the window)")
+    session.commit()
+    return _detail(session, night)

@@ -1,0 +1,258 @@
+"""The Helm chart, rendered offline by Helm's own Go SDK (helm-python-sdk, no helm binary, no
+cluster) with the default and the production values, every manifest checked against the
+Kubernetes JSON schemas (kubernetes-validate, strict: unknown fields are errors) and KEDA's
+kinds against schemas/, then what the schemas cannot see: names that must match, real
+commands, real settings, GPUs, hooks, secrets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from farm.queue import POOLS
+
+from .real import ROOT, check_command, setting_names
+
+CHART = ROOT / "helm" / "humo-farm"
+SCHEMAS = Path(__file__).parent / "schemas"
+#: the chart's kubeVersion floor and the newest Kubernetes kubernetes-validate knows
+KUBE_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
+PRODUCTION = helm.values_from_yaml((CHART / "values-production.yaml").read_text())
+
+
+def render(values: dict | None = None, upgrade: bool = False) -> list[dict]:
+    with helm.Chart.load(CHART) as chart:
+        files = chart.render(values or {}, name="farm", namespace="render", is_install=not upgrade, is_upgrade=upgrade)
+    docs = []
+    for path, text in files.items():
+        if path.endswith(".yaml"):
+            docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def one(docs: list[dict], kind: str, component: str) -> dict:
+    [doc] = [d for d in docs if d["kind"] == kind
+             and d["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+    return doc
+
+
+def pod(doc: dict) -> dict:
+    return doc["spec"]["template"]["spec"]
+
+
+def containers(doc: dict) -> list[dict]:
+    return pod(doc).get("initContainers", []) + pod(doc)["containers"]
+
+
+def workloads(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")]
+
+
+VARIANTS = {
+    "default": {},
+    "production": PRODUCTION,
+    "redis-trigger": {"autoscaling": {"trigger": "redis", "redis": {"address": "redis.internal:6380", "enableTLS": True,
+                                                                   "passwordKey": "redis-password"}},
+                      "secrets": {"existingSecret": "farm-credentials"}, "weights": {"hostPath": "/srv/humo-weights"},
+                      "postgresql": {"enabled": False}, "redis": {"enabled": False}},
+    "no-autoscaling": {"explore": {"autoscaling": {"enabled": False}, "replicas": 3},
+                       "hero": {"autoscaling": {"enabled": False}, "replicas": 1}, "flower": {"enabled": False},
+                       "ingress": {"enabled": False}},
+}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant(request) -> tuple[str, dict, list[dict]]:
+    return request.param, VARIANTS[request.param], render(VARIANTS[request.param])
+
+
+def test_lint_is_clean_with_both_values_files():
+    for values in ({}, PRODUCTION):
+        report = helm.lint(CHART, values, strict=True, kube_version=f"v{KUBE_VERSIONS[0]}.0")
+        problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+        assert not problems, problems
+
+
+def test_every_manifest_is_valid_kubernetes(variant):
+    _, _, docs = variant
+    keda = {kind: json.loads((SCHEMAS / f"{kind.lower()}-keda-v1alpha1.json").read_text())
+            for kind in ("ScaledObject", "TriggerAuthentication")}
+    for doc in docs:
+        if doc["apiVersion"].startswith("keda.sh/"):
+            jsonschema.Draft202012Validator(keda[doc["kind"]]).validate(doc)
+            continue
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']} (Kubernetes {version}): "
+                                     f"{'.'.join(map(str, exc.path))}: {exc.message}") from None
+
+
+def test_names_the_manifests_refer_to_exist(variant):
+    name, values, docs = variant
+    secrets, configmaps = by_kind(docs, "Secret"), by_kind(docs, "ConfigMap")
+    existing = values.get("secrets", {}).get("existingSecret")
+    assert bool(secrets) != bool(existing)  # the chart's Secret, or the operator's: never both
+    services = by_kind(docs, "Service")
+    pods = {(d["kind"], d["metadata"]["name"]): d["spec"]["template"]["metadata"]["labels"] for d in workloads(docs)}
+    for svc in services.values():  # every Service selects some pod template
+        assert any(svc["spec"]["selector"].items() <= labels.items() for labels in pods.values()), svc["metadata"]
+    for doc in workloads(docs):
+        for c in containers(doc):
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref and not existing:
+                    assert ref["key"] in secrets[ref["name"]]["stringData"] or ref.get("optional"), (c["name"], ref)
+                elif ref:
+                    assert ref["name"] == existing
+            for source in c.get("envFrom", []):
+                assert source["configMapRef"]["name"] in configmaps
+        for volume in pod(doc).get("volumes", []):
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] == values["weights"]["existingClaim"]
+    for ingress in by_kind(docs, "Ingress").values():
+        backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        ports = {p["name"] for p in services[backend["name"]]["spec"]["ports"]}
+        assert backend["port"]["name"] in ports
+    for so in by_kind(docs, "ScaledObject").values():
+        target = so["spec"]["scaleTargetRef"]
+        assert (target["kind"], target["name"]) in pods and "replicas" not in next(
+            d for d in docs if d["metadata"]["name"] == target["name"] and d["kind"] == target["kind"])["spec"]
+        for trigger in so["spec"]["triggers"]:
+            if "authenticationRef" in trigger:
+                auth = by_kind(docs, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
+                assert {ref["name"] for ref in auth["spec"]["secretTargetRef"]} == {existing}
+
+
+def test_commands_and_settings_are_real(variant):
+    _, _, docs = variant
+    known = setting_names()
+    for doc in workloads(docs):
+        for c in containers(doc):
+            if c["image"].split(":")[0].endswith(("/dispatcher", "/explore", "/hero")):
+                check_command(c["command"])
+                assert {e["name"] for e in c.get("env", []) if e["name"].startswith("FARM_")} <= known, c["name"]
+    for cm in by_kind(docs, "ConfigMap").values():
+        assert set(cm["data"]) <= known
+
+
+def test_pools_get_their_gpus_and_autoscale_on_their_queue(variant):
+    name, values, docs = variant
+    explore, hero = one(docs, "Deployment", "explore"), one(docs, "StatefulSet", "hero")
+    [worker] = containers(explore)
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == worker["resources"]["requests"]["nvidia.com/gpu"] == 1
+    expected = values.get("explore", {})
+    assert pod(explore).get("nodeSelector", {}) == expected.get("nodeSelector", {})
+    assert pod(explore)["tolerations"] == expected.get("tolerations", [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    [group] = containers(hero)
+    gpus = values.get("hero", {}).get("gpusPerPod", 8)
+    assert group["resources"]["limits"]["nvidia.com/gpu"] == gpus
+    shm = next(v for v in pod(hero)["volumes"] if v["name"] == "shm")
+    assert shm["emptyDir"]["medium"] == "Memory" and {"name": "shm", "mountPath": "/dev/shm"} in group["volumeMounts"]
+    assert hero["spec"]["serviceName"] in by_kind(docs, "Service")
+    weights = values.get("weights", {})
+    mounted = any(m["mountPath"] == "/weights" for m in worker["volumeMounts"])
+    assert mounted == bool(weights.get("existingClaim") or weights.get("hostPath"))
+    assert ({"name": "FARM_WEIGHTS_DIR", "value": "/weights"} in worker["env"]) == mounted
+
+    scaled = by_kind(docs, "ScaledObject")
+    if name == "no-autoscaling":
+        assert not scaled and explore["spec"]["replicas"] == 3
+        return
+    pools = {so["spec"]["scaleTargetRef"]["name"].rsplit("-", 1)[1]: so for so in scaled.values()}
+    assert set(pools) == set(POOLS)  # one per Celery queue
+    for pool, so in pools.items():
+        [trigger] = so["spec"]["triggers"]
+        if trigger["type"] == "redis":
+            assert trigger["metadata"]["listName"] == pool
+        else:
+            from farm.api.routes.metrics import router
+
+            service = by_kind(docs, "Service")[one(docs, "Deployment", "dispatcher")["metadata"]["name"]]
+            host = f"{service['metadata']['name']}.render.svc.cluster.local:{service['spec']['ports'][0]['port']}"
+            assert trigger["metadata"]["url"] == f"http://{host}/metrics/demand"
+            assert "/metrics/demand" in {r.path for r in router.routes}
+            assert trigger["metadata"]["valueLocation"] == f"{pool}.demand"
+
+
+def test_beat_is_one_and_migrations_run_first(variant):
+    name, values, docs = variant
+    beat = one(docs, "Deployment", "beat")
+    assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"] == {"type": "Recreate"}
+    [migrate] = by_kind(docs, "Job").values()
+    hooks = migrate["metadata"]["annotations"]["helm.sh/hook"].split(",")
+    internal_db = values.get("postgresql", {}).get("enabled", True)
+    assert hooks == (["post-install", "pre-upgrade"] if internal_db else ["pre-install", "pre-upgrade"])
+    assert containers(migrate)[0]["command"] == ["farm", "db", "upgrade"]
+    for secret in by_kind(docs, "Secret").values():  # the Job's Secret exists before the Job runs
+        annotations = secret["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+        assert int(annotations["helm.sh/hook-weight"]) < int(migrate["metadata"]["annotations"]["helm.sh/hook-weight"])
+
+
+def test_flower_sits_beside_the_dispatcher_behind_its_sign_in(variant):
+    name, _, docs = variant
+    dispatcher = one(docs, "Deployment", "dispatcher")
+    names = {c["name"]: c for c in containers(dispatcher)}
+    command = names["dispatcher"]["command"]
+    assert command[:3] == ["farm", "up", "--no-worker"] and "--no-flower" in command
+    if name == "no-autoscaling":
+        assert "flower" not in names
+        return
+    flower = names["flower"]
+    assert flower["command"] == ["farm", "flower"] and "ports" not in flower  # loopback only: no Service, no Ingress
+    shared = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in names["dispatcher"]["env"] if "valueFrom" in e}
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in flower["env"] if "valueFrom" in e}["FARM_SECRET_KEY"] \
+        == shared["FARM_SECRET_KEY"]  # the dispatcher derives Flower's password from the same key
+
+
+def test_production_uses_external_services_and_the_operators_secret():
+    docs = render(PRODUCTION)
+    kinds = {(d["kind"], d["metadata"]["labels"]["app.kubernetes.io/component"]) for d in docs}
+    assert not {c for _, c in kinds} & {"postgresql", "redis", "minio"} and not by_kind(docs, "Secret")
+    config = next(iter(by_kind(docs, "ConfigMap").values()))["data"]
+    assert config["FARM_STORAGE_URL"].startswith("s3://") and "FARM_S3_ENDPOINT_URL" not in config  # AWS itself
+    worker = containers(one(docs, "Deployment", "explore"))[0]
+    assert {"name": "FARM_EXPLORE_CHECKPOINT", "value": "humo-1.7b"} in worker["env"]
+    assert all(c["image"].startswith("registry.example.com/humo-farm/") for d in workloads(docs) for c in containers(d))
+    ingress = next(iter(by_kind(docs, "Ingress").values()))
+    assert ingress["spec"]["tls"][0]["hosts"] == ["farm.example.com"]
+
+
+def test_defaults_run_the_development_services_with_generated_credentials_kept_on_upgrade():
+    docs = render()
+    [secret] = by_kind(docs, "Secret").values()
+    data = secret["stringData"]
+    password = data["postgres-password"]
+    assert data["database-url"] == f"postgresql+psycopg://farm:{password}@farm-humo-farm-postgresql:5432/farm"
+    assert data["broker-url"] == "redis://farm-humo-farm-redis:6379/0" and len(data["secret-key"]) >= 32
+    config = next(iter(by_kind(docs, "ConfigMap").values()))["data"]
+    assert config["FARM_S3_ENDPOINT_URL"] == "http://farm-humo-farm-minio:9000"
+    worker = containers(one(docs, "Deployment", "explore"))[0]
+    assert {"name": "FARM_EXPLORE_CHECKPOINT", "value": "tiny"} in worker["env"]
+    template = (CHART / "templates" / "secret.yaml").read_text()
+    assert 'lookup "v1" "Secret"' in template  # an upgrade reads the generated values back
+
+
+def test_values_are_checked_against_the_schema():
+    with helm.Chart.load(CHART) as chart:
+        for bad in ({"explor": {}}, {"explore": {"gpusPerPod": 2}}, {"hero": {"gpusPerPod": 0}},
+                    {"config": {"WORKER_TIMEOUT": "60"}}, {"autoscaling": {"trigger": "cpu"}}):
+            with pytest.raises(helm.HelmValuesError):
+                chart.render(bad, name="farm", namespace="render")
+    with pytest.raises(helm.HelmError, match="secrets.databaseUrl"):
+        render({"postgresql": {"enabled": False}})
+    with pytest.raises(helm.HelmError, match="autoscaling.redis.passwordKey"):
+        render({"autoscaling": {"trigger": "redis", "redis": {"passwordKey": "redis-password"}}})

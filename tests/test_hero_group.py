@@ -1,0 +1,97 @@
+"""The hero rank group on 2 gloo CPU ranks: a dead rank or a missed deadline costs one take."""
+
+import os
+import signal
+import time
+from dataclasses import replace
+
+import pytest
+
+from models import RenderCanceled, RenderRequest
+from workers.hero_group import GroupFailed, RankGroup
+
+
+@pytest.fixture(scope="module")
+def group(weights):
+    with RankGroup("tiny", weights, 2, device="cpu", load_timeout=120, take_timeout=120) as g:
+        yield g
+
+
+@pytest.fixture
+def request_(media):
+    return RenderRequest(prompt="a presenter talks to camera", mode="TA", audio=str(media["audio"]), seed=5, steps=2)
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def wait_for(condition, seconds: float = 10.0) -> None:
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, "condition not reached in time"
+
+
+def test_a_take_reports_every_step_and_returns_the_clip(group, request_):
+    steps = []
+    result = group.render(request_, lambda i, n: steps.append((i, n)))
+    assert steps == [(1, 2), (2, 2)]
+    assert result.video.shape == (3, 17, 48, 64)
+
+
+def test_a_rank_killed_mid_take_fails_the_take_and_the_group_respawns(group, request_):
+    old = group.pids
+
+    def kill_rank_1(i, n):
+        if i == 1:
+            os.kill(old[1], signal.SIGKILL)
+
+    with pytest.raises(GroupFailed):
+        group.render(request_, kill_rank_1)
+    assert all(gone(pid) for pid in old)  # every rank, not only the one that died
+    result = group.render(request_)  # the retry runs on the fresh group
+    assert set(group.pids).isdisjoint(old) and len(group.pids) == 2
+    assert result.video.shape == (3, 17, 48, 64)
+
+
+def test_a_take_past_its_deadline_kills_the_group_and_the_next_take_completes(group, request_):
+    old = group.pids
+    endless = replace(request_, steps=1000)  # far longer than the deadline
+    start = time.monotonic()
+    with pytest.raises(GroupFailed, match="deadline"):
+        group.render(endless, timeout=2)
+    assert time.monotonic() - start >= 2
+    assert all(gone(pid) for pid in old)
+    assert group.render(request_).video.shape == (3, 17, 48, 64)
+    assert set(group.pids).isdisjoint(old)
+
+
+def test_a_rank_dead_between_takes_is_replaced_before_the_next_take(group, request_):
+    old = group.pids
+    os.kill(old[0], signal.SIGKILL)
+    wait_for(lambda: not group.alive())
+    assert group.render(request_).video.shape == (3, 17, 48, 64)
+    assert set(group.pids).isdisjoint(old)
+
+
+def test_on_step_stops_every_rank_at_the_same_step_and_the_group_stays(group, request_):
+    old, seen = group.pids, []
+
+    def cancel_at_one(i, n):
+        seen.append(i)
+        raise RenderCanceled("take canceled")
+
+    with pytest.raises(RenderCanceled, match="take canceled"):
+        group.render(replace(request_, steps=4), cancel_at_one)
+    assert seen == [1] and group.pids == old
+    assert group.render(request_).video.shape == (3, 17, 48, 64)  # still in step
+
+
+def test_close_ends_every_rank(group, request_):
+    pids = group.pids
+    group.close()
+    assert all(gone(pid) for pid in pids) and group.pids == []
