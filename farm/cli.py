@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     beat = sub.add_parser("beat", help="run the nightly hero-run scheduler (one leads: a lock; others stand by)")
     beat.set_defaults(fn=cmd_beat)
     worker = sub.add_parser("worker", help="run one worker process")
-    worker.add_argument("--pool", choices=["explore"], default="explore")
+    worker.add_argument("--pool", choices=["explore", "hero"], default="explore")
     worker.set_defaults(fn=cmd_worker)
     user = sub.add_parser("user", help="users and API tokens: create, token, password, disable, list")
     user.add_argument("action", choices=["create", "token", "password", "disable", "list"])

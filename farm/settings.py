@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     broker_url: str = ""  #: default: filesystem:// under {data_dir}/broker (no server)
     storage_url: str = ""  #: default: file://{data_dir}/objects; or s3://bucket/prefix
     s3_endpoint_url: str | None = None  #: any S3 API (MinIO, moto, ...); None: AWS
+    #: the S3 endpoint as browsers reach it; presigned URLs are signed for it (default: s3_endpoint_url)
+    s3_public_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
 
     #: seconds a released take may wait unclaimed before the reconciler releases it again
@@ -73,7 +75,7 @@ class Settings(BaseSettings):
     #: seconds of one denoising step of a hero take on its GPU group (the estimate; measured:
     #: HuMo-17B TIA at 720p, 97 frames, one H100: 51.08 s), and the group's GPUs
     hero_step_seconds: float = 51.08
-    hero_gpus: int = 1
+    hero_gpus: int = 1  #: GPUs per hero take: the ranks of a hero worker's sequence-parallel group
     beat_interval: float = 60.0  #: seconds between `farm beat` passes (lock check, plan, budget stop)
 
     def __repr_args__(self):

@@ -1,7 +1,9 @@
 """Objects: inputs by content hash, outputs at deterministic keys, on a folder or any S3 API.
 
 FARM_STORAGE_URL picks the backend: file:///path (embedded default) or s3://bucket/prefix
-(with FARM_S3_ENDPOINT_URL for MinIO, moto, ...). Keys are validated: no absolute paths,
+(with FARM_S3_ENDPOINT_URL for MinIO, moto, ...). Presigned URLs go to browsers, so they are
+signed for FARM_S3_PUBLIC_ENDPOINT_URL when the farm reaches S3 at an address browsers do not
+(http://s3:9000 inside compose, a cluster Service). Keys are validated: no absolute paths,
 no '..', no odd characters, so no name can escape the store.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -90,16 +93,38 @@ class LocalStorage:
 
 
 class S3Storage:
-    """Any S3 API through boto3, with its standard retries and backoff."""
+    """Any S3 API through boto3, with its standard retries and backoff.
 
-    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, region: str):
+    Objects move through `endpoint_url`; URLs are presigned for `public_endpoint_url` (the
+    same S3 as browsers reach it; default: endpoint_url). A SigV4 signature covers the Host
+    header, so a URL cannot be rewritten to another host after signing: it is signed by a
+    second client, made on the first presign, that names the public endpoint. Signing is
+    local, so that client never needs to reach it."""
+
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, region: str,
+                 public_endpoint_url: str | None = None):
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.region, self.public_endpoint_url = region, public_endpoint_url
+        self.client = self._make_client(endpoint_url)
+        self._presigner = None
+        self._lock = threading.Lock()  # API threads presign at once; boto3 client creation is not thread-safe
+
+    def _make_client(self, endpoint_url: str | None):
         import boto3
         from botocore.config import Config
 
-        self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region,
-                                   config=Config(retries={"max_attempts": 5, "mode": "standard"},
-                                                 signature_version="s3v4"))
+        return boto3.client("s3", endpoint_url=endpoint_url, region_name=self.region,
+                            config=Config(retries={"max_attempts": 5, "mode": "standard"}, signature_version="s3v4"))
+
+    @property
+    def presigner(self):
+        """The client presigned URLs are made with: the public endpoint's, or the one client."""
+        if not self.public_endpoint_url:
+            return self.client
+        with self._lock:
+            if self._presigner is None:
+                self._presigner = self._make_client(self.public_endpoint_url)
+            return self._presigner
 
     def _key(self, key: str) -> str:
         check_key(key)
@@ -151,7 +176,7 @@ class S3Storage:
             raise StorageError(f"S3 head failed: {exc}") from exc
 
     def url(self, key: str, seconds: int) -> str:
-        return self._call("presign", self.client.generate_presigned_url, "get_object",
+        return self._call("presign", self.presigner.generate_presigned_url, "get_object",
                           Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=seconds)
 
 
@@ -160,7 +185,8 @@ def open_storage(settings: Settings) -> Storage:
     if url.scheme == "file":
         return LocalStorage(Path(url.path))
     if url.scheme == "s3":
-        store = S3Storage(url.netloc, url.path, settings.s3_endpoint_url, settings.s3_region)
+        store = S3Storage(url.netloc, url.path, settings.s3_endpoint_url, settings.s3_region,
+                          public_endpoint_url=settings.s3_public_endpoint_url)
         store.ensure_bucket()
         return store
     raise StorageError(f"FARM_STORAGE_URL {settings.storage!r}: use file:///path or s3://bucket/prefix")

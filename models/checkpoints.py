@@ -9,6 +9,8 @@ exists twice in memory. Every missing, unexpected or misshapen key is an error n
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -48,6 +50,16 @@ class StateSource:
 
     def tensors(self, wanted: set[str]) -> Tensors:
         return self._stream(wanted)
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """sha256 over a checkpoint's files in order (the index and every shard): its identity."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def open_checkpoint(path: str | Path) -> StateSource:

@@ -24,7 +24,7 @@ import torch
 
 from . import media
 from .audio import AudioEncoder, windows
-from .checkpoints import load_into, open_checkpoint
+from .checkpoints import files_sha256, load_into, open_checkpoint
 from .dit import HumoDiT
 from .errors import CheckpointError, InputError
 from .guidance import Condition, combine, passes_for
@@ -149,12 +149,7 @@ class Pipeline:
     def checkpoint_digest(self) -> str | None:
         """sha256 over the DiT's weight files (the index and every shard), computed once."""
         if self._digest is None and self.dit_files:
-            h = hashlib.sha256()
-            for path in self.dit_files:
-                with open(path, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 24), b""):
-                        h.update(chunk)
-            self._digest = h.hexdigest()
+            self._digest = files_sha256(self.dit_files)
         return self._digest
 
     # -- step 1: inputs ---------------------------------------------------------------------

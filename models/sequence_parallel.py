@@ -132,9 +132,8 @@ class SequenceParallelDiT(HumoDiT):
     @classmethod
     def adopt(cls, dit: HumoDiT, group: dist.ProcessGroup | None = None) -> "SequenceParallelDiT":
         """The sequence-parallel twin of a loaded HumoDiT, sharing its modules."""
-        check_group_size(dit.cfg, dist.get_world_size(group))
-        init_deepspeed_comm()
-        with torch.device("meta"):
+        init_deepspeed_comm()  # not on the meta device
+        with torch.device("meta"):  # a throwaway skeleton: the loaded modules replace its own
             twin = cls(dit.cfg, group)
         for name, module in dit.named_children():
             setattr(twin, name, module)

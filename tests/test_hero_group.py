@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from models import RenderCanceled, RenderRequest
+from models import InputError, RenderCanceled, RenderRequest
 from workers.hero_group import GroupFailed, RankGroup
 
 
@@ -89,6 +89,15 @@ def test_on_step_stops_every_rank_at_the_same_step_and_the_group_stays(group, re
         group.render(replace(request_, steps=4), cancel_at_one)
     assert seen == [1] and group.pids == old
     assert group.render(request_).video.shape == (3, 17, 48, 64)  # still in step
+
+
+def test_a_bad_request_fails_before_it_reaches_the_ranks(group, request_):
+    old = group.pids
+    with pytest.raises(InputError, match="checkpoint: this group holds tiny"):
+        group.render(replace(request_, checkpoint="tiny-concat"))
+    with pytest.raises(InputError, match="frames"):
+        group.render(replace(request_, frames=18))
+    assert group.pids == old and group.alive()
 
 
 def test_close_ends_every_rank(group, request_):

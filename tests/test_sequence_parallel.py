@@ -37,7 +37,7 @@ def inputs(shape, seed: int, batch: int = 2):
 
 
 def run_rank(rank: int, size: int, store: str, state: dict, out: str) -> None:
-    """One rank (spawned): the sequence-parallel DiT, loaded strictly from HumoDiT's state dict."""
+    """One rank: the sequence-parallel DiT, loaded strictly from HumoDiT's state dict."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=size)
     dit = SequenceParallelDiT(CONFIG).eval()
@@ -70,7 +70,8 @@ def test_sharded_forward_equals_the_unsharded_one(size, tmp_path):
             assert "divides 2: 1, 2" in got["error"]
 
 
-@pytest.mark.parametrize("heads,size,ok", [(40, 8, True), (40, 5, True), (40, 3, False), (40, 16, False), (2, 4, False)])
+@pytest.mark.parametrize("heads,size,ok", [(40, 8, True), (40, 5, True), (40, 3, False), (40, 16, False),
+                                             (2, 4, False)])
 def test_group_size_must_divide_the_heads(heads, size, ok):
     cfg = replace(HUMO_17B.dit, num_heads=heads)
     if ok:

@@ -1,4 +1,5 @@
-"""`python -m workers --pool explore`: one worker process (solo pool: CUDA does not fork)."""
+"""`python -m workers --pool explore|hero`: one worker process (solo pool: CUDA does not fork).
+An explore worker renders on one GPU; a hero worker supervises a group of FARM_HERO_GPUS ranks."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from .app import app, start_runtime
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers")
-    parser.add_argument("--pool", choices=("explore",), default="explore")
+    parser.add_argument("--pool", choices=("explore", "hero"), default="explore")
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

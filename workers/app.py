@@ -11,7 +11,7 @@ from celery.signals import worker_shutdown
 from farm.queue import RENDER_TASK, make_celery
 from farm.settings import get_settings
 
-from .explore import Declined, ExploreRuntime
+from .explore import Declined, Draining, ExploreRuntime
 
 app: Celery = make_celery(get_settings())
 _runtime: ExploreRuntime | None = None
@@ -25,7 +25,12 @@ def runtime() -> ExploreRuntime:
 
 def start_runtime(pool: str) -> ExploreRuntime:
     global _runtime
-    _runtime = ExploreRuntime(get_settings(), pool).start()
+    if pool == "hero":
+        from .hero import HeroRuntime
+
+        _runtime = HeroRuntime(get_settings()).start()
+    else:
+        _runtime = ExploreRuntime(get_settings(), pool).start()
     return _runtime
 
 
@@ -40,8 +45,9 @@ def render_take(self, take_id: str) -> str:
     """Render one take: the runtime claims, renders, uploads and records it."""
     try:
         return runtime().run(take_id)
-    except Declined:
+    except Declined as exc:
         # back on the queue, where a worker already waiting gets it first; the pause keeps
         # a lone blocked worker from spinning on it
         time.sleep(1.0)
-        raise Reject(f"take {take_id}: worker blocklisted for its batch", requeue=True) from None
+        why = "draining" if isinstance(exc, Draining) else "blocklisted for its batch"
+        raise Reject(f"take {take_id}: worker {why}", requeue=True) from None

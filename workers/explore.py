@@ -66,6 +66,8 @@ def classify(exc: BaseException) -> tuple[BaseException, bool]:
 
 
 class ExploreRuntime:
+    gpus_per_take = 1  #: GPU seconds = wall seconds x this (the hero group holds several)
+
     def __init__(self, settings: Settings, pool: str = "explore", storage: Storage | None = None):
         self.settings, self.pool = settings, pool
         self.factory = session_factory(settings.database)
@@ -157,7 +159,7 @@ class ExploreRuntime:
         raise Declined(take_id)
 
     def _failed(self, take_id: str, attempt: Attempt, exc: BaseException, start: float) -> str:
-        seconds = time.monotonic() - start
+        seconds = (time.monotonic() - start) * self.gpus_per_take
         if isinstance(exc, RenderCanceled):
             run_with_retry(self.factory, lambda s: states.mark_canceled(s, take_id, attempt, seconds))
             outcome = "canceled"
@@ -230,7 +232,7 @@ class ExploreRuntime:
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
         self.storage.put_file(keys["manifest_key"], manifest_path, "application/json")  # last: it marks complete
         output = {**keys, "clip_sha256": clip_sha, "clip_size": clip.stat().st_size}
-        seconds = time.monotonic() - start
+        seconds = (time.monotonic() - start) * self.gpus_per_take
         done = run_with_retry(self.factory, lambda s: states.finish(s, take.id, attempt, output, gpu_seconds=seconds),
                               what=f"record of take {take.id}")
         return "done" if done else "finished, but another attempt holds the take"

@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from models import InputError, OnStep, RenderCanceled, RenderRequest, RenderResult
+from models import InputError, OnStep, RenderCanceled, RenderRequest, RenderResult, get_spec
 from models.request import ResolvedRequest
 
 log = logging.getLogger(__name__)
@@ -169,37 +169,49 @@ class RankGroup:
         """Render one take on all ranks. Raises InputError (bad request, group unharmed),
         on_step's own exception (cooperative stop, group unharmed) or GroupFailed."""
         req = request.resolved() if isinstance(request, RenderRequest) else request
+        if req.spec.name != get_spec(self.checkpoint).name:
+            raise InputError("checkpoint", f"this group holds {self.checkpoint}, the take asks for {req.spec.name}")
         if self._ranks and not self.alive():
             log.error("hero group: a rank died between takes; respawning")
             self._kill()
         self.start()
-        for rank in self._ranks:
-            rank.conn.send(req)
-        replies: dict[int, tuple] = {}
-        stopped: BaseException | None = None  # what on_step raised
-        deadline = time.monotonic() + (timeout if timeout is not None else self.take_timeout)
-        for rank, message in self._messages(deadline, "rendering"):
-            kind = message[0]
-            if kind == "step":
-                if on_step is not None and stopped is None:
-                    try:
-                        on_step(*message[1:])
-                    except BaseException as exc:  # the ranks stop together at the next step
-                        stopped = exc
-                        self._cancel.set()
-            elif kind == "error":
-                self._fail(f"rank {rank} raised", RankError(message[1]))
-            else:
-                replies[rank] = message
-                if len(replies) == self.size:
-                    break
-        self._cancel.clear()
+        deadline = time.monotonic() + (self.take_timeout if timeout is None else timeout)
+        try:
+            replies, stopped = self._take(req, on_step, deadline)
+        except GroupFailed:
+            raise
+        except BaseException:  # interrupted mid-take (e.g. a time limit): the ranks are out of step with us
+            self._kill()
+            raise
         if stopped is not None:
             raise stopped
         kind, *rest = replies[0]
         if kind == "input":
             raise InputError(*rest)
         return pickle.loads(rest[0])
+
+    def _take(self, req: ResolvedRequest, on_step: OnStep | None, deadline: float):
+        """Send the take to every rank; (each rank's final reply, what on_step raised)."""
+        for rank in self._ranks:
+            rank.conn.send(req)
+        replies: dict[int, tuple] = {}
+        stopped: BaseException | None = None
+        for rank, message in self._messages(deadline, "rendering"):
+            if message[0] == "step":
+                if on_step is not None and stopped is None:
+                    try:
+                        on_step(*message[1:])
+                    except BaseException as exc:  # the ranks stop together at the next step
+                        stopped = exc
+                        self._cancel.set()
+            elif message[0] == "error":
+                self._fail(f"rank {rank} raised", RankError(message[1]))
+            else:  # done, canceled or input
+                replies[rank] = message
+                if len(replies) == self.size:
+                    break
+        self._cancel.clear()
+        return replies, stopped
 
 
 # -- inside a rank ------------------------------------------------------------------------------

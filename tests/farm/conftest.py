@@ -182,10 +182,10 @@ def release_loop(clean) -> Iterator[Releaser]:
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, log: Path):
+    def __init__(self, settings: Settings, log: Path, pool: str = "explore"):
         self.log = log
         self._out = open(log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "workers", "--pool", "explore", "--loglevel", "INFO"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "workers", "--pool", pool, "--loglevel", "INFO"],
                                      cwd=ROOT, env=settings_env(settings), stdout=self._out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.settings = settings

@@ -125,14 +125,16 @@ def test_figures_on_sqlite(tmp_path):
     check_figures(collect(factory, Settings(data_dir=tmp_path, worker_timeout=10.0), now))
 
 
-def test_metrics_need_a_viewer_and_demand_is_open(client, client_as):
-    assert client_as(None).get("/metrics").status_code == 401
+def test_metrics_and_demand_need_a_viewer(client, client_as):
+    for path in ("/metrics", "/metrics/demand"):  # KEDA and Prometheus send a viewer's API token
+        r = client_as(None).get(path)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", path
     r = client_as("vic").get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert Scrape(r.text)("farm_takes", pool="explore", state="queued") == 0
     r = client_as("vic").get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     assert r.headers["content-type"].startswith("application/openmetrics-text") and r.text.endswith("# EOF\n")
-    demand = client_as(None).get("/metrics/demand")
+    demand = client_as("vic").get("/metrics/demand")
     assert demand.status_code == 200 and demand.json()["explore"]["demand"] == 0 and "hero" in demand.json()
 
 
@@ -157,7 +159,7 @@ def test_figures_move_during_a_real_run(client, client_as, start_worker, release
     queued = scrape()  # no worker yet: nothing is released
     assert queued("farm_takes", pool="explore", state="queued") == 4 and queued("farm_queue_depth", pool="explore") == 4
     assert queued("farm_pool_slots", pool="explore") == 0
-    assert client_as(None).get("/metrics/demand").json()["explore"] == {
+    assert client_as("vic").get("/metrics/demand").json()["explore"] == {
         "demand": 4, "queued": 4, "released": 0, "running": 0, "workers": 0, "slots": 0}
 
     worker = start_worker()

@@ -1,8 +1,10 @@
 """Prometheus metrics (/metrics) and each pool's demand for autoscalers (/metrics/demand).
 
-Both read the record on every request (farm.metrics). /metrics names producers and workers,
-so it needs a viewer's API token (Prometheus: `authorization: {credentials_file: ...}`);
-/metrics/demand holds only per-pool counts and is open, like /healthz, so KEDA needs none.
+Both read the record on every request (farm.metrics) and, like every route but /healthz and the
+sign-in, need a viewer: the API token of a viewer account made for the purpose
+(`farm user create metrics --role viewer --no-password --token`), sent as a bearer token by
+Prometheus (`authorization: {credentials_file: ...}`, or a ServiceMonitor's bearerTokenSecret)
+and by KEDA's metrics-api trigger (`authModes: bearer` through a TriggerAuthentication).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def scrape(_user: Viewer, request: Request) -> Response:
 
 
 @router.get("/demand")
-def demand(request: Request) -> dict[str, dict[str, int]]:
+def demand(_user: Viewer, request: Request) -> dict[str, dict[str, int]]:
     """Per pool: takes that want a GPU now (queued + released + running), and its parts.
     KEDA's metrics-api trigger reads `<pool>.demand` and sizes the pool at one take per worker."""
     settings = request.app.state.settings

@@ -1,0 +1,68 @@
+"""The hero pool's worker: one supervisor per host drives a persistent group of N ranks
+(workers/hero_group.py) that hold HuMo-17B split by sequence.
+
+It is the explore runtime with the group in place of the in-process pipeline: the same
+claim, progress, cancel, finisher thread, manifest and failure handling. What differs:
+a group failure (a rank died, a take passed its deadline) has already killed and respawned
+the group, and the take is retried; GPU seconds count every GPU of the group.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+
+from farm.settings import Settings
+from farm.storage import Storage
+from models import OnStep, RenderRequest, RenderResult
+from models.checkpoints import files_sha256, open_checkpoint
+from models.specs import get_spec
+from models.weights import weights_dir
+
+from .explore import ExploreRuntime
+from .hero_group import RankGroup
+from .heartbeat import gpu_name
+
+log = logging.getLogger(__name__)
+
+
+class GroupPipeline:
+    """The rank group behind the two things the runtime asks of a pipeline."""
+
+    def __init__(self, group: RankGroup, checkpoint: str, weights, deadline: float):
+        self.group, self.checkpoint, self.weights, self.deadline = group, checkpoint, weights, deadline
+
+    def render(self, request: RenderRequest, on_step: OnStep) -> RenderResult:
+        return self.group.render(request, on_step, timeout=self.deadline)
+
+    @cached_property
+    def checkpoint_digest(self) -> str:
+        files = open_checkpoint(weights_dir(self.checkpoint, self.weights) / get_spec(self.checkpoint).files.dit).files
+        return files_sha256(files)
+
+
+class HeroRuntime(ExploreRuntime):
+    def __init__(self, settings: Settings, storage: Storage | None = None):
+        super().__init__(settings, "hero", storage)
+        self.gpus_per_take = settings.hero_gpus
+        import torch
+
+        device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.gpu = f"{settings.hero_gpus}x {gpu_name(device)}"
+        self.heartbeat.gpu = self.gpu
+        # a hung collective never reports a step: the group's own deadline ends the take
+        self.group = RankGroup(self.checkpoint, settings.weights_dir, settings.hero_gpus, device=device,
+                               take_timeout=settings.render_time_limit)
+
+    def start(self) -> "HeroRuntime":
+        self.group.start()
+        self.pipeline = GroupPipeline(self.group, self.checkpoint, self.settings.weights_dir,
+                                      self.settings.render_time_limit)
+        self.heartbeat.start()
+        log.info("hero worker %s ready: %s on %d ranks (%s)", self.heartbeat.id, self.checkpoint,
+                 self.settings.hero_gpus, self.gpu)
+        return self
+
+    def stop(self) -> None:
+        super().stop()
+        self.group.close()
