@@ -50,7 +50,7 @@ def test_a_rank_killed_mid_take_fails_the_take_and_the_group_respawns(group, req
         if i == 1:
             os.kill(old[1], signal.SIGKILL)
 
-    with pytest.raises(GroupFailed):
+    with pytest.raises(GroupFailed, match=r"rank 1 died while rendering \(exit code -9\)"):
         group.render(request_, kill_rank_1)
     assert all(gone(pid) for pid in old)  # every rank, not only the one that died
     result = group.render(request_)  # the retry runs on the fresh group

@@ -138,7 +138,7 @@ class RankGroup:
         loaded: set[int] = set()
         for rank, message in self._messages(time.monotonic() + self.load_timeout, "loading"):
             if message[0] != "ready":
-                self._fail(f"rank {rank} failed to load {self.checkpoint}", RankError(message[1]))
+                self._fail(self._blame(rank, "loading"), RankError(message[1]))
             loaded.add(rank)
             if len(loaded) == self.size:
                 self._ready = True
@@ -160,8 +160,19 @@ class RankGroup:
                 except EOFError:
                     pass  # its sentinel says why
             for sentinel in (s for s in ready if s in by_sentinel):
-                r = by_sentinel[sentinel]
-                self._fail(f"rank {r} died while {doing} (exit code {self._ranks[r].process.exitcode})")
+                self._fail(self._died(by_sentinel[sentinel], doing))
+
+    def _died(self, rank: int, doing: str) -> str:
+        process = self._ranks[rank].process
+        process.join(1.0)  # its pipes close a moment before it can be reaped
+        return f"rank {rank} died while {doing} (exit code {process.exitcode})"
+
+    def _blame(self, rank: int, doing: str) -> str:
+        """Why the group failed when `rank` raised: mostly a collective that lost a peer that died."""
+        others = {r.process.sentinel: i for i, r in enumerate(self._ranks) if i != rank}
+        for sentinel in wait(list(others), timeout=1.0):  # a dead peer shows within a second
+            return f"{self._died(others[sentinel], doing)}; rank {rank} raised"
+        return f"rank {rank} raised while {doing}"
 
     # -- one take ---------------------------------------------------------------------------
     def render(self, request: RenderRequest | ResolvedRequest, on_step: OnStep | None = None, *,
@@ -205,7 +216,7 @@ class RankGroup:
                         stopped = exc
                         self._cancel.set()
             elif message[0] == "error":
-                self._fail(f"rank {rank} raised", RankError(message[1]))
+                self._fail(self._blame(rank, "rendering"), RankError(message[1]))
             else:  # done, canceled or input
                 replies[rank] = message
                 if len(replies) == self.size:

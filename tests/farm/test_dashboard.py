@@ -74,6 +74,9 @@ def test_a_producer_submits_watches_plays_compares_and_selects(browser, api, tok
     page.get_by_label("Audio", exact=True).set_input_files(media["audio"])
     page.locator("audio[controls]").wait_for()
     page.screenshot(path=SHOTS / "02-submit-with-previews.png", full_page=True)
+    unlabelled = page.evaluate("[...document.querySelectorAll('input, select, textarea')]"
+                               ".filter(e => !e.labels.length && !e.getAttribute('aria-label')).map(e => e.outerHTML)")
+    assert unlabelled == []  # every control has a label a screen reader can read
     page.add_init_script(WATCH_PROGRESS)
     page.evaluate(WATCH_PROGRESS)
     page.get_by_role("button", name="Submit batch").click()
@@ -137,7 +140,12 @@ def test_a_viewer_reads_but_cannot_submit(browser, api, tokens, client_as, sessi
 
     make_batch(sessions, clean, [{"prompt": "someone else's take", "mode": "T"}])
     page, problems = open_page(browser, api)
-    sign_in(page, "vic")
+    page.goto("/")  # keyboard only: the name field has focus, Tab to the password, Enter signs in
+    page.keyboard.type("vic")
+    page.keyboard.press("Tab")
+    page.keyboard.type(password("vic"))
+    page.keyboard.press("Enter")
+    page.get_by_text("vic", exact=True).wait_for()
     page.locator("article.card").first.wait_for()
     assert page.get_by_role("link", name="Submit").is_hidden()
     assert page.get_by_role("link", name="Flower").is_hidden()

@@ -1,8 +1,8 @@
 """The Helm chart, rendered offline by Helm's own Go SDK (helm-python-sdk, no helm binary, no
 cluster) with the default and the production values, every manifest checked against the
-Kubernetes JSON schemas (kubernetes-validate, strict: unknown fields are errors) and KEDA's
-kinds against schemas/, then what the schemas cannot see: names that must match, real
-commands, real settings, GPUs, hooks, secrets."""
+Kubernetes JSON schemas (kubernetes-validate, strict: unknown fields are errors) and KEDA's and
+the Prometheus Operator's kinds against schemas/, then what the schemas cannot see: names that
+must match, real commands, real settings, GPUs, hooks, secrets, the metrics token's wiring."""
 
 from __future__ import annotations
 
@@ -24,16 +24,31 @@ SCHEMAS = Path(__file__).parent / "schemas"
 #: the chart's kubeVersion floor and the newest Kubernetes kubernetes-validate knows
 KUBE_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
 PRODUCTION = helm.values_from_yaml((CHART / "values-production.yaml").read_text())
+#: custom resources: (apiVersion, kind) -> its schema in schemas/
+CUSTOM = {("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda-v1alpha1.json",
+          ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication-keda-v1alpha1.json",
+          ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json"}
+#: the Secret key holding the viewer's API token KEDA and Prometheus send
+METRICS_TOKEN_KEY = "metrics-token"
+CREATE_TOKEN = "farm user create metrics --role viewer --no-password --token"
+
+
+def render_files(values: dict | None = None, upgrade: bool = False) -> dict[str, str]:
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(values or {}, name="farm", namespace="render", is_install=not upgrade, is_upgrade=upgrade)
 
 
 def render(values: dict | None = None, upgrade: bool = False) -> list[dict]:
-    with helm.Chart.load(CHART) as chart:
-        files = chart.render(values or {}, name="farm", namespace="render", is_install=not upgrade, is_upgrade=upgrade)
     docs = []
-    for path, text in files.items():
+    for path, text in render_files(values, upgrade).items():
         if path.endswith(".yaml"):
             docs += [d for d in yaml.safe_load_all(text) if d]
     return docs
+
+
+def notes(values: dict | None = None) -> str:
+    [text] = [t for p, t in render_files(values).items() if p.endswith("NOTES.txt")]
+    return text
 
 
 def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
@@ -68,7 +83,29 @@ VARIANTS = {
     "no-autoscaling": {"explore": {"autoscaling": {"enabled": False}, "replicas": 3},
                        "hero": {"autoscaling": {"enabled": False}, "replicas": 1}, "flower": {"enabled": False},
                        "ingress": {"enabled": False}},
+    "metrics-token": {"secrets": {"metricsToken": "farm_metrics-viewer-token"},
+                      "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}},
+                      "storage": {"publicEndpointUrl": "https://s3.farm.example.com"}},
 }
+
+
+def secret_value(docs: list[dict], values: dict, ref: dict) -> str | None:
+    """What a {name, key} reference resolves to: the chart's Secret's value, or None for the
+    operator's existingSecret (which must then be the Secret referred to)."""
+    existing = values.get("secrets", {}).get("existingSecret")
+    if existing:
+        assert ref["name"] == existing, ref
+        return None
+    return by_kind(docs, "Secret")[ref["name"]]["stringData"][ref["key"]]
+
+
+def autoscaled(values: dict) -> bool:
+    """KEDA scales the pools: autoscaling on, and a trigger that can authenticate."""
+    if values is VARIANTS["no-autoscaling"]:
+        return False
+    secrets = values.get("secrets", {})
+    trigger = values.get("autoscaling", {}).get("trigger", "demand")
+    return trigger == "redis" or bool(secrets.get("existingSecret") or secrets.get("metricsToken"))
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -85,11 +122,10 @@ def test_lint_is_clean_with_both_values_files():
 
 def test_every_manifest_is_valid_kubernetes(variant):
     _, _, docs = variant
-    keda = {kind: json.loads((SCHEMAS / f"{kind.lower()}-keda-v1alpha1.json").read_text())
-            for kind in ("ScaledObject", "TriggerAuthentication")}
+    custom = {kind: json.loads((SCHEMAS / name).read_text()) for kind, name in CUSTOM.items()}
     for doc in docs:
-        if doc["apiVersion"].startswith("keda.sh/"):
-            jsonschema.Draft202012Validator(keda[doc["kind"]]).validate(doc)
+        if "/" in doc["apiVersion"] and doc["apiVersion"].split("/")[0].endswith((".sh", ".coreos.com")):
+            jsonschema.Draft202012Validator(custom[doc["apiVersion"], doc["kind"]]).validate(doc)
             continue
         for version in KUBE_VERSIONS:
             try:
@@ -132,7 +168,14 @@ def test_names_the_manifests_refer_to_exist(variant):
         for trigger in so["spec"]["triggers"]:
             if "authenticationRef" in trigger:
                 auth = by_kind(docs, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
-                assert {ref["name"] for ref in auth["spec"]["secretTargetRef"]} == {existing}
+                for ref in auth["spec"]["secretTargetRef"]:
+                    assert secret_value(docs, values, ref) != ""  # the key is in the Secret referred to
+    for monitor in by_kind(docs, "ServiceMonitor").values():
+        [svc] = [s for s in services.values()
+                 if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["port"] in {p["name"] for p in svc["spec"]["ports"]}
+            assert secret_value(docs, values, endpoint["authorization"]["credentials"]) != ""
 
 
 def test_commands_and_settings_are_real(variant):
@@ -168,9 +211,12 @@ def test_pools_get_their_gpus_and_autoscale_on_their_queue(variant):
     assert ({"name": "FARM_WEIGHTS_DIR", "value": "/weights"} in worker["env"]) == mounted
 
     scaled = by_kind(docs, "ScaledObject")
-    if name == "no-autoscaling":
-        assert not scaled and explore["spec"]["replicas"] == 3
+    if not autoscaled(values):  # off, or the demand trigger without a metrics token: fixed sizes
+        assert not scaled and not by_kind(docs, "TriggerAuthentication")
+        assert explore["spec"]["replicas"] == expected.get("replicas", 1)
+        assert hero["spec"]["replicas"] == values.get("hero", {}).get("replicas", 0)
         return
+    assert "replicas" not in explore["spec"] and "replicas" not in hero["spec"]  # KEDA's to set
     pools = {so["spec"]["scaleTargetRef"]["name"].rsplit("-", 1)[1]: so for so in scaled.values()}
     assert set(pools) == set(POOLS)  # one per Celery queue
     for pool, so in pools.items():
@@ -185,6 +231,68 @@ def test_pools_get_their_gpus_and_autoscale_on_their_queue(variant):
             assert trigger["metadata"]["url"] == f"http://{host}/metrics/demand"
             assert "/metrics/demand" in {r.path for r in router.routes}
             assert trigger["metadata"]["valueLocation"] == f"{pool}.demand"
+            assert trigger["metadata"]["authMode"] == "bearer" and "authenticationRef" in trigger
+
+
+@pytest.mark.parametrize("name", ["production", "metrics-token"])
+def test_keda_and_prometheus_send_the_metrics_token(name):
+    """/metrics/demand and /metrics need a viewer: the demand trigger authenticates through a
+    TriggerAuthentication whose `token` is the Secret's metrics-token, and the ServiceMonitor
+    sends the same key."""
+    from farm.api.routes.metrics import router
+
+    for route in router.routes:  # both routes need a viewer (tests/farm/test_metrics.py: 401 without)
+        assert "require_viewer" in {d.call.__name__ for d in route.dependant.dependencies}, route.path
+
+    values = VARIANTS[name]
+    docs = render(values)
+    existing = values.get("secrets", {}).get("existingSecret")
+    secret = existing or next(iter(by_kind(docs, "Secret")))
+    auths = by_kind(docs, "TriggerAuthentication")
+    for so in by_kind(docs, "ScaledObject").values():
+        [trigger] = so["spec"]["triggers"]
+        assert trigger["type"] == "metrics-api" and trigger["metadata"]["authMode"] == "bearer"
+        ref = trigger["authenticationRef"]
+        assert ref.get("kind", "TriggerAuthentication") == "TriggerAuthentication"
+        assert auths[ref["name"]]["spec"]["secretTargetRef"] == [
+            {"parameter": "token", "name": secret, "key": METRICS_TOKEN_KEY}]
+    assert len(auths) == 1
+    if not existing:
+        assert by_kind(docs, "Secret")[secret]["stringData"][METRICS_TOKEN_KEY] == values["secrets"]["metricsToken"]
+        monitor = by_kind(docs, "ServiceMonitor")["farm-humo-farm-dispatcher"]
+        [endpoint] = monitor["spec"]["endpoints"]
+        assert endpoint["path"] == "/metrics" and endpoint["authorization"] == {
+            "type": "Bearer", "credentials": {"name": secret, "key": METRICS_TOKEN_KEY}}
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert "AUTOSCALING IS OFF" not in notes(values)
+    else:
+        assert not by_kind(docs, "ServiceMonitor")  # off by default
+        assert f"key {METRICS_TOKEN_KEY} of Secret {existing}" in notes(values)
+    documented = (CHART / "values.yaml").read_text()
+    assert f"{METRICS_TOKEN_KEY} (an API token of a viewer account" in documented and CREATE_TOKEN in documented
+
+
+def test_without_a_metrics_token_the_pools_keep_their_size_and_the_notes_say_how():
+    """A first install has no token (the viewer lives in the farm's database): no ScaledObjects,
+    no TriggerAuthentication, no metrics-token key; the notes give the two commands."""
+    docs = render()
+    assert not by_kind(docs, "ScaledObject") and not by_kind(docs, "TriggerAuthentication")
+    assert METRICS_TOKEN_KEY not in next(iter(by_kind(docs, "Secret").values()))["stringData"]
+    text = notes()
+    assert "AUTOSCALING IS OFF" in text and CREATE_TOKEN in text and "--set secrets.metricsToken=" in text
+    with pytest.raises(helm.HelmError, match="metrics.serviceMonitor.enabled"):
+        render({"metrics": {"serviceMonitor": {"enabled": True}}})
+    redis = render(VARIANTS["redis-trigger"])  # the redis trigger needs no token
+    assert len(by_kind(redis, "ScaledObject")) == len(POOLS)
+
+
+def test_presigned_urls_name_the_public_s3_endpoint():
+    config = next(iter(by_kind(render(VARIANTS["metrics-token"]), "ConfigMap").values()))["data"]
+    assert config["FARM_S3_PUBLIC_ENDPOINT_URL"] == "https://s3.farm.example.com"
+    assert config["FARM_S3_ENDPOINT_URL"] == "http://farm-humo-farm-minio:9000"  # the farm's own stays in-cluster
+    for values in ({}, PRODUCTION):
+        config = next(iter(by_kind(render(values), "ConfigMap").values()))["data"]
+        assert "FARM_S3_PUBLIC_ENDPOINT_URL" not in config  # default: the farm's endpoint
 
 
 def test_beat_is_one_and_migrations_run_first(variant):
@@ -249,7 +357,10 @@ def test_defaults_run_the_development_services_with_generated_credentials_kept_o
 def test_values_are_checked_against_the_schema():
     with helm.Chart.load(CHART) as chart:
         for bad in ({"explor": {}}, {"explore": {"gpusPerPod": 2}}, {"hero": {"gpusPerPod": 0}},
-                    {"config": {"WORKER_TIMEOUT": "60"}}, {"autoscaling": {"trigger": "cpu"}}):
+                    {"config": {"WORKER_TIMEOUT": "60"}}, {"autoscaling": {"trigger": "cpu"}},
+                    {"metrics": {"serviceMonitor": {"enabled": "yes"}}},
+                    {"metrics": {"serviceMonitor": {"interval": "30"}}}, {"secrets": {"metricsToken": 1}},
+                    {"storage": {"url": "s3://b", "publicEndpointUrl": "s3.example.com"}}):
             with pytest.raises(helm.HelmValuesError):
                 chart.render(bad, name="farm", namespace="render")
     with pytest.raises(helm.HelmError, match="secrets.databaseUrl"):

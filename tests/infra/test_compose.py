@@ -83,3 +83,15 @@ def test_secrets_have_no_default(services):
         assert {k: env[k] for k in ("FARM_DATABASE_URL", "FARM_BROKER_URL", "FARM_STORAGE_URL")} == {
             k: shared[k] for k in ("FARM_DATABASE_URL", "FARM_BROKER_URL", "FARM_STORAGE_URL")}
     assert shared["FARM_BROKER_URL"] == services["flower"]["environment"]["FARM_BROKER_URL"]
+
+
+def test_presigned_urls_name_the_s3_endpoint_browsers_reach(services):
+    """The farm reaches MinIO by its service name; clip URLs are signed for
+    FARM_S3_PUBLIC_ENDPOINT_URL (an address browsers reach), not by pointing the farm at it."""
+    assert "S3_PUBLIC_URL" not in COMPOSE.read_text().replace("FARM_S3_PUBLIC_ENDPOINT_URL", "")
+    for name in ("migrate", "dispatcher", "beat", "explore", "hero"):
+        env = services[name]["environment"]
+        assert env["FARM_S3_ENDPOINT_URL"] == "http://s3:9000", name
+        assert re.fullmatch(r"\$\{FARM_S3_PUBLIC_ENDPOINT_URL:-http://localhost:9000\}",
+                            env["FARM_S3_PUBLIC_ENDPOINT_URL"]), name
+    assert "9000" in services["s3"]["ports"][0]  # published, so browsers reach it

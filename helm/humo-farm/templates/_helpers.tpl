@@ -102,3 +102,20 @@ capabilities:
 {{- define "humo-farm.dispatcherUrl" -}}
 http://{{ include "humo-farm.name" (dict "root" . "component" "dispatcher") }}.{{ .Release.Namespace }}.svc.cluster.local:{{ .Values.dispatcher.service.port }}
 {{- end -}}
+
+{{/* The viewer's API token KEDA's demand trigger and Prometheus send: key metrics-token of
+     the farm's Secret. "true" when there is one: secrets.existingSecret (which must hold the
+     key) or secrets.metricsToken (put in the chart's own Secret) ------------------------- */}}
+{{- define "humo-farm.metricsToken" -}}
+{{- if or .Values.secrets.existingSecret .Values.secrets.metricsToken -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when KEDA scales the pool { root, pool }: enabled, autoscaling enabled, and its
+     trigger can authenticate (the demand trigger needs the metrics token; until it is set the
+     pool runs at its `replicas`) --------------------------------------------------------- */}}
+{{- define "humo-farm.autoscaled" -}}
+{{- $v := index .root.Values .pool -}}
+{{- if and $v.enabled $v.autoscaling.enabled -}}
+{{- if or (eq .root.Values.autoscaling.trigger "redis") (include "humo-farm.metricsToken" .root) -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
