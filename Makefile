@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# the CPU build of torch first, so the range in pyproject.toml is already met
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# DeepSpeed builds a small C++ op on first start (~40 s); pay it once here, not in a test
+	$(BIN)/python -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()" >/dev/null 2>&1 || echo "DeepSpeed op prebuild skipped"
 	touch $(STAMP)
 
 install: $(STAMP)

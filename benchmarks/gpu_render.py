@@ -310,10 +310,44 @@ def bench_fp8(results: dict) -> None:
         "linears_swapped": n, "bf16_compiled_rel_err": rel(bf16_out, ref), "fp8_rel_err": rel(fp8_out, ref)}
 
 
+def bench_17b_sequence_parallel(frames: int, results: dict) -> None:
+    """The hero pool's path with N=1: HuMo-17B wrapped as SequenceParallelDiT in a one-rank
+    NCCL group (the all-to-alls and the gather run, on one GPU), one TIA step at 720p with its
+    3 guidance passes, against the plain DiT's step in the same run (the baseline), and the
+    relative error of one forward of each."""
+    import os
+
+    import torch.distributed as dist
+
+    from models.sequence_parallel import SequenceParallelDiT
+
+    torch._dynamo.reset()
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29511"), RANK="0",
+                      WORLD_SIZE="1", LOCAL_RANK="0")
+    dist.init_process_group("nccl", device_id=torch.device("cuda", 0))
+    try:
+        dit = our_dit(HUMO_17B).compile_blocks()
+        bench_step(dit, HUMO_17B, frames, 720, 1280, results, "humo-17b TIA step 720p, plain DiT (baseline)", repeat=1)
+        sp = SequenceParallelDiT.adopt(dit)
+        bench_step(sp, HUMO_17B, frames, 720, 1280, results, "humo-17b TIA step 720p, sequence-parallel N=1", repeat=1)
+        x, t, text, audio = dit_inputs(HUMO_17B, frames, 720, 1280)
+        with torch.no_grad():
+            a, b = dit(x, t, text, audio).float(), sp(x, t, text, audio).float()
+        error = ((a - b).norm() / a.norm()).item()
+        results["humo-17b TIA step 720p, sequence-parallel N=1"]["rel_error_vs_plain"] = error
+        results["humo-17b TIA step 720p, sequence-parallel N=1"]["over_baseline"] = (
+            results["humo-17b TIA step 720p, sequence-parallel N=1"]["seconds"]
+            / results["humo-17b TIA step 720p, plain DiT (baseline)"]["seconds"])
+        del dit, sp, a, b
+        torch.cuda.empty_cache()
+    finally:
+        dist.destroy_process_group()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="gpu_render.json")
-    parser.add_argument("--sections", default="forward,17b", help="comma list of: forward, clip, fp8, 17b, 17b-step")
+    parser.add_argument("--sections", default="forward,17b", help="comma list of: forward, clip, fp8, 17b, 17b-step, 17b-sp")
     parser.add_argument("--steps", type=int, default=50, help="denoising steps of the whole-clip section")
     parser.add_argument("--skip-17b", action="store_true")
     args = parser.parse_args()
@@ -358,6 +392,8 @@ def main() -> int:
         bench_step(dit, HUMO_17B, f, 720, 1280, results, "humo-17b TIA step 720p (3 passes, compiled)", repeat=1)
         del dit
         torch.cuda.empty_cache()
+    if "17b-sp" in sections:
+        bench_17b_sequence_parallel(f, results)
     if "17b" in sections:
         torch._dynamo.reset()
         dit = bench_ours_forward(HUMO_17B, f, 720, 1280, results, "humo-17b forward 720p (eager)", repeat=2)

@@ -151,9 +151,10 @@ def cmd_up(args) -> int:
 
     beat = Scheduler(session_factory(settings.database), settings, scheduler_lock(settings))
     threading.Thread(target=beat.run, args=(stop,), name="nightly-beat", daemon=True).start()
-    workers = [] if args.no_worker else [subprocess.Popen([sys.executable, "-m", "workers", "--pool", "explore"])]
+    workers = [] if args.no_worker else [
+        subprocess.Popen([sys.executable, "-m", "workers", "--pool", "explore"], preexec_fn=_end_with_parent)]
     if not args.no_flower:
-        workers.append(subprocess.Popen([sys.executable, "-m", "farm.cli", "flower"]))
+        workers.append(subprocess.Popen([sys.executable, "-m", "farm.cli", "flower"], preexec_fn=_end_with_parent))
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info"))
     print(f"farm up: dashboard on http://{args.host}:{args.port} (API docs at /docs, Flower at /flower for "
           f"operators), data in {settings.data_dir}", flush=True)
@@ -171,6 +172,17 @@ def cmd_up(args) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
     return 0
+
+
+def _end_with_parent() -> None:
+    """In `farm up`'s children (Linux): SIGTERM when `farm up` dies, however it dies, so no
+    orphaned worker keeps consuming the queue; SIGTERM lets a worker finish its take."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _has_users(settings) -> bool:

@@ -25,3 +25,7 @@ class CheckpointError(ModelsError):
 
 class RenderCanceled(ModelsError):
     """`on_step` asked to stop; raised between denoising steps, never mid-step."""
+
+
+class GroupSizeError(ModelsError, ValueError):
+    """The sequence-parallel group size does not divide the model's head count."""

@@ -34,12 +34,8 @@ import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
 
 from .dit import ATTENTION_BACKENDS, HumoDiT, attention, framewise, rope_table
-from .errors import ModelsError
+from .errors import GroupSizeError
 from .specs import DiTConfig
-
-
-class GroupSizeError(ModelsError, ValueError):
-    """The sequence-parallel group size does not divide the model's head count."""
 
 
 def check_group_size(cfg: DiTConfig, size: int) -> None:

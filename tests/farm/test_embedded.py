@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,7 @@ def test_farm_up_and_submit_on_embedded_defaults(tmp_path, weights):
         up.terminate()
         up.wait(120)
         log.close()
+        try:  # anything farm up left behind (it ends its children; this is the belt to those braces)
+            os.killpg(up.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
