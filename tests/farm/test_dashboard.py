@@ -141,6 +141,7 @@ def test_a_viewer_reads_but_cannot_submit(browser, api, tokens, client_as, sessi
     make_batch(sessions, clean, [{"prompt": "someone else's take", "mode": "T"}])
     page, problems = open_page(browser, api)
     page.goto("/")  # keyboard only: the name field has focus, Tab to the password, Enter signs in
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'login-name'")
     page.keyboard.type("vic")
     page.keyboard.press("Tab")
     page.keyboard.type(password("vic"))

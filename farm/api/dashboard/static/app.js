@@ -208,7 +208,8 @@ async function viewTakes() {
   }
   more.addEventListener("click", load);
   // infinite scroll: the next page when "Load more" comes into view
-  const io = new IntersectionObserver((entries) => { if (entries[0].isIntersecting && cursor) load(); });
+  // the last entry is the button's current state (one callback may carry several changes)
+  const io = new IntersectionObserver((entries) => { if (entries[entries.length - 1].isIntersecting && cursor) load(); });
   io.observe(more);
   teardown.push(() => io.disconnect());
 
@@ -230,8 +231,10 @@ async function viewTakes() {
     const c = JSON.parse(ev.data);
     batchesDirty = true;
     const el = cards.get(c.id);
-    if (!el) {
-      if (!q.toString() || (batchId && !q.get("state") && !q.get("q"))) put(await api(`/takes/${c.id}`), true);
+    if (!el) {  // a take just submitted (by anyone) joins the top of an unfiltered grid
+      const fresh = c.attempt_count === 0 && (c.state === "queued" || c.state === "released");
+      const unfiltered = !["q", "state", "producer", "selected"].some((k) => q.get(k));
+      if (fresh && unfiltered) put(await api(`/takes/${c.id}`), true);
       return;
     }
     if (c.state === "done" || c.state !== el.dataset.state) { put(await api(`/takes/${c.id}`)); return; }
