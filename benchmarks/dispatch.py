@@ -50,7 +50,9 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def start_api(settings: Settings, storage_dir: Path) -> tuple[str, uvicorn.Server]:
+def start_api(settings: Settings, storage_dir: Path) -> tuple[httpx.Client, uvicorn.Server]:
+    """The API over HTTP, and a client signed in as an operator (who may submit for any producer)."""
+    from farm import accounts
     from farm.api.app import create_app
 
     import socket
@@ -63,17 +65,18 @@ def start_api(settings: Settings, storage_dir: Path) -> tuple[str, uvicorn.Serve
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server
+    with transaction(session_factory(settings.database)) as session:
+        token = accounts.create_token(session, accounts.create_user(session, "bench", "operator"))
+    return httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600,
+                        headers={"Authorization": f"Bearer {token}"}), server
 
 
-def submit(api: str, batches: int, per_batch: int) -> float:
+def submit(client: httpx.Client, batches: int, per_batch: int) -> float:
     body = lambda b: {"producer": f"p{b % 7}", "defaults": {"checkpoint": "tiny", "mode": "T"},  # noqa: E731
                       "takes": [{"prompt": f"take {b}-{i}", "seed": i} for i in range(per_batch)]}
     start = time.perf_counter()
-    with httpx.Client(base_url=api, timeout=600) as client:
-        for b in range(batches):
-            r = client.post("/batches", json=body(b))
-            r.raise_for_status()
+    for b in range(batches):
+        client.post("/batches", json=body(b)).raise_for_status()
     return time.perf_counter() - start
 
 
@@ -114,7 +117,7 @@ def release_all(settings: Settings, factory, order: str, capacity: int) -> dict:
     return {"takes": released, "passes": passes, "seconds": seconds, "takes_per_s": released / seconds}
 
 
-def claim_latency(settings: Settings, factory, api: str, n_workers: int, n_takes: int) -> dict:
+def claim_latency(settings: Settings, factory, client: httpx.Client, n_workers: int, n_takes: int) -> dict:
     env = {**os.environ, **{f"FARM_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}}
     procs = [subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "dispatch_worker.py")], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n_workers)]
@@ -147,10 +150,9 @@ def claim_latency(settings: Settings, factory, api: str, n_workers: int, n_takes
         stop = threading.Event()
         loop = threading.Thread(target=releaser.run, args=(stop,), daemon=True)
         loop.start()
-        with httpx.Client(base_url=api, timeout=60) as client:
-            for i in range(n_takes):
-                client.post("/batches", json={"producer": "lat", "takes": [{"prompt": f"l{i}", "mode": "T"}]})
-                time.sleep(0.01)
+        for i in range(n_takes):
+            client.post("/batches", json={"producer": "lat", "takes": [{"prompt": f"l{i}", "mode": "T"}]})
+            time.sleep(0.01)
         while True:
             with factory() as s:
                 left = s.execute(select(Take).where(Take.state != TakeState.done)).scalars().all()
@@ -202,11 +204,11 @@ def measure(url: str, args) -> dict:
     results: dict = {}
     if True:  # the database lives for this block
         factory = session_factory(url)
-        api, server = start_api(settings, tmp / "objects")
+        client, server = start_api(settings, tmp / "objects")
         n = args.takes
-        s1 = submit(api, 1, n)
+        s1 = submit(client, 1, n)
         results["submit 1 batch"] = {"takes": n, "seconds": s1, "takes_per_s": n / s1}
-        s100 = submit(api, 100, n // 100)
+        s100 = submit(client, 100, n // 100)
         results["submit 100 batches"] = {"takes": n, "seconds": s100, "takes_per_s": n / s100}
         with transaction(factory) as s:
             s.add(Worker(id="bench:0:explore", pool="explore", host="bench", gpu="none", slots=500))
@@ -216,7 +218,7 @@ def measure(url: str, args) -> dict:
         with transaction(factory) as s:  # the same 20,000 takes again, for the baseline
             s.execute(update(Take).values(state=TakeState.queued, released_at=None))
         results["release, plain priority/age order (baseline)"] = release_all(settings, factory, "plain", 500)
-        results["claim latency"] = claim_latency(settings, factory, api, args.workers, args.latency_takes)
+        results["claim latency"] = claim_latency(settings, factory, client, args.workers, args.latency_takes)
         server.should_exit = True
     return results
 

@@ -50,6 +50,7 @@ const can = (role) => me.role && RANK[me.role] >= RANK[role];
 const mine = (take) => me.role === "operator" || (me.role === "producer" && take.producer === me.name);
 const badge = (state) => h("span", { class: `badge state-${state}` }, state);
 const pct = (p) => (p && p.total ? Math.round((100 * p.step) / p.total) : 0);
+const stepText = (p) => (p && p.total ? `step ${p.step}/${p.total}` : "starting…");
 const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : "");
 
 function bar(progress, done) {
@@ -161,7 +162,7 @@ async function viewTakes() {
     location.hash = `#/takes?${p}`;
   });
 
-  const title = batchId ? `Batch ${(await api(`/batches/${batchId}`)).name}` : "All takes";
+  const title = batchId ? (await api(`/batches/${batchId}`)).name : "All takes";
   main.append(h("div", { class: "layout" },
     h("aside", { class: "panel" }, h("h2", {}, "Batches"), h("p", {}, h("a", { href: "#/takes" }, "All takes")), batchList),
     h("section", { "aria-labelledby": "takes-title" }, h("h1", { id: "takes-title" }, title), filters,
@@ -171,7 +172,7 @@ async function viewTakes() {
   function card(t) {
     const done = t.state === "done";
     const thumb = t.outputs ? h("img", { src: t.outputs.thumbnail, alt: `thumbnail of take ${t.id.slice(0, 8)}`, loading: "lazy" })
-      : h("span", { class: "placeholder" }, t.state === "running" ? `step ${t.progress.step}/${t.progress.total}` : t.state);
+      : h("span", { class: "placeholder" }, t.state === "running" ? stepText(t.progress) : t.state);
     const pick = h("input", { type: "checkbox", "aria-label": `compare take ${t.id.slice(0, 8)}`, disabled: !done, checked: picked.has(t.id) });
     pick.addEventListener("change", () => {
       if (pick.checked && picked.size >= 4) { pick.checked = false; toast("Compare up to 4 takes"); return; }
@@ -240,7 +241,7 @@ async function viewTakes() {
     if (c.state === "done" || c.state !== el.dataset.state) { put(await api(`/takes/${c.id}`)); return; }
     setProgress(el.querySelector(".bar"), c.progress, false);
     const ph = el.querySelector(".placeholder");
-    if (ph && c.state === "running") ph.textContent = `step ${c.progress.step}/${c.progress.total}`;
+    if (ph && c.state === "running") ph.textContent = stepText(c.progress);
   });
   const refresh = setInterval(() => { if (batchesDirty) { batchesDirty = false; loadBatches(); } }, 2000);
   teardown.push(() => clearInterval(refresh));
