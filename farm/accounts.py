@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -23,6 +23,8 @@ TOKEN_PREFIX = "farm_"
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 #: failed logins for one name from one address within the window before logins are refused
 LOGIN_FAILURES, LOGIN_WINDOW = 5, timedelta(minutes=15)
+#: failed logins for one name from all addresses together (guessing from many addresses)
+LOGIN_FAILURES_PER_NAME = 50
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -80,26 +82,46 @@ def get_user(session: Session, name: str) -> User:
 def set_password(session: Session, user: User, password: str) -> None:
     check_password_rules(password)
     user.password_hash = hash_password(password)
+    user.session_epoch += 1  # every dashboard session of the old password ends
+
+
+def end_sessions(session: Session, user_id: str) -> None:
+    """Sign a user out everywhere: the session cookies carry the epoch they were issued in."""
+    session.execute(update(User).where(User.id == user_id).values(session_epoch=User.session_epoch + 1))
 
 
 def login(session: Session, name: str, password: str, address: str) -> User | None:
-    """The user if name and password match; None otherwise (the failure is recorded).
-    Raises TooManyAttempts once a name has failed too often from an address."""
-    name = name.strip().lower()[:100]
-    since = utcnow() - LOGIN_WINDOW
-    failures = session.execute(select(func.count(), func.min(LoginFailure.at)).where(
-        LoginFailure.name == name, LoginFailure.address == address, LoginFailure.at > since)).one()
-    if failures[0] >= LOGIN_FAILURES:
-        wait = int((failures[1] + LOGIN_WINDOW - utcnow()).total_seconds()) + 1
-        raise TooManyAttempts(f"too many failed logins for {name!r}; try again in {wait} s", max(wait, 1))
+    """The user if name and password match; None otherwise. Commits as it goes.
+
+    Every attempt is written (and committed) before the limits are checked and before the
+    password is, so parallel guesses count against each other: of any number sent at once,
+    at most the limit are tried. A success clears its own. Refused with TooManyAttempts: a
+    name tried LOGIN_FAILURES times from one address, or LOGIN_FAILURES_PER_NAME from
+    anywhere, within LOGIN_WINDOW."""
+    name, address = name.strip().lower()[:100], address[:64]
+    now = utcnow()
+    since = now - LOGIN_WINDOW
+    session.add(LoginFailure(name=name, address=address))
+    session.execute(delete(LoginFailure).where(LoginFailure.at < since))  # keep the table small
+    session.commit()
+    for where, limit in (((LoginFailure.name == name, LoginFailure.address == address), LOGIN_FAILURES),
+                         ((LoginFailure.name == name,), LOGIN_FAILURES_PER_NAME)):
+        count, oldest = session.execute(select(func.count(), func.min(LoginFailure.at)).where(
+            *where, LoginFailure.at > since)).one()
+        if count > limit:
+            wait = max(int((_aware(oldest) + LOGIN_WINDOW - now).total_seconds()) + 1, 1)
+            raise TooManyAttempts(f"too many failed logins for {name!r}; try again in {wait} s", wait)
     user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
     ok = verify_password(password, user.password_hash if user else _DUMMY_HASH) and user is not None
     if not ok or user.disabled:
-        session.add(LoginFailure(name=name, address=address[:64]))
-        session.execute(delete(LoginFailure).where(LoginFailure.at < since))  # keep the table small
         return None
     session.execute(delete(LoginFailure).where(LoginFailure.name == name, LoginFailure.address == address))
+    session.commit()
     return user
+
+
+def _aware(at):
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)  # SQLite returns naive UTC
 
 
 def create_token(session: Session, user: User, name: str = "cli") -> str:
@@ -116,7 +138,7 @@ def user_for_token(session: Session, token: str) -> User | None:
     if row is None or row.User.disabled:
         return None
     now, last = utcnow(), row.ApiToken.last_used_at
-    if last is None or now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo)) > timedelta(minutes=1):
+    if last is None or now - _aware(last) > timedelta(minutes=1):
         session.execute(update(ApiToken).where(ApiToken.id == row.ApiToken.id).values(last_used_at=now))
         session.commit()
     return row.User

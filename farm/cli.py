@@ -226,9 +226,8 @@ def cmd_submit(args) -> int:
         raise SystemExit(f"error: {path}: {exc}")
     if not isinstance(body, dict):
         raise SystemExit(f"error: {path}: expected a mapping with `takes` or `sweep`")
-    if body.get("api") and not args.api:
-        args.api = body["api"]
-    body.pop("api", None)
+    if body.pop("api", None):  # a file must not choose where your token is sent
+        print("note: `api:` in a batch file is ignored; pass --api or set FARM_API", file=sys.stderr)
     api = api_url(args)
     with api_client(args) as client:
         if body.get("defaults"):

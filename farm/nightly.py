@@ -11,8 +11,9 @@ unique key (parent_id, hero_night) refuses a second hero take of a parent in one
 One pass of `plan_night`:
 1. unstarted hero takes of nights whose window has closed are canceled ("night ended"): a
    parent still selected competes again, in priority order, in tonight's budget;
-2. once the night's recorded GPU seconds exceed its budget, its unstarted takes are canceled
-   ("over budget") and the night stops;
+2. once the night's recorded GPU seconds exceed its budget, the night stops: its unstarted
+   takes are canceled ("over budget"), on this pass and every later one (a take retried
+   after the night stopped is canceled again), and nothing more is planned;
 3. otherwise selected takes without a hero take become hero takes, highest priority first,
    while their estimate fits what is left of the budget; the rest are skipped (counted on
    the night) and picked up on a later night if still selected.
@@ -107,16 +108,16 @@ def plan_night(session: Session, settings: Settings, night: date, now: datetime,
                               "night ended: its window closed before the take started", now)
     if ended:
         log.info("canceled %d unstarted hero takes of nights whose window closed", len(ended))
-    if record.state == STOPPED:
-        return record
     spent = gpu_seconds(session, night) / 3600
-    if spent > record.budget_gpu_hours:
-        stopped = _cancel_unstarted(session, Take.hero_night == night, "OverBudget",
-                                    f"over budget: night {night} spent {spent:.2f} of its "
-                                    f"{record.budget_gpu_hours:.2f} GPU hours", now)
+    if record.state == STOPPED or spent > record.budget_gpu_hours:
+        # on every pass, not just the one that stops the night: a take retried since is canceled again
+        canceled = _cancel_unstarted(session, Take.hero_night == night, "OverBudget",
+                                     f"over budget: night {night} spent {spent:.2f} of its "
+                                     f"{record.budget_gpu_hours:.2f} GPU hours", now)
+        if record.state != STOPPED or canceled:
+            log.warning("night %s over budget (%.2f of %.2f GPU hours): stopped, %d unstarted takes canceled",
+                        night, spent, record.budget_gpu_hours, len(canceled))
         record.state = STOPPED
-        log.warning("night %s over budget (%.2f of %.2f GPU hours): stopped, %d unstarted takes canceled",
-                    night, spent, record.budget_gpu_hours, len(stopped))
         return record
     _plan(session, settings, record, now)
     return record

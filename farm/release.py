@@ -32,7 +32,9 @@ WITH active AS (
     SELECT id, producer, priority, created_at,
            ROW_NUMBER() OVER (PARTITION BY producer, priority ORDER BY created_at, id) AS rn
     FROM takes WHERE pool = :pool AND state = 'queued'
-      AND (hero_night IS NULL OR hero_night = :night)  -- a night's hero takes: inside its window only
+      AND (hero_night IS NULL OR (hero_night = :night  -- a night's hero takes: inside its window only,
+           AND NOT EXISTS (SELECT 1 FROM hero_nights h    -- and not once the budget stopped it
+                           WHERE h.night = takes.hero_night AND h.state = 'stopped')))
 )
 SELECT ranked.id FROM ranked LEFT JOIN active ON active.producer = ranked.producer
 ORDER BY ranked.priority DESC, ranked.rn + COALESCE(active.n, 0), ranked.created_at, ranked.id

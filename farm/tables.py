@@ -54,6 +54,8 @@ class User(Base):
     role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
     password_hash: Mapped[str | None] = mapped_column(String(300))  #: None: API tokens only
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: dashboard sessions carry the epoch they began in; bumping it signs the user out everywhere
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

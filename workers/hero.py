@@ -63,6 +63,12 @@ class HeroRuntime(ExploreRuntime):
                  self.settings.hero_gpus, self.gpu)
         return self
 
+    def run(self, take_id: str) -> str:
+        # a group respawned after a failure reloads here, before the take is claimed: the
+        # reload is neither billed to the take nor watched by the stall watchdog
+        self.group.start()
+        return super().run(take_id)
+
     def stop(self) -> None:
         super().stop()
         self.group.close()

@@ -74,8 +74,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
-        if not request.url.path.startswith("/flower"):
-            response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN" if request.url.path.startswith("/flower") else "DENY")
         return response
 
     @app.exception_handler(FarmError)
@@ -119,10 +118,15 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
 
     @app.get("/healthz", tags=["ops"], responses={503: {"model": ErrorPublic}})
     def healthz() -> dict:
-        """Liveness for load balancers; the one route open to anyone."""
+        """Readiness: the dispatcher can reach its database (open to anyone, like /livez)."""
         with app.state.sessions() as session:
             session.execute(text("SELECT 1"))
         return {"ok": True, "version": __version__}
+
+    @app.get("/livez", tags=["ops"])
+    def livez() -> dict:
+        """Liveness of the process alone (no database): open to anyone, like /healthz."""
+        return {"ok": True}
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:

@@ -28,7 +28,7 @@ def start_session(request: Request, response: Response, user: User) -> str:
     settings = request.app.state.settings
     csrf = secrets.token_urlsafe(24)
     secure = settings.cookie_secure if settings.cookie_secure is not None else request.url.scheme == "https"
-    response.set_cookie(COOKIE, _signer(request).dumps({"u": user.id, "c": csrf}),
+    response.set_cookie(COOKIE, _signer(request).dumps({"u": user.id, "c": csrf, "e": user.session_epoch}),
                         max_age=int(settings.session_hours * 3600), httponly=True, samesite="lax", secure=secure)
     return csrf
 
@@ -37,13 +37,13 @@ def end_session(response: Response) -> None:
     response.delete_cookie(COOKIE)
 
 
-def _from_cookie(request: Request) -> tuple[str, str] | None:
+def _from_cookie(request: Request) -> tuple[str, str, int] | None:
     raw = request.cookies.get(COOKIE)
     if not raw:
         return None
     try:
         data = _signer(request).loads(raw, max_age=int(request.app.state.settings.session_hours * 3600))
-        return data["u"], data["c"]
+        return data["u"], data["c"], data["e"]
     except (BadSignature, KeyError, TypeError):
         return None
 
@@ -65,11 +65,11 @@ def current_user(request: Request) -> User:
                                   "`farm user token NAME` or on the dashboard")
         request.state.csrf = None
     elif (cookie := _from_cookie(request)) is not None:
-        user_id, csrf = cookie
+        user_id, csrf, epoch = cookie
         with sessions() as session:
             user = session.get(User, user_id)
-        if user is None or user.disabled:
-            raise Unauthenticated("session: expired or the account was disabled; sign in again")
+        if user is None or user.disabled or user.session_epoch != epoch:  # signed out, password changed
+            raise Unauthenticated("session: expired or ended; sign in again")
         if request.method not in SAFE_METHODS and not secrets.compare_digest(
                 request.headers.get(CSRF_HEADER, ""), csrf):
             raise Forbidden(f"csrf: missing or wrong {CSRF_HEADER} header; reload the dashboard")

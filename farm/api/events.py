@@ -16,12 +16,13 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 
 from ..tables import Take, utcnow
 
 log = logging.getLogger(__name__)
-LOOKBACK = timedelta(seconds=5)
+LOOKBACK = timedelta(seconds=5)  #: writers' clocks (NTP-synced) may differ by less than this
+PAGE = 5000
 KEEPALIVE = 15.0  #: seconds between comments that keep proxies from closing an idle stream
 
 
@@ -85,9 +86,17 @@ class ChangeFeed:
         with self.sessions() as session:
             if self._mark is None:  # first look: from the newest change (re-sending a few is harmless)
                 latest = session.execute(select(func.max(Take.updated_at))).scalar()
-                self._mark = _aware(latest) if latest is not None else utcnow()
-            rows = session.execute(stmt.where(Take.updated_at >= self._mark - LOOKBACK)
-                                   .order_by(Take.updated_at).limit(5000)).all()
+                self._mark = min(_aware(latest), utcnow()) if latest is not None else utcnow()
+            rows, after = [], None
+            while True:  # page by (updated_at, id): a 20,000-take batch shares one updated_at
+                stmt_page = stmt.where(Take.updated_at >= self._mark - LOOKBACK)
+                if after is not None:
+                    stmt_page = stmt_page.where(tuple_(Take.updated_at, Take.id) > after)
+                page = session.execute(stmt_page.order_by(Take.updated_at, Take.id).limit(PAGE)).all()
+                rows.extend(page)
+                if len(page) < PAGE:
+                    break
+                after = (page[-1].updated_at, page[-1].id)
         changes = []
         for row in rows:
             sig = _signature(row)
@@ -98,7 +107,8 @@ class ChangeFeed:
                                 "priority": row.priority, "cancel_requested": row.cancel_requested,
                                 "attempt_count": row.attempt_count, "error_class": row.error_class,
                                 "progress": {"step": row.progress_step, "total": row.progress_total}})
-            self._mark = max(self._mark, _aware(row.updated_at))
+            # never past our own clock: one writer's fast clock must not hide everyone else's changes
+            self._mark = max(self._mark, min(_aware(row.updated_at), utcnow()))
         if len(self._seen) > 50_000:  # forget the oldest half; they are outside the look-back by now
             for key in list(self._seen)[: len(self._seen) // 2]:
                 del self._seen[key]

@@ -7,13 +7,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from ..errors import FarmError
+from ..errors import FarmError, NotFound
 from ..settings import Settings
 from .auth import Operator
 
@@ -36,9 +37,11 @@ class FlowerUnavailable(FarmError):
 async def flower(request: Request, _user: Operator, path: str = "") -> Response:
     settings: Settings = request.app.state.settings
     client: httpx.AsyncClient = request.app.state.flower_client
+    if any(part in (".", "..") for part in path.split("/")):
+        raise NotFound("flower: no such page")  # nothing beside Flower is reachable through here
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
     headers["Authorization"] = "Basic " + base64.b64encode(flower_basic_auth(settings).encode()).decode()
-    url = f"{settings.flower}/flower/{path}"
+    url = f"{settings.flower}/flower/{quote(path, safe='/')}"
     try:
         upstream = await client.send(client.build_request(
             request.method, url, params=request.query_params, headers=headers, content=await request.body()),

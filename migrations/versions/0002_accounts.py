@@ -34,6 +34,7 @@ def upgrade() -> None:
     sa.Column('role', sa.Enum('viewer', 'producer', 'operator', name='role', native_enum=False, length=16), nullable=False),
     sa.Column('password_hash', sa.String(length=300), nullable=True),
     sa.Column('disabled', sa.Boolean(), nullable=False),
+    sa.Column('session_epoch', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')

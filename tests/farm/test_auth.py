@@ -20,7 +20,7 @@ from .conftest import ROOT, free_port, password, settings_env, wait_for
 from .helpers import make_batch
 
 #: open to anyone: liveness, the sign-in, the page that shows the sign-in form, the API docs
-PUBLIC = {("GET", "/healthz"), ("POST", "/auth/login"), ("GET", "/auth/session"), ("GET", "/"),
+PUBLIC = {("GET", "/healthz"), ("GET", "/livez"), ("POST", "/auth/login"), ("GET", "/auth/session"), ("GET", "/"),
           ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}
 #: changes a viewer may make: only to their own session and tokens
 VIEWER_WRITES = {("POST", "/auth/logout"), ("POST", "/auth/tokens")}
@@ -140,6 +140,8 @@ def test_dashboard_session_needs_the_csrf_token_for_changes(api, tokens):
             assert httpx.get(f"{api}/auth/me", cookies={"farm_session": bad}).status_code == 401
         assert browser.post("/auth/logout", headers={"X-CSRF-Token": csrf}).status_code == 204
         assert browser.get("/auth/me").status_code == 401
+        # signing out ends the session on the server too: a copy of the old cookie is refused
+        assert httpx.get(f"{api}/auth/me", cookies={"farm_session": value}).status_code == 401
 
 
 def test_login_is_rate_limited_per_name_and_address(api, tokens):
@@ -153,6 +155,54 @@ def test_login_is_rate_limited_per_name_and_address(api, tokens):
         assert c.post("/auth/login", json={"name": "ana", "password": password("ana")}).status_code == 200
         # unknown names are counted too, and answer exactly like a wrong password
         assert c.post("/auth/login", json={"name": "nobody", "password": "x"}).json() == r.json()
+
+
+def test_guesses_from_many_addresses_and_in_parallel_are_counted(sessions, tokens):
+    from farm import accounts
+    from farm.errors import TooManyAttempts
+
+    for i in range(accounts.LOGIN_FAILURES_PER_NAME):
+        with sessions() as session:
+            assert accounts.login(session, "bo", f"guess-{i}", f"10.0.{i // 250}.{i % 250}") is None
+    with sessions() as session, pytest.raises(TooManyAttempts):
+        accounts.login(session, "bo", password("bo"), "10.9.9.9")  # a fresh address does not help
+    # parallel guesses: each attempt is recorded before its password is checked
+    results: list[object] = []
+
+    def guess(i):
+        with sessions() as session:
+            try:
+                results.append(accounts.login(session, "ana", f"wrong-{i}", "10.1.1.1"))
+            except TooManyAttempts as exc:
+                results.append(exc)
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    checked = [r for r in results if r is None]
+    assert len(checked) < 12 and len(checked) <= accounts.LOGIN_FAILURES + 2  # not every guess was tried
+
+
+def test_the_login_limit_on_the_embedded_database(tmp_path):
+    """SQLite returns naive datetimes; the lockout must still answer 429, not fail."""
+    from farm import accounts
+    from farm.db import session_factory
+    from farm.errors import TooManyAttempts
+    from farm.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'farm.db'}"
+    upgrade(url)
+    factory = session_factory(url)
+    with transaction(factory) as session:
+        accounts.create_user(session, "sam", "viewer", "sam-password-1")
+    for _ in range(accounts.LOGIN_FAILURES):
+        with factory() as session:
+            assert accounts.login(session, "sam", "nope", "127.0.0.1") is None
+    with factory() as session, pytest.raises(TooManyAttempts) as refused:
+        accounts.login(session, "sam", "sam-password-1", "127.0.0.1")
+    assert 0 < refused.value.retry_after <= accounts.LOGIN_WINDOW.total_seconds() + 1
 
 
 def test_tokens_die_with_their_user(client_as, clean, sessions, api):

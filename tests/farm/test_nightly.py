@@ -185,6 +185,39 @@ def test_recorded_gpu_hours_over_the_budget_stop_the_night(nightly, sessions):
     assert all(t.parent_id != more[0] for t in heroes(sessions))
 
 
+def test_a_take_retried_on_a_stopped_night_is_canceled_again_and_not_released(nightly, sessions):
+    """A producer retrying an over-budget take cannot push a stopped night past its budget."""
+    settings = nightly.model_copy(update={"nightly_budget_gpu_hours": 1.0})
+    selected(sessions, settings, [2, 1])
+    plan(sessions, settings)
+    spent, waiting = heroes(sessions)
+    with transaction(sessions) as session:
+        attempt = states.claim(session, spent.id, "hero-worker", "h", "gpu0", INSIDE)
+        states.fail(session, spent.id, attempt, RuntimeError("slow"), retryable=False, gpu_seconds=1.5 * 3600)
+    assert plan(sessions, settings, now=INSIDE + timedelta(hours=1)).state == "stopped"
+    later = INSIDE + timedelta(hours=2)
+    releaser = Releaser(sessions, make_celery(settings), settings, clock=lambda: later)
+    with transaction(sessions) as session:  # a hero worker with free slots
+        session.add(Worker(id="h:1:0-7", pool="hero", host="h", gpu="0-7", slots=4, heartbeat_at=later))
+
+    def over_budget() -> tuple:
+        with sessions() as session:
+            take = session.get(Take, waiting.id)
+            return take.state, take.error_class, (take.error_message or "").startswith("over budget")
+
+    assert over_budget() == (TakeState.canceled, "OverBudget", True)
+    with transaction(sessions) as session:  # the producer retries it inside the window
+        states.retry(session, waiting.id, extra_attempts=1, now=later)
+    assert plan(sessions, settings, now=later).state == "stopped"
+    assert over_budget() == (TakeState.canceled, "OverBudget", True)
+    assert releaser.release_once()["hero"] == []
+    with transaction(sessions) as session:  # again, and the release loop gets to it before the pass:
+        states.retry(session, waiting.id, extra_attempts=1, now=later)
+    assert releaser.release_once()["hero"] == []  # a stopped night's takes are never released
+    plan(sessions, settings, now=later + timedelta(minutes=1))
+    assert over_budget() == (TakeState.canceled, "OverBudget", True)
+
+
 def test_a_nights_hero_takes_are_released_only_inside_its_window(nightly, sessions):
     selected(sessions, nightly, [0])
     manual = make_batch(sessions, nightly, [{"prompt": "a hero take by hand", "checkpoint": "humo-17b"}])[0]

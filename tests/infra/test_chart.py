@@ -295,6 +295,60 @@ def test_presigned_urls_name_the_public_s3_endpoint():
         assert "FARM_S3_PUBLIC_ENDPOINT_URL" not in config  # default: the farm's endpoint
 
 
+def test_every_process_knows_the_hero_group_size(variant):
+    """FARM_HERO_GPUS = hero.gpusPerPod in the ConfigMap every farm process reads: the hero
+    workers start that many ranks, beat and the dispatcher estimate the nightly budget with it."""
+    _, values, docs = variant
+    [config] = by_kind(docs, "ConfigMap").values()
+    gpus = values.get("hero", {}).get("gpusPerPod", 8)
+    assert config["data"]["FARM_HERO_GPUS"] == str(gpus)
+    for doc in (one(docs, "StatefulSet", "hero"), one(docs, "Deployment", "beat"), one(docs, "Deployment", "dispatcher")):
+        c = containers(doc)[0]
+        assert {"configMapRef": {"name": config["metadata"]["name"]}} in c["envFrom"]
+        assert "FARM_HERO_GPUS" not in {e["name"] for e in c.get("env", [])}  # nothing overrides it
+    [group] = containers(one(docs, "StatefulSet", "hero"))
+    assert group["resources"]["limits"]["nvidia.com/gpu"] == gpus
+    for ok in (1, 2, 4, 5):
+        data = next(iter(by_kind(render({"hero": {"gpusPerPod": ok}}), "ConfigMap").values()))["data"]
+        assert data["FARM_HERO_GPUS"] == str(ok)
+
+
+def test_liveness_does_not_need_the_database(tmp_path):
+    """A Postgres failover makes the dispatcher unready (/healthz runs SELECT 1), not dead:
+    the liveness probe asks /livez, which answers without the database."""
+    from fastapi.testclient import TestClient
+
+    from farm.api.app import create_app
+    from farm.settings import Settings
+
+    for values in ({}, PRODUCTION):
+        [dispatcher] = [c for c in containers(one(render(values), "Deployment", "dispatcher"))
+                        if c["name"] == "dispatcher"]
+        assert dispatcher["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert dispatcher["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/missing/farm.db",
+                        storage_url=f"file://{tmp_path}/clips")
+    client = TestClient(create_app(settings), raise_server_exceptions=False)
+    assert client.get("/healthz").status_code >= 500  # no database: not ready
+    live = client.get("/livez")
+    assert live.status_code == 200 and live.json() == {"ok": True}
+
+
+def test_forwarded_headers_are_trusted_only_from_the_configured_peers():
+    """uvicorn believes X-Forwarded-For only from FORWARDED_ALLOW_IPS; "*" would let any client
+    pick its own address and walk around the login rate limit."""
+    def forwarded(values):
+        [dispatcher] = [c for c in containers(one(render(values), "Deployment", "dispatcher"))
+                        if c["name"] == "dispatcher"]
+        return [e.get("value") for e in dispatcher["env"] if e["name"] == "FORWARDED_ALLOW_IPS"]
+
+    assert forwarded({}) == forwarded(PRODUCTION) == []  # uvicorn's default: 127.0.0.1 only
+    assert forwarded({"dispatcher": {"forwardedAllowIps": "10.244.0.0/16"}}) == ["10.244.0.0/16"]
+    with pytest.raises(helm.HelmValuesError):
+        render({"dispatcher": {"forwardedAllowIps": "*"}})
+    assert "pod CIDR" in (CHART / "values.yaml").read_text()
+
+
 def test_beat_is_one_and_migrations_run_first(variant):
     name, values, docs = variant
     beat = one(docs, "Deployment", "beat")
@@ -352,11 +406,18 @@ def test_defaults_run_the_development_services_with_generated_credentials_kept_o
     assert {"name": "FARM_EXPLORE_CHECKPOINT", "value": "tiny"} in worker["env"]
     template = (CHART / "templates" / "secret.yaml").read_text()
     assert 'lookup "v1" "Secret"' in template  # an upgrade reads the generated values back
+    # ... which `helm template` and Argo CD cannot: values.yaml sends GitOps to existingSecret
+    documented = (CHART / "values.yaml").read_text()
+    gitops = documented[documented.index("# GitOps"):documented.index("secrets:\n  existingSecret:")]
+    assert "existingSecret" in gitops and "helm template" in gitops and "Argo CD" in gitops
 
 
 def test_values_are_checked_against_the_schema():
     with helm.Chart.load(CHART) as chart:
         for bad in ({"explor": {}}, {"explore": {"gpusPerPod": 2}}, {"hero": {"gpusPerPod": 0}},
+                    {"hero": {"gpusPerPod": 3}}, {"hero": {"gpusPerPod": 6}}, {"hero": {"gpusPerPod": 7}},
+                    {"hero": {"gpusPerPod": 16}}, {"config": {"FARM_HERO_GPUS": "4"}},
+                    {"hero": {"env": {"FARM_HERO_GPUS": "4"}}},
                     {"config": {"WORKER_TIMEOUT": "60"}}, {"autoscaling": {"trigger": "cpu"}},
                     {"metrics": {"serviceMonitor": {"enabled": "yes"}}},
                     {"metrics": {"serviceMonitor": {"interval": "30"}}}, {"secrets": {"metricsToken": 1}},

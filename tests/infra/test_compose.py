@@ -65,6 +65,10 @@ def test_gpus_and_flower(services):
     assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"] and len(gpu["device_ids"]) == 1
     [gpus] = services["hero"]["deploy"]["resources"]["reservations"]["devices"]
     assert not set(gpus["device_ids"]) & {"0", "${EXPLORE_GPU:-0}"} and services["hero"]["shm_size"]
+    # the group has one rank per GPU, and the rank count divides HuMo-17B's 40 attention heads
+    assert len(set(gpus["device_ids"])) == len(gpus["device_ids"]) in (4, 8)
+    for name in ("hero", "beat", "dispatcher"):  # the workers and the nightly budget estimate agree
+        assert services[name]["environment"]["FARM_HERO_GPUS"] == str(len(gpus["device_ids"])), name
     assert services["explore"]["environment"]["FARM_WEIGHTS_DIR"] == "/weights"
     assert any(v.endswith(":/weights:ro") for v in services["explore"]["volumes"])
     flower = services["flower"]  # on the dispatcher's loopback: reachable only through its /flower

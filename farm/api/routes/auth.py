@@ -61,7 +61,10 @@ def login(body: Login, request: Request, response: Response, session: SessionDep
 
 
 @router.post("/auth/logout", status_code=204)
-def logout(_user: Viewer, response: Response) -> Response:
+def logout(user: Viewer, response: Response, session: SessionDep) -> Response:
+    """Sign out: this browser's cookie is cleared and every session of the user ends."""
+    accounts.end_sessions(session, user.id)
+    session.commit()
     end_session(response)
     response.status_code = 204
     return response

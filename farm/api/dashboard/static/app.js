@@ -4,7 +4,7 @@
 const RANK = { viewer: 0, producer: 1, operator: 2 };
 const me = { name: null, role: null, csrf: null };
 const main = document.getElementById("main");
-let teardown = [];  // what the current view must close when the route changes
+let current = null;  // the view on screen: {el, closers, stale}
 
 // ---------- helpers ----------
 function h(tag, attrs = {}, ...children) {
@@ -72,13 +72,41 @@ function query() {
 }
 
 // ---------- routing ----------
+// A view renders into its own element and registers what to close when the route changes;
+// a view still awaiting when the route changes renders into a detached element and closes
+// what it opens at once, so two views never stack.
+function newView() {
+  if (current) { current.stale = true; for (const close of current.closers) close(); }
+  const view = { el: h("div"), closers: [], stale: false };
+  view.onClose = (fn) => (view.stale ? fn() : view.closers.push(fn));
+  current = view;
+  return view;
+}
+
+// at most a few take fetches at a time, one per take: a big batch must not flood the API
+const fetchTake = (() => {
+  const pending = new Map(), waiting = [];
+  let active = 0;
+  const next = () => {
+    while (active < 4 && waiting.length) {
+      const [id, resolve, reject] = waiting.shift();
+      active++;
+      api(`/takes/${id}`).then(resolve, reject).finally(() => { active--; pending.delete(id); next(); });
+    }
+  };
+  return (id) => {
+    if (!pending.has(id)) pending.set(id, new Promise((resolve, reject) => { waiting.push([id, resolve, reject]); next(); }));
+    return pending.get(id);
+  };
+})();
+
 async function route() {
-  for (const close of teardown) close();
-  teardown = [];
+  const view = newView();
   if (!me.name) {
     const s = await api("/auth/session");
     if (s.user) Object.assign(me, { name: s.user.name, role: s.user.role, csrf: s.user.csrf_token });
   }
+  if (view.stale) return;
   const header = document.querySelector(".top");
   if (!me.name) { header.hidden = true; return viewLogin(); }
   header.hidden = false;
@@ -86,17 +114,17 @@ async function route() {
   document.getElementById("who-role").textContent = me.role;
   for (const el of document.querySelectorAll("[data-role]")) el.hidden = !can(el.dataset.role);
   const path = location.hash.replace(/^#\/?/, "").split("?")[0];
-  const [view, arg] = path.split("/");
+  const [name, arg] = path.split("/");
   for (const a of document.querySelectorAll("[data-nav]")) {
-    if (a.dataset.nav === (view || "takes")) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+    if (a.dataset.nav === (name || "takes")) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
-  main.replaceChildren();
+  main.replaceChildren(view.el);
   const views = { takes: viewTakes, take: viewTake, compare: viewCompare, submit: viewSubmit, pools: viewPools, nights: viewNights };
   try {
-    await (views[view] || viewTakes)(arg);
+    await (views[name] || viewTakes)(arg, view);
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) return;
-    main.append(h("p", { class: "error", role: "alert" }, e.message));
+    view.el.append(h("p", { class: "error", role: "alert" }, e.message));
   }
 }
 
@@ -131,7 +159,7 @@ function viewLogin() {
 }
 
 // ---------- takes: batches, filters, live grid ----------
-async function viewTakes() {
+async function viewTakes(_arg, view) {
   const q = query();
   const batchId = q.get("batch");
   const batchList = h("ul", { class: "batches", "aria-label": "Batches" });
@@ -163,7 +191,7 @@ async function viewTakes() {
   });
 
   const title = batchId ? (await api(`/batches/${batchId}`)).name : "All takes";
-  main.append(h("div", { class: "layout" },
+  view.el.append(h("div", { class: "layout" },
     h("aside", { class: "panel" }, h("h2", {}, "Batches"), h("p", {}, h("a", { href: "#/takes" }, "All takes")), batchList),
     h("section", { "aria-labelledby": "takes-title" }, h("h1", { id: "takes-title" }, title), filters,
       h("div", { class: "toolbar" }, compareBtn, h("span", { class: "hint" }, "Tick 2 to 4 finished takes to compare them side by side.")),
@@ -212,7 +240,7 @@ async function viewTakes() {
   // the last entry is the button's current state (one callback may carry several changes)
   const io = new IntersectionObserver((entries) => { if (entries[entries.length - 1].isIntersecting && cursor) load(); });
   io.observe(more);
-  teardown.push(() => io.disconnect());
+  view.onClose(() => io.disconnect());
 
   async function loadBatches() {
     const list = await api("/batches?limit=60");
@@ -226,8 +254,8 @@ async function viewTakes() {
 
   // live: one event stream; a take that changes is redrawn, a finished one fetched whole (URLs)
   const events = new EventSource(`/events${batchId ? `?batch_id=${batchId}` : ""}`);
-  teardown.push(() => events.close());
-  let batchesDirty = false;
+  view.onClose(() => events.close());
+  let batchesDirty = false, added = 0;  // takes that joined live; beyond a page, reload to see more
   events.addEventListener("take", async (ev) => {
     const c = JSON.parse(ev.data);
     batchesDirty = true;
@@ -235,16 +263,16 @@ async function viewTakes() {
     if (!el) {  // a take just submitted (by anyone) joins the top of an unfiltered grid
       const fresh = c.attempt_count === 0 && (c.state === "queued" || c.state === "released");
       const unfiltered = !["q", "state", "producer", "selected"].some((k) => q.get(k));
-      if (fresh && unfiltered) put(await api(`/takes/${c.id}`), true);
+      if (fresh && unfiltered && added++ < 120) put(await fetchTake(c.id), true);
       return;
     }
-    if (c.state === "done" || c.state !== el.dataset.state) { put(await api(`/takes/${c.id}`)); return; }
+    if (c.state === "done" || c.state !== el.dataset.state) { put(await fetchTake(c.id)); return; }
     setProgress(el.querySelector(".bar"), c.progress, false);
     const ph = el.querySelector(".placeholder");
     if (ph && c.state === "running") ph.textContent = stepText(c.progress);
   });
   const refresh = setInterval(() => { if (batchesDirty) { batchesDirty = false; loadBatches(); } }, 2000);
-  teardown.push(() => clearInterval(refresh));
+  view.onClose(() => clearInterval(refresh));
 
   await Promise.all([load(), loadBatches()]);
 }
@@ -260,7 +288,7 @@ const WORDS = {
 };
 const inWords = (cls, msg) => (cls ? `${WORDS[cls] || cls}${msg ? ` (${msg})` : ""}` : "");
 
-async function viewTake(id) {
+async function viewTake(id, view) {
   const t = await api(`/takes/${id}`);
   const done = t.state === "done";
   const status = h("p", {}, badge(t.state), " ", t.state === "running" ? `step ${t.progress.step} of ${t.progress.total}` : "",
@@ -301,7 +329,7 @@ async function viewTake(id) {
       h("td", {}, badge(a.state)), h("td", {}, fmtTime(a.started_at)), h("td", {}, a.gpu_seconds.toFixed(1)),
       h("td", {}, inWords(a.error_class, a.error_message))))));
   const manifest = h("pre", { "aria-label": "manifest" }, done ? "loading…" : "The manifest is written when the take is done.");
-  main.append(h("p", {}, h("a", { href: `#/takes?batch=${t.batch_id}` }, "← batch")),
+  view.el.append(h("p", {}, h("a", { href: `#/takes?batch=${t.batch_id}` }, "← batch")),
     h("h1", {}, `Take ${id.slice(0, 8)}`),
     h("div", { class: "take-page" },
       h("section", {}, player, status, actions,
@@ -313,12 +341,12 @@ async function viewTake(id) {
   if (done) api(`/takes/${id}/manifest`).then((m) => { manifest.textContent = JSON.stringify(m, null, 2); });
   if (!["done", "failed", "canceled"].includes(t.state)) {
     const events = new EventSource(`/events?batch_id=${t.batch_id}`);
-    teardown.push(() => events.close());
+    view.onClose(() => events.close());
     events.addEventListener("take", (ev) => {
       const c = JSON.parse(ev.data);
       if (c.id !== id) return;
       if (c.state !== t.state) route();
-      else { const b = main.querySelector(".bar"); if (b) setProgress(b, c.progress, false); }
+      else { const b = view.el.querySelector(".bar"); if (b) setProgress(b, c.progress, false); }
     });
   }
 }
@@ -342,9 +370,9 @@ function takeBody(t, overrides = {}) {
 }
 
 // ---------- compare 2-4 takes in sync ----------
-async function viewCompare(arg) {
+async function viewCompare(arg, view) {
   const ids = (arg || "").split(",").filter(Boolean).slice(0, 4);
-  if (ids.length < 2) { main.append(h("p", {}, "Pick 2 to 4 finished takes on the takes page.")); return; }
+  if (ids.length < 2) { view.el.append(h("p", {}, "Pick 2 to 4 finished takes on the takes page.")); return; }
   const takes = await Promise.all(ids.map((id) => api(`/takes/${id}`)));
   const videos = takes.map((t, i) => h("video", { src: t.outputs ? t.outputs.clip : "", preload: "auto", muted: i !== 0,
     "aria-label": `take ${t.id.slice(0, 8)}`, "data-clip": t.id }));
@@ -362,7 +390,7 @@ async function viewCompare(arg) {
   lead.addEventListener("timeupdate", () => { syncAll(); if (lead.duration) seek.value = String(Math.round((1000 * lead.currentTime) / lead.duration)); });
   lead.addEventListener("ended", () => { videos.forEach((v) => v.pause()); play.textContent = "Play all"; });
   seek.addEventListener("input", () => { if (lead.duration) { const at = (seek.value / 1000) * lead.duration; videos.forEach((v) => { v.currentTime = at; }); } });
-  main.append(h("h1", {}, `Compare ${ids.length} takes`),
+  view.el.append(h("h1", {}, `Compare ${ids.length} takes`),
     h("div", { class: "toolbar" }, play, h("label", { for: "seek", class: "sr-only" }, "Position"), seek,
       h("label", { for: "hear", style: "margin:0" }, "Hear"), hear),
     h("div", { class: "compare" }, takes.map((t, i) => h("figure", { style: "margin:0" }, videos[i],
@@ -371,7 +399,7 @@ async function viewCompare(arg) {
 }
 
 // ---------- submit ----------
-async function viewSubmit() {
+async function viewSubmit(_arg, view) {
   const from = query().get("from");
   const [checkpoints, base] = await Promise.all([api("/checkpoints"), from ? api(`/takes/${from}`) : null]);
   const p = base ? base.params : {};
@@ -463,13 +491,13 @@ async function viewSubmit() {
       location.hash = `#/takes?batch=${b.id}`;
     } catch (e) { fileErr.textContent = e.message; }
   });
-  main.append(h("h1", { id: "submit-title" }, from ? `New batch from take ${from.slice(0, 8)}` : "Submit a batch"), form, h("br"), fileForm);
+  view.el.append(h("h1", { id: "submit-title" }, from ? `New batch from take ${from.slice(0, 8)}` : "Submit a batch"), form, h("br"), fileForm);
 }
 
 // ---------- pools and workers ----------
-async function viewPools() {
+async function viewPools(_arg, view) {
   const body = h("div");
-  main.append(h("h1", {}, "Pools and workers"), body);
+  view.el.append(h("h1", {}, "Pools and workers"), body);
   async function draw() {
     const [pools, workers] = await Promise.all([api("/pools"), api("/workers")]);
     body.replaceChildren(
@@ -489,13 +517,13 @@ async function viewPools() {
   }
   await draw();
   const timer = setInterval(() => draw().catch(() => {}), 5000);
-  teardown.push(() => clearInterval(timer));
+  view.onClose(() => clearInterval(timer));
 }
 
 // ---------- nightly hero runs ----------
-async function viewNights() {
+async function viewNights(_arg, view) {
   const nights = await api("/nights");
-  main.append(h("h1", {}, "Nightly hero runs"), nights.length ? h("table", { class: "panel" }, h("caption", { class: "sr-only" }, "Nights"),
+  view.el.append(h("h1", {}, "Nightly hero runs"), nights.length ? h("table", { class: "panel" }, h("caption", { class: "sr-only" }, "Nights"),
     h("thead", {}, h("tr", {}, ["night", "state", "takes", "done", "failed", "GPU hours", "budget"].map((c) => h("th", { scope: "col" }, c)))),
     h("tbody", {}, nights.map((n) => h("tr", {}, h("td", {}, n.night), h("td", {}, n.state), h("td", {}, n.takes), h("td", {}, n.done),
       h("td", {}, n.failed), h("td", {}, n.gpu_hours.toFixed(2)), h("td", {}, n.budget_gpu_hours.toFixed(1))))))
