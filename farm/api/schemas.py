@@ -86,7 +86,7 @@ class BatchPublic(BaseModel):
     name: str
     producer: str
     created_at: datetime
-    take_ids: list[str]
+    take_ids: list[str] | None = Field(None, description="every take's id (left out of lists with with_take_ids=false)")
     counts: Counts
     finished: bool
 

@@ -32,10 +32,11 @@ def take_public(take: Take, *, attempts: list[Attempt] | None = None, output: Ou
     )
 
 
-def batch_public(session: Session, batch: Batch) -> BatchPublic:
+def batch_public(session: Session, batch: Batch, with_take_ids: bool = True) -> BatchPublic:
     rows = session.execute(select(Take.state, func.count()).where(Take.batch_id == batch.id).group_by(Take.state)).all()
     counts = Counts(**{state.value: n for state, n in rows})
-    ids = list(session.execute(select(Take.id).where(Take.batch_id == batch.id).order_by(Take.created_at, Take.id)).scalars())
+    ids = list(session.execute(select(Take.id).where(Take.batch_id == batch.id).order_by(Take.created_at, Take.id))
+               .scalars()) if with_take_ids else None
     project = session.get(Project, batch.project_id)
     finished = all(s in (TakeState.done, TakeState.failed, TakeState.canceled) for s, _ in rows)
     return BatchPublic(id=batch.id, project=project.name, name=batch.name, producer=batch.producer,

@@ -106,6 +106,9 @@ def test_list_filter_and_page(client):
     assert [t["producer"] for t in found] == ["bo"]
     assert client.get("/takes", params={"state": ["done"]}).json()["count"] == 0
     assert client.get("/takes", params={"cursor": "garbage"}).status_code == 422
+    full, light = (client.get("/batches", params={"with_take_ids": flag}).json() for flag in ("true", "false"))
+    assert [len(b["take_ids"]) for b in full] == [1, 7]  # newest first
+    assert [b["take_ids"] for b in light] == [None, None] and [b["counts"] for b in light] == [b["counts"] for b in full]
 
 
 def test_take_actions_and_their_conflicts(client, sessions):

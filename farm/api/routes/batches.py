@@ -72,11 +72,13 @@ def _submit(body: BatchCreate, user, session, settings, response: Response, idem
 
 @router.get("", response_model=list[BatchPublic])
 def list_batches(_user: Viewer, session: SessionDep, producer: str | None = None,
-                 limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[BatchPublic]:
+                 limit: Annotated[int, Query(ge=1, le=500)] = 50, with_take_ids: bool = True) -> list[BatchPublic]:
+    """Batches, newest first, with their counts; with_take_ids=false leaves out the id lists
+    (a 20,000-take sweep's ids are most of the answer)."""
     stmt = select(Batch).order_by(Batch.created_at.desc()).limit(limit)
     if producer:
         stmt = stmt.where(Batch.producer == producer)
-    return [batch_public(session, b) for b in session.execute(stmt).scalars()]
+    return [batch_public(session, b, with_take_ids) for b in session.execute(stmt).scalars()]
 
 
 @router.get("/{batch_id}", response_model=BatchPublic)

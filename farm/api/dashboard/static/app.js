@@ -243,9 +243,9 @@ async function viewTakes(_arg, view) {
   view.onClose(() => io.disconnect());
 
   async function loadBatches() {
-    const list = await api("/batches?limit=60");
+    const list = await api("/batches?limit=60&with_take_ids=false");
     batchList.replaceChildren(...list.map((b) => {
-      const total = b.take_ids.length, done = b.counts.done + b.counts.failed + b.counts.canceled;
+      const total = Object.values(b.counts).reduce((a, n) => a + n, 0), done = b.counts.done + b.counts.failed + b.counts.canceled;
       return h("li", {}, h("a", { href: `#/takes?batch=${b.id}`, "aria-current": b.id === batchId ? "true" : "false", "data-batch": b.id },
         h("div", {}, h("strong", {}, b.name), " ", h("span", { class: "hint" }, `${b.producer} · ${done}/${total}`)),
         bar({ step: done, total }, b.finished)));
