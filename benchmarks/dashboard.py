@@ -8,7 +8,8 @@ clip and manifest URLs on S3 (a moto server; many rows share a few tiny real JPE
 
   API (a viewer's API token, the dispatcher in its own uvicorn process; p50/p95 over ~30
   calls): GET /takes?limit=120 first page, a page deep in (by cursor), q= prompt search (a
-  common and a rare word), state=done, producer=, and GET /batches?limit=60 (with its size).
+  common and a rare word), state=done, producer=, and GET /batches?limit=60 with and without
+  take ids (the dashboard's list leaves them out), with the answers' sizes.
 
   Browser (headless Debian Chromium through Playwright, a viewer's session cookie):
   navigation -> the first 120 cards in the DOM; each further page (scrolling "Load more"
@@ -282,6 +283,8 @@ def measure_api(api: str, token: str, cursor: str) -> dict:
     with httpx.Client(base_url=api, timeout=120, headers={"Authorization": f"Bearer {token}"}) as client:
         out = {f"GET /takes {name}": time_calls(client, "/takes", params) for name, params in takes.items()}
         out["GET /batches?limit=60"] = time_calls(client, "/batches", {"limit": 60})
+        out["GET /batches?limit=60&with_take_ids=false"] = time_calls(client, "/batches",
+                                                                     {"limit": 60, "with_take_ids": "false"})
     return out
 
 
@@ -499,8 +502,8 @@ def rows(r: dict) -> list[tuple[str, float | None, str]]:
     out = []
     for name, a in r["api"].items():
         out.append((f"{name}  p50/p95 ms", a["p50"], f"{a['p50']:.1f} / {a['p95']:.1f}"))
-    b = r["api"]["GET /batches?limit=60"]["bytes"] / 1024
-    out.append(("GET /batches?limit=60  response KB", b, f"{b:.0f}"))
+    b, slim = (r["api"][f"GET /batches?limit=60{k}"]["bytes"] / 1024 for k in ("", "&with_take_ids=false"))
+    out.append(("GET /batches  response KB, ids / no ids", b, f"{b:.0f} / {slim:.0f}"))
     t = r["api"]["GET /takes first page"]["bytes"] / 1024
     out.append(("GET /takes first page  response KB", t, f"{t:.0f}"))
     br = r["browser"]
@@ -531,7 +534,7 @@ def table(results: dict[int, dict]) -> str:
     sizes = sorted(results)
     base, others = sizes[0], sizes[1:]
     per_size = {n: rows(results[n]) for n in sizes}
-    head = f"{'measurement':48s} " + " ".join(f"{f'N={n:,}' + (' (base)' if n == base else ''):>16s}" for n in sizes)
+    head = f"{'measurement':56s} " + " ".join(f"{f'N={n:,}' + (' (base)' if n == base else ''):>16s}" for n in sizes)
     head += "".join(f" {f'x N={n:,}':>10s}" for n in others)
     lines = [head, "-" * len(head)]
     for i, (name, base_value, _) in enumerate(per_size[base]):
@@ -540,7 +543,7 @@ def table(results: dict[int, dict]) -> str:
         for n in others:
             v = per_size[n][i][1]
             ratios += f" {(f'{v / base_value:.1f}x' if v is not None and base_value else '—'):>10s}"
-        lines.append(f"{name:48s} {cells}{ratios}")
+        lines.append(f"{name:56s} {cells}{ratios}")
     lines.append("ratios: of the first number in a cell, against the baseline; (n) after a time: cards in the DOM")
     return "\n".join(lines)
 

@@ -154,6 +154,7 @@ class Take(Base):
         Index("ix_takes_release_order", "pool", "state", "priority", "created_at"),
         Index("ix_takes_state", "state"),
         Index("ix_takes_updated_at", "updated_at"),  #: the dashboard's change feed
+        Index("ix_takes_created_id", "created_at", "id"),  #: the take list's order and its cursor
         #: a night's takes; and once per night per parent (NULL nights, i.e. other takes, never clash)
         Index("uq_takes_hero_night", "hero_night", "parent_id", unique=True),
     )

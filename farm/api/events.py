@@ -82,7 +82,7 @@ class ChangeFeed:
         """The takes whose visible state changed since the last poll."""
         stmt = select(Take.id, Take.batch_id, Take.producer, Take.state, Take.progress_step, Take.progress_total,
                       Take.selected_for_hero, Take.priority, Take.cancel_requested, Take.attempt_count,
-                      Take.error_class, Take.updated_at)
+                      Take.error_class, Take.created_at, Take.updated_at)
         with self.sessions() as session:
             if self._mark is None:  # first look: from the newest change (re-sending a few is harmless)
                 latest = session.execute(select(func.max(Take.updated_at))).scalar()
@@ -106,6 +106,7 @@ class ChangeFeed:
                                 "state": row.state.value, "selected_for_hero": row.selected_for_hero,
                                 "priority": row.priority, "cancel_requested": row.cancel_requested,
                                 "attempt_count": row.attempt_count, "error_class": row.error_class,
+                                "created_at": _aware(row.created_at).isoformat(),
                                 "progress": {"step": row.progress_step, "total": row.progress_total}})
             # never past our own clock: one writer's fast clock must not hide everyone else's changes
             self._mark = max(self._mark, min(_aware(row.updated_at), utcnow()))

@@ -106,9 +106,9 @@ class AttemptPublic(BaseModel):
 
 
 class OutputsPublic(BaseModel):
-    clip: str
+    clip: str | None = Field(None, description="presigned; lists leave it out (GET /takes/{id} has it)")
     thumbnail: str
-    manifest: str
+    manifest: str | None = Field(None, description="presigned; lists leave it out")
     clip_sha256: str
     clip_size: int
 

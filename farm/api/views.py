@@ -11,11 +11,12 @@ from .schemas import AttemptPublic, BatchPublic, Counts, OutputsPublic, TakePubl
 
 
 def take_public(take: Take, *, attempts: list[Attempt] | None = None, output: Output | None = None,
-                storage: Storage | None = None, seconds: int = 3600) -> TakePublic:
+                storage: Storage | None = None, seconds: int = 3600, thumbnail_only: bool = False) -> TakePublic:
     outputs = None
-    if output is not None and storage is not None:
-        outputs = OutputsPublic(clip=storage.url(output.clip_key, seconds), thumbnail=storage.url(output.thumbnail_key, seconds),
-                                manifest=storage.url(output.manifest_key, seconds), clip_sha256=output.clip_sha256,
+    if output is not None and storage is not None:  # presigning is most of a list's time: lists sign the thumbnail
+        url = lambda key: None if thumbnail_only else storage.url(key, seconds)  # noqa: E731
+        outputs = OutputsPublic(clip=url(output.clip_key), thumbnail=storage.url(output.thumbnail_key, seconds),
+                                manifest=url(output.manifest_key), clip_sha256=output.clip_sha256,
                                 clip_size=output.clip_size)
     return TakePublic(
         id=take.id, batch_id=take.batch_id, producer=take.producer, checkpoint=take.checkpoint, pool=take.pool,

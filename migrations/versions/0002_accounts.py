@@ -1,4 +1,4 @@
-"""accounts: users with roles, API tokens, failed logins; the change feed's index
+"""accounts: users with roles, API tokens, failed logins; the change feed's and the take list's indexes
 
 Revision ID: 0002
 Revises: 0001
@@ -56,11 +56,13 @@ def upgrade() -> None:
 
     with op.batch_alter_table('takes', schema=None) as batch_op:
         batch_op.create_index('ix_takes_updated_at', ['updated_at'], unique=False)
+        batch_op.create_index('ix_takes_created_id', ['created_at', 'id'], unique=False)
 
 
 
 def downgrade() -> None:
     with op.batch_alter_table('takes', schema=None) as batch_op:
+        batch_op.drop_index('ix_takes_created_id')
         batch_op.drop_index('ix_takes_updated_at')
 
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:

@@ -28,7 +28,7 @@ def list_takes(_user: Viewer, session: SessionDep, storage: StorageDep, settings
                producer: str | None = None, pool: str | None = None,
                checkpoint: str | None = None, selected: bool | None = None, q: str | None = None,
                limit: Annotated[int, Query(ge=1, le=500)] = 100, cursor: str | None = None) -> TakesPublic:
-    """Takes, newest first, filtered, with their output URLs; page with `cursor` (the previous
+    """Takes, newest first, filtered, with their thumbnail URLs; page with `cursor` (the previous
     page's next_cursor)."""
     stmt = select(Take)
     if state:
@@ -50,7 +50,8 @@ def list_takes(_user: Viewer, session: SessionDep, storage: StorageDep, settings
     rows = rows[:limit]
     outputs = {o.take_id: o for o in session.execute(
         select(Output).where(Output.take_id.in_([t.id for t in rows if t.state == TakeState.done]))).scalars()}
-    data = [take_public(t, output=outputs.get(t.id), storage=storage, seconds=settings.presign_seconds) for t in rows]
+    data = [take_public(t, output=outputs.get(t.id), storage=storage, seconds=settings.presign_seconds,
+                        thumbnail_only=True) for t in rows]
     return TakesPublic(data=data, count=len(rows), next_cursor=_cursor(rows[-1]) if more else None)
 
 

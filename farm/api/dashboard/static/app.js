@@ -163,7 +163,10 @@ async function viewTakes(_arg, view) {
   const q = query();
   const batchId = q.get("batch");
   const batchList = h("ul", { class: "batches", "aria-label": "Batches" });
-  const grid = h("div", { class: "grid", "aria-label": "Takes", role: "list" });
+  // one block per page of cards: the browser skips laying out pages scrolled out of view
+  const grid = h("div", { class: "pages", "aria-label": "Takes" });
+  const top = h("div", { class: "grid", role: "list", "aria-label": "New takes" });  // takes that joined live
+  grid.append(top);
   const more = h("button", { type: "button", hidden: true }, "Load more");
   const compareBtn = h("button", { type: "button", class: "primary", disabled: true, onclick: () => {
     location.hash = `#/compare/${[...picked].join(",")}`;
@@ -217,11 +220,12 @@ async function viewTakes(_arg, view) {
     return el;
   }
 
-  function put(t, prepend = false) {
+  function put(t, page = top) {
     const el = card(t);
     const old = cards.get(t.id);
-    if (old) old.replaceWith(el); else prepend ? grid.prepend(el) : grid.append(el);
+    if (old) old.replaceWith(el); else if (page === top) top.prepend(el); else page.append(el);
     cards.set(t.id, el);
+    newest = Math.max(newest, Date.parse(t.created_at));
   }
 
   async function load() {
@@ -230,10 +234,12 @@ async function viewTakes(_arg, view) {
     for (const k of ["q", "state", "producer", "selected"]) if (q.get(k)) p.set(k, q.get(k));
     if (cursor) p.set("cursor", cursor);
     const page = await api(`/takes?${p}`);
-    for (const t of page.data) put(t);
+    const block = h("div", { class: "grid page", role: "list" });
+    grid.append(block);
+    for (const t of page.data) put(t, block);
     cursor = page.next_cursor;
     more.hidden = !cursor;
-    if (!cards.size) grid.replaceChildren(h("p", { class: "hint" }, "No takes match."));
+    if (!cards.size) block.replaceWith(h("p", { class: "hint" }, "No takes match."));
   }
   more.addEventListener("click", load);
   // infinite scroll: the next page when "Load more" comes into view
@@ -255,15 +261,15 @@ async function viewTakes(_arg, view) {
   // live: one event stream; a take that changes is redrawn, a finished one fetched whole (URLs)
   const events = new EventSource(`/events${batchId ? `?batch_id=${batchId}` : ""}`);
   view.onClose(() => events.close());
-  let batchesDirty = false, added = 0;  // takes that joined live; beyond a page, reload to see more
+  let batchesDirty = false, added = 0, newest = 0;  // takes that joined live; beyond a page, reload to see more
   events.addEventListener("take", async (ev) => {
     const c = JSON.parse(ev.data);
     batchesDirty = true;
     const el = cards.get(c.id);
-    if (!el) {  // a take just submitted (by anyone) joins the top of an unfiltered grid
-      const fresh = c.attempt_count === 0 && (c.state === "queued" || c.state === "released");
+    if (!el) {  // a take submitted since the page loaded (by anyone) joins the top of an unfiltered grid
+      const fresh = Date.parse(c.created_at) > newest;
       const unfiltered = !["q", "state", "producer", "selected"].some((k) => q.get(k));
-      if (fresh && unfiltered && added++ < 120) put(await fetchTake(c.id), true);
+      if (fresh && unfiltered && added++ < 120) put(await fetchTake(c.id), top);
       return;
     }
     if (c.state === "done" || c.state !== el.dataset.state) { put(await fetchTake(c.id)); return; }
