@@ -11,13 +11,13 @@ import hashlib
 import hmac
 import re
 import secrets
-from datetime import timedelta, timezone
+from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from .errors import InvalidRequest, NotFound, TooManyAttempts
-from .tables import ApiToken, LoginFailure, Role, User, utcnow
+from .tables import ApiToken, LoginFailure, Role, User, as_utc, utcnow
 
 TOKEN_PREFIX = "farm_"
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
@@ -109,7 +109,7 @@ def login(session: Session, name: str, password: str, address: str) -> User | No
         count, oldest = session.execute(select(func.count(), func.min(LoginFailure.at)).where(
             *where, LoginFailure.at > since)).one()
         if count > limit:
-            wait = max(int((_aware(oldest) + LOGIN_WINDOW - now).total_seconds()) + 1, 1)
+            wait = max(int((as_utc(oldest) + LOGIN_WINDOW - now).total_seconds()) + 1, 1)
             raise TooManyAttempts(f"too many failed logins for {name!r}; try again in {wait} s", wait)
     user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
     ok = verify_password(password, user.password_hash if user else _DUMMY_HASH) and user is not None
@@ -118,10 +118,6 @@ def login(session: Session, name: str, password: str, address: str) -> User | No
     session.execute(delete(LoginFailure).where(LoginFailure.name == name, LoginFailure.address == address))
     session.commit()
     return user
-
-
-def _aware(at):
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)  # SQLite returns naive UTC
 
 
 def create_token(session: Session, user: User, name: str = "cli") -> str:
@@ -138,7 +134,7 @@ def user_for_token(session: Session, token: str) -> User | None:
     if row is None or row.User.disabled:
         return None
     now, last = utcnow(), row.ApiToken.last_used_at
-    if last is None or now - _aware(last) > timedelta(minutes=1):
+    if last is None or now - as_utc(last) > timedelta(minutes=1):
         session.execute(update(ApiToken).where(ApiToken.id == row.ApiToken.id).values(last_used_at=now))
         session.commit()
     return row.User

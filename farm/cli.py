@@ -342,7 +342,7 @@ def _drain(worker_id: str, drain: bool) -> int:
     from sqlalchemy import select, update
 
     from . import metrics
-    from .tables import Worker, utcnow
+    from .tables import Worker, as_utc, utcnow
 
     with _record() as (settings, session):
         matches = session.execute(select(Worker).where(Worker.id.startswith(worker_id, autoescape=True))
@@ -356,7 +356,7 @@ def _drain(worker_id: str, drain: bool) -> int:
                              "give more of the id")
         w = (exact or matches)[0]
         now = utcnow()
-        age = max(0.0, (now - metrics.as_utc(w.heartbeat_at)).total_seconds())
+        age = max(0.0, (now - as_utc(w.heartbeat_at)).total_seconds())
         state = metrics.worker_state(w.stopped, age, w.current_take_id, settings.worker_timeout)
         if state in ("dead", "stopped"):
             raise SystemExit(f"error: worker: {w.id} is {state} (last heartbeat {_ago(age)}); "

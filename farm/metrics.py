@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from prometheus_client.core import (
     CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .queue import POOLS
 from .settings import Settings
-from .tables import Attempt, AttemptState, Take, TakeState, Worker, utcnow
+from .tables import Attempt, AttemptState, Take, TakeState, Worker, as_utc, utcnow
 
 WINDOW = 900.0  #: seconds of claims the release-latency histogram covers
 SEEN = 3600.0  #: seconds: workers whose last heartbeat is older than this are left out
@@ -131,11 +131,6 @@ def pools(session: Session, now: datetime, timeout: float,
 
 def _pools(found: Iterable[str]) -> list[str]:
     return list(POOLS) + sorted(set(found) - set(POOLS))
-
-
-def as_utc(at: datetime) -> datetime:
-    """SQLite hands back naive datetimes; the record is UTC."""
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
 
 
 def _seconds(session: Session, end, start) -> ColumnElement[float]:

@@ -218,7 +218,7 @@ class NightReport:
     night: date
     state: str  #: planned | running | done | stopped (over budget)
     takes: int  #: hero takes planned
-    skipped_over_budget: int
+    skipped_over_budget: int  #: selected takes left for a later night (last pass)
     queued: int
     running: int  #: released or rendering
     done: int
@@ -229,8 +229,8 @@ class NightReport:
     budget_gpu_hours: float
     window_start: datetime
     window_end: datetime
-    started_at: datetime
-    updated_at: datetime
+    started_at: datetime  #: the job's first pass
+    updated_at: datetime  #: its last pass
 
 
 def reports(session: Session, limit: int = 60, night: date | None = None) -> list[NightReport]:

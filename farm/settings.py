@@ -8,7 +8,7 @@ three URLs moves it onto Postgres, Redis and S3 without code changes.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     def broker_folder(self) -> Path:
         return self.data_dir / "broker"
 
-    @property
+    @cached_property  # read once: every signed-in request needs it
     def session_secret(self) -> str:
         if self.secret_key:
             return self.secret_key

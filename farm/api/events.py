@@ -14,11 +14,11 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, tuple_
 
-from ..tables import Take, utcnow
+from ..tables import Take, as_utc, utcnow
 
 log = logging.getLogger(__name__)
 LOOKBACK = timedelta(seconds=5)  #: writers' clocks (NTP-synced) may differ by less than this
@@ -86,7 +86,7 @@ class ChangeFeed:
         with self.sessions() as session:
             if self._mark is None:  # first look: from the newest change (re-sending a few is harmless)
                 latest = session.execute(select(func.max(Take.updated_at))).scalar()
-                self._mark = min(_aware(latest), utcnow()) if latest is not None else utcnow()
+                self._mark = min(as_utc(latest), utcnow()) if latest is not None else utcnow()
             rows, after = [], None
             while True:  # page by (updated_at, id): a 20,000-take batch shares one updated_at
                 stmt_page = stmt.where(Take.updated_at >= self._mark - LOOKBACK)
@@ -106,10 +106,10 @@ class ChangeFeed:
                                 "state": row.state.value, "selected_for_hero": row.selected_for_hero,
                                 "priority": row.priority, "cancel_requested": row.cancel_requested,
                                 "attempt_count": row.attempt_count, "error_class": row.error_class,
-                                "created_at": _aware(row.created_at).isoformat(),
+                                "created_at": as_utc(row.created_at).isoformat(),
                                 "progress": {"step": row.progress_step, "total": row.progress_total}})
             # never past our own clock: one writer's fast clock must not hide everyone else's changes
-            self._mark = max(self._mark, min(_aware(row.updated_at), utcnow()))
+            self._mark = max(self._mark, min(as_utc(row.updated_at), utcnow()))
         if len(self._seen) > 50_000:  # forget the oldest half; they are outside the look-back by now
             for key in list(self._seen)[: len(self._seen) // 2]:
                 del self._seen[key]
@@ -119,10 +119,6 @@ class ChangeFeed:
 def _signature(row) -> tuple:
     return (row.state, row.progress_step, row.progress_total, row.selected_for_hero, row.priority,
             row.cancel_requested, row.attempt_count)
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)  # SQLite returns naive UTC
 
 
 async def stream(request, feed: ChangeFeed, batch_id: str | None, producer: str | None):

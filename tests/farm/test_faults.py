@@ -101,13 +101,13 @@ def test_gpu_out_of_memory_is_classified_and_retried(sessions, clean, tmp_path, 
 
 def test_a_hung_worker_exits_so_its_take_can_be_reclaimed(clean):
     code = (
-        "import time\n"
+        "import threading\n"
         "from farm.db import session_factory\n"
         "from farm.settings import get_settings\n"
         "from workers.heartbeat import Heartbeat\n"
         "hb = Heartbeat(session_factory(get_settings().database), 'explore', 'cpu', 0.05).start()\n"
         "hb.watch(0.3)\n"
-        "time.sleep(30)\n"  # a GPU call that never returns
+        "threading.Event().wait()\n"  # a GPU call that never returns: only the watchdog ends this process
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=settings_env(clean), capture_output=True,
                           text=True, timeout=60)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from ... import accounts
 from ...errors import FarmError, Unauthenticated
 from ...tables import Role, User
-from ..auth import Operator, Viewer, end_session, start_session
+from ..auth import Operator, Viewer, current_user, end_session, start_session
 from ..deps import SessionDep
 
 router = APIRouter(tags=["auth"])
@@ -53,8 +53,7 @@ def login(body: Login, request: Request, response: Response, session: SessionDep
     """Sign in to the dashboard: sets the session cookie. Five wrong passwords for a name
     from one address lock that pair out for 15 minutes (429 with Retry-After)."""
     address = request.client.host if request.client else "unknown"
-    user = accounts.login(session, body.name, body.password, address)
-    session.commit()
+    user = accounts.login(session, body.name, body.password, address)  # records the attempt itself
     if user is None:
         raise Unauthenticated("password: wrong name or password")
     return Me(name=user.name, role=user.role, csrf_token=start_session(request, response, user))
@@ -78,8 +77,6 @@ class SessionPublic(BaseModel):
 def who(request: Request) -> SessionPublic:
     """Who the dashboard is signed in as, or null: open to anyone, so the sign-in page
     loads without an error."""
-    from ..auth import current_user
-
     try:
         user = current_user(request)
     except FarmError:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from datetime import date, datetime
+from dataclasses import asdict, dataclass, field
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -18,25 +18,6 @@ from ..deps import SessionDep, SettingsDep
 router = APIRouter(prefix="/nights", tags=["nights"])
 
 
-class NightPublic(BaseModel):
-    night: date  #: the local date the window opens on
-    state: str  #: planned | running | done | stopped (over budget)
-    takes: int  #: hero takes planned
-    skipped_over_budget: int  #: selected takes left for a later night (last pass)
-    queued: int
-    running: int  #: released or rendering
-    done: int
-    failed: int
-    canceled: int
-    gpu_hours: float  #: recorded by the takes' attempts
-    estimated_gpu_hours: float
-    budget_gpu_hours: float
-    window_start: datetime
-    window_end: datetime
-    started_at: datetime  #: the job's first pass
-    updated_at: datetime  #: its last pass
-
-
 class NightTakePublic(BaseModel):
     id: str
     parent_id: str
@@ -48,8 +29,9 @@ class NightTakePublic(BaseModel):
     error_message: str | None
 
 
-class NightDetailPublic(NightPublic):
-    hero_takes: list[NightTakePublic]
+@dataclass
+class NightDetailPublic(nightly.NightReport):
+    hero_takes: list[NightTakePublic] = field(default_factory=list)
 
 
 def _detail(session, night: date) -> NightDetailPublic:
@@ -63,11 +45,11 @@ def _detail(session, night: date) -> NightDetailPublic:
     return NightDetailPublic(**asdict(found[0]), hero_takes=takes)
 
 
-@router.get("", response_model=list[NightPublic])
+@router.get("", response_model=list[nightly.NightReport])
 def list_nights(_user: Viewer, session: SessionDep,
-                limit: Annotated[int, Query(ge=1, le=366)] = 60) -> list[NightPublic]:
+                limit: Annotated[int, Query(ge=1, le=366)] = 60) -> list[nightly.NightReport]:
     """The latest nights, newest first: takes planned, skipped over budget, their states and GPU hours."""
-    return [NightPublic(**asdict(r)) for r in nightly.reports(session, limit)]
+    return nightly.reports(session, limit)
 
 
 @router.get("/{night}", response_model=NightDetailPublic)

@@ -10,9 +10,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
+from ... import metrics
 from ...queue import POOLS
-from ...release import alive_workers
-from ...tables import Attempt, Take, TakeState, Worker, utcnow
+from ...tables import Attempt, Take, utcnow
 from ..auth import Viewer
 from ..deps import SessionDep, SettingsDep
 from ..events import stream
@@ -49,15 +49,9 @@ def pools(_user: Viewer, session: SessionDep, settings: SettingsDep) -> dict[str
     gpu = dict(session.execute(select(Take.pool, func.coalesce(func.sum(Attempt.gpu_seconds), 0.0))
                                .join(Take, Take.id == Attempt.take_id)
                                .where(Attempt.started_at >= now - GPU_WINDOW).group_by(Take.pool)).all())
-    out = {}
-    for pool in POOLS:
-        rows = dict(session.execute(select(Take.state, func.count()).where(
-            Take.pool == pool, Take.state.in_((TakeState.queued, TakeState.released, TakeState.running)))
-            .group_by(Take.state)).all())
-        out[pool] = PoolPublic(workers=alive_workers(session, pool, now, settings.worker_timeout),
-                               queued=rows.get(TakeState.queued, 0), released=rows.get(TakeState.released, 0),
-                               running=rows.get(TakeState.running, 0), gpu_seconds_24h=float(gpu.get(pool, 0.0)))
-    return out
+    return {p.pool: PoolPublic(workers=p.slots, queued=p.queued, released=p.released, running=p.running,
+                               gpu_seconds_24h=float(gpu.get(p.pool, 0.0)))
+            for p in metrics.pools(session, now, settings.worker_timeout) if p.pool in POOLS}
 
 
 class CheckpointPublic(BaseModel):
@@ -88,16 +82,14 @@ def workers(_user: Viewer, session: SessionDep, settings: SettingsDep,
     usage = {row.worker_id: row for row in session.execute(
         select(Attempt.worker_id, func.coalesce(func.sum(Attempt.gpu_seconds), 0.0).label("seconds"),
                func.count().label("n")).where(Attempt.started_at >= now - GPU_WINDOW).group_by(Attempt.worker_id))}
-    stmt = select(Worker).order_by(Worker.pool, Worker.id)
-    if not include_stopped:
-        stmt = stmt.where(Worker.stopped.is_(False))
     out = []
-    for w in session.execute(stmt).scalars():
-        beat = w.heartbeat_at if w.heartbeat_at.tzinfo else w.heartbeat_at.replace(tzinfo=now.tzinfo)
-        age = (now - beat).total_seconds()
+    for w in metrics.workers(session, now, settings.worker_timeout, seen=None):
+        stopped = w.state in ("draining", "stopped")
+        if stopped and not include_stopped:
+            continue
         used = usage.get(w.id)
-        out.append(WorkerPublic(id=w.id, pool=w.pool, host=w.host, gpu=w.gpu, stopped=w.stopped,
-                                alive=not w.stopped and age <= settings.worker_timeout, heartbeat_age=round(age, 1),
+        out.append(WorkerPublic(id=w.id, pool=w.pool, host=w.host, gpu=w.gpu, stopped=stopped,
+                                alive=w.state in ("idle", "busy"), heartbeat_age=round(w.heartbeat_age, 1),
                                 current_take_id=w.current_take_id, gpu_seconds_24h=float(used.seconds) if used else 0.0,
                                 attempts_24h=used.n if used else 0))
     return out
