@@ -61,21 +61,57 @@ from services import PG_ADMIN, temp_database  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / f"dashboard_2core-vm_{date.today().isoformat()}.json"
 CHROMIUM = "/usr/bin/chromium"  # Debian's, as tests/farm/test_dashboard.py drives it
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 PAGE = 120  #: the dashboard's page size (viewTakes' load())
 GRID_CAP = 5_000  #: cards loaded into one grid at most
 API_CALLS = 30
 VIEWER, PASSWORD = "vic", "vic-password-1"
 PRODUCERS = ["ana", "ben", "chloe", "dev", "eli", "fay"]
 BATCH_SIZES = [5, 25, 100, 400, 1000]  #: a producer's batches, cycled: single takes to large sweeps
-SUBJECTS = ["a presenter", "an old fisherman", "a young violinist", "a chef", "a news anchor", "a climber",
-            "a street dancer", "a teacher", "a tired nurse", "a pilot", "a child", "a singer"]
-ACTIONS = ["speaks to the camera", "laughs", "sings softly", "explains a recipe", "whispers a secret",
-           "reads the weather", "tells a joke", "argues calmly", "recites a poem"]
-PLACES = ["in a bright studio", "on a windy harbor pier", "in a dim kitchen", "on a rooftop at dusk",
-          "in a busy market", "in a quiet library", "on a snowy ridge", "in a cockpit", "in a classroom",
-          "under neon lights"]
+SUBJECTS = [
+    "a presenter",
+    "an old fisherman",
+    "a young violinist",
+    "a chef",
+    "a news anchor",
+    "a climber",
+    "a street dancer",
+    "a teacher",
+    "a tired nurse",
+    "a pilot",
+    "a child",
+    "a singer",
+]
+ACTIONS = [
+    "speaks to the camera",
+    "laughs",
+    "sings softly",
+    "explains a recipe",
+    "whispers a secret",
+    "reads the weather",
+    "tells a joke",
+    "argues calmly",
+    "recites a poem",
+]
+PLACES = [
+    "in a bright studio",
+    "on a windy harbor pier",
+    "in a dim kitchen",
+    "on a rooftop at dusk",
+    "in a busy market",
+    "in a quiet library",
+    "on a snowy ridge",
+    "in a cockpit",
+    "in a classroom",
+    "under neon lights",
+]
 COMMON, RARE = "harbor", "zeppelin"  #: in ~10% and ~0.5% of prompts
 
 # ---------- statistics ----------
@@ -87,8 +123,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 def summary(values: list[float]) -> dict:
-    return {"p50": pct(values, 0.5), "p95": pct(values, 0.95), "mean": statistics.fmean(values),
-            "max": max(values), "n": len(values)}
+    return {
+        "p50": pct(values, 0.5),
+        "p95": pct(values, 0.95),
+        "mean": statistics.fmean(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 # ---------- services: S3 (moto) and the dispatcher, each in its own process ----------
@@ -137,8 +178,11 @@ def s3_server() -> Iterator[str]:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "farm-bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", f"secret-{uuid.uuid4().hex}")
     port = free_port()
-    with process([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                 f"http://127.0.0.1:{port}", "moto_server") as url:
+    with process(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        f"http://127.0.0.1:{port}",
+        "moto_server",
+    ) as url:
         yield url
 
 
@@ -147,8 +191,19 @@ def dispatcher(settings: Settings) -> AbstractContextManager[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
     env.update({f"FARM_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None})
     port = free_port()
-    args = [sys.executable, "-m", "uvicorn", "farm.api.app:create_app", "--factory", "--host", "127.0.0.1",
-            "--port", str(port), "--log-level", "warning"]
+    args = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "farm.api.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     return process(args, f"http://127.0.0.1:{port}/healthz", "the dispatcher", env)
 
 
@@ -176,8 +231,12 @@ def submit_batches(factory, settings: Settings, n: int) -> None:
     with transaction(factory) as session:
         for b, (producer, size) in enumerate(batch_plan(n)):
             takes = [{"prompt": prompt(i + k, rng), "seed": i + k} for k in range(size)]
-            body = {"project": f"show-{b % 3}", "name": f"{producer} sweep {b}",
-                    "defaults": {"checkpoint": "tiny", "mode": "T"}, "takes": takes}
+            body = {
+                "project": f"show-{b % 3}",
+                "name": f"{producer} sweep {b}",
+                "defaults": {"checkpoint": "tiny", "mode": "T"},
+                "takes": takes,
+            }
             create_batch(session, body, producer, settings)
             i += size
 
@@ -248,8 +307,10 @@ def put_objects(storage: Storage) -> None:
 def deep_cursor(settings: Settings, n: int) -> str:
     """The cursor of a page near the end of the list (two pages from the oldest take)."""
     with get_engine(settings.database).connect() as conn:
-        at, take_id = conn.execute(text("SELECT created_at, id FROM takes ORDER BY created_at DESC, id DESC "
-                                        "OFFSET :o LIMIT 1"), {"o": max(0, n - 2 * PAGE)}).one()
+        at, take_id = conn.execute(
+            text("SELECT created_at, id FROM takes ORDER BY created_at DESC, id DESC OFFSET :o LIMIT 1"),
+            {"o": max(0, n - 2 * PAGE)},
+        ).one()
     return f"{at.isoformat()}|{take_id}"
 
 
@@ -283,8 +344,9 @@ def measure_api(api: str, token: str, cursor: str) -> dict:
     with httpx.Client(base_url=api, timeout=120, headers={"Authorization": f"Bearer {token}"}) as client:
         out = {f"GET /takes {name}": time_calls(client, "/takes", params) for name, params in takes.items()}
         out["GET /batches?limit=60"] = time_calls(client, "/batches", {"limit": 60})
-        out["GET /batches?limit=60&with_take_ids=false"] = time_calls(client, "/batches",
-                                                                     {"limit": 60, "with_take_ids": "false"})
+        out["GET /batches?limit=60&with_take_ids=false"] = time_calls(
+            client, "/batches", {"limit": 60, "with_take_ids": "false"}
+        )
     return out
 
 
@@ -366,9 +428,11 @@ def open_grid(context, want: int):
     page.goto("/#/takes", wait_until="commit")
     page.wait_for_function("window.__firstCards !== null", timeout=120_000)
     ms = page.evaluate("window.__firstCards")
-    fetch = page.evaluate("(() => { const e = performance.getEntriesByType('resource')"
-                          ".find((r) => r.name.includes('/takes?'));"
-                          " return e ? e.responseEnd - e.startTime : null })()")
+    fetch = page.evaluate(
+        "(() => { const e = performance.getEntriesByType('resource')"
+        ".find((r) => r.name.includes('/takes?'));"
+        " return e ? e.responseEnd - e.startTime : null })()"
+    )
     return page, ms, fetch
 
 
@@ -389,8 +453,15 @@ def load_all(context, n: int) -> tuple:
     out = page.evaluate(LOAD_ALL % PAGE, min(n, GRID_CAP))
     pages = out["pages"]
     trend = {"first_5_mean": statistics.fmean(pages[:5]), "last_5_mean": statistics.fmean(pages[-5:])} if pages else {}
-    return page, {"first_ms": first, "pages": len(pages), "page_ms": summary(pages) if pages else None, **trend,
-                  "stalls": out["stalls"], "all_loaded_ms": out["at"], "cards": out["cards"]}
+    return page, {
+        "first_ms": first,
+        "pages": len(pages),
+        "page_ms": summary(pages) if pages else None,
+        **trend,
+        "stalls": out["stalls"],
+        "all_loaded_ms": out["at"],
+        "cards": out["cards"],
+    }
 
 
 def scroll_frames(page, frames: int = 300, step: int = 200) -> dict:
@@ -402,8 +473,10 @@ def scroll_frames(page, frames: int = 300, step: int = 200) -> dict:
     out = page.evaluate(SCROLL, [frames, step])
     after = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
     cdp.detach()
-    per_frame = {f"{k}_ms_per_frame": (after[k] - before[k]) * 1e3 / frames
-                 for k in ("LayoutDuration", "RecalcStyleDuration", "ScriptDuration", "TaskDuration")}
+    per_frame = {
+        f"{k}_ms_per_frame": (after[k] - before[k]) * 1e3 / frames
+        for k in ("LayoutDuration", "RecalcStyleDuration", "ScriptDuration", "TaskDuration")
+    }
     return {**summary(out["deltas"]), **per_frame, "grid_px": out["height"], "step_px": step}
 
 
@@ -411,16 +484,19 @@ def live_latency(page, settings: Settings, updates: int = 12) -> dict:
     """A running take's progress changed in the database -> its bar shows it."""
     engine = get_engine(settings.database)
     with engine.connect() as conn:
-        take_id = conn.execute(text("SELECT id FROM takes WHERE state = 'running' "
-                                    "ORDER BY created_at DESC LIMIT 1")).scalar_one()
+        take_id = conn.execute(
+            text("SELECT id FROM takes WHERE state = 'running' ORDER BY created_at DESC LIMIT 1")
+        ).scalar_one()
     page.evaluate("window.scrollTo(0, 0)")
     page.evaluate(WATCH_BAR, take_id)
     rng, ms = random.Random(1), []
     for i in range(updates):
         step = 31 + i % 9  # the seeded steps are below 30: every update shows a new value
         with engine.begin() as conn:
-            conn.execute(text("UPDATE takes SET progress_step = :s, updated_at = now() WHERE id = :id"),
-                         {"s": step, "id": take_id})
+            conn.execute(
+                text("UPDATE takes SET progress_step = :s, updated_at = now() WHERE id = :id"),
+                {"s": step, "id": take_id},
+            )
         sent = time.time() * 1e3
         want = math.floor(100 * step / 40 + 0.5)  # JavaScript's Math.round
         page.wait_for_function(f"window.__bar.some(([v]) => v === {want})", timeout=30_000)
@@ -439,16 +515,24 @@ def offscreen_changes(context, settings: Settings, n: int, takes: int = 200) -> 
     page.on("request", lambda r: fetched.append(time.monotonic()) if "/takes/" in r.url and "?" not in r.url else None)
     before = page.evaluate("document.querySelectorAll('article.card').length")
     with get_engine(settings.database).begin() as conn:
-        changed = conn.execute(text("UPDATE takes SET state = 'released', updated_at = now() WHERE id IN "
-                                    "(SELECT id FROM takes WHERE state = 'queued' ORDER BY created_at LIMIT :n)"),
-                               {"n": takes}).rowcount
+        changed = conn.execute(
+            text(
+                "UPDATE takes SET state = 'released', updated_at = now() WHERE id IN "
+                "(SELECT id FROM takes WHERE state = 'queued' ORDER BY created_at LIMIT :n)"
+            ),
+            {"n": takes},
+        ).rowcount
     start = time.monotonic()
     while time.monotonic() - max([start, *fetched]) < 2.0 and time.monotonic() - start < 60:  # until 2 s quiet
         page.wait_for_timeout(250)
     after = page.evaluate("document.querySelectorAll('article.card').length")
     page.close()
-    return {"changed": changed, "fetches": len(fetched), "cards_added": after - before,
-            "last_fetch_after_ms": (max(fetched) - start) * 1e3 if fetched else None}
+    return {
+        "changed": changed,
+        "fetches": len(fetched),
+        "cards_added": after - before,
+        "last_fetch_after_ms": (max(fetched) - start) * 1e3 if fetched else None,
+    }
 
 
 def sign_in(context) -> None:
@@ -483,8 +567,13 @@ def measure_browser(api: str, settings: Settings, n: int) -> dict:
 
 def measure(n: int, s3: str, tmp: Path) -> dict:
     with temp_database("farm_bench_dash") as url:
-        settings = Settings(data_dir=tmp, database_url=url, storage_url=f"s3://farm-bench-{uuid.uuid4().hex[:6]}/r",
-                            s3_endpoint_url=s3, secret_key=uuid.uuid4().hex)
+        settings = Settings(
+            data_dir=tmp,
+            database_url=url,
+            storage_url=f"s3://farm-bench-{uuid.uuid4().hex[:6]}/r",
+            s3_endpoint_url=s3,
+            secret_key=uuid.uuid4().hex,
+        )
         storage = open_storage(settings)
         start = time.perf_counter()
         token = seed(settings, storage, n)
@@ -511,12 +600,23 @@ def rows(r: dict) -> list[tuple[str, float | None, str]]:
     out.append((f"navigation -> first {PAGE} cards  median ms", fc["p50"], f"{fc['p50']:.0f}"))
     la = br["load_all"]
     pm = la["page_ms"]
-    out.append(("each further page  mean/p95 ms", pm and pm["mean"],
-                f"{pm['mean']:.0f} / {pm['p95']:.0f}" if pm else "—"))
-    out.append(("  first 5 / last 5 pages  mean ms", la.get("first_5_mean"),
-                f"{la['first_5_mean']:.0f} / {la['last_5_mean']:.0f}" if pm else "—"))
-    out.append((f"all takes loaded (<= {GRID_CAP:,} cards)  ms", la["all_loaded_ms"],
-                f"{la['all_loaded_ms']:.0f} ({la['cards']})"))
+    out.append(
+        ("each further page  mean/p95 ms", pm and pm["mean"], f"{pm['mean']:.0f} / {pm['p95']:.0f}" if pm else "—")
+    )
+    out.append(
+        (
+            "  first 5 / last 5 pages  mean ms",
+            la.get("first_5_mean"),
+            f"{la['first_5_mean']:.0f} / {la['last_5_mean']:.0f}" if pm else "—",
+        )
+    )
+    out.append(
+        (
+            f"all takes loaded (<= {GRID_CAP:,} cards)  ms",
+            la["all_loaded_ms"],
+            f"{la['all_loaded_ms']:.0f} ({la['cards']})",
+        )
+    )
     out.append(("infinite-scroll stalls (button clicked)", None, str(la["stalls"])))
     sc = br["scroll"]
     out.append(("scrolling the full grid  frame p95 / p50 ms", sc["p95"], f"{sc['p95']:.0f} / {sc['p50']:.0f}"))
@@ -525,8 +625,13 @@ def rows(r: dict) -> list[tuple[str, float | None, str]]:
     lv = br["live"]
     out.append(("live progress -> card bar  p50/p95 ms", lv["p50"], f"{lv['p50']:.0f} / {lv['p95']:.0f}"))
     off = br["offscreen"]
-    out.append(("oldest queued takes released -> grid fetches", None,
-                f"{off['fetches']}/{off['changed']} (+{off['cards_added']})"))
+    out.append(
+        (
+            "oldest queued takes released -> grid fetches",
+            None,
+            f"{off['fetches']}/{off['changed']} (+{off['cards_added']})",
+        )
+    )
     return out
 
 
@@ -549,15 +654,32 @@ def table(results: dict[int, dict]) -> str:
 
 
 def meta() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     with psycopg.connect(PG_ADMIN) as conn:
         pg = conn.execute("SHOW server_version").fetchone()[0]
     chromium = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
-    return {"machine": "2-core dev VM", "host": platform.node(), "cpus": os.cpu_count(), "cpu_model": cpu,
-            "load_average_at_start": os.getloadavg(), "postgres": pg, "python": platform.python_version(),
-            "chromium": chromium, "storage": "S3 API (moto_server), presigned URLs", "date": date.today().isoformat(),
-            "page_size": PAGE, "grid_cap": GRID_CAP, "api_calls_per_measurement": API_CALLS}
+    return {
+        "machine": "2-core dev VM",
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "load_average_at_start": os.getloadavg(),
+        "postgres": pg,
+        "python": platform.python_version(),
+        "chromium": chromium,
+        "storage": "S3 API (moto_server), presigned URLs",
+        "date": date.today().isoformat(),
+        "page_size": PAGE,
+        "grid_cap": GRID_CAP,
+        "api_calls_per_measurement": API_CALLS,
+    }
 
 
 def main() -> int:

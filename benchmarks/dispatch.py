@@ -41,8 +41,9 @@ from services import PG_ADMIN, temp_database  # noqa: E402
 
 REDIS = os.environ.get("FARM_BENCH_REDIS", "redis://127.0.0.1:6379/12")
 
-NAIVE = text("SELECT id FROM takes WHERE pool = :pool AND state = 'queued' "
-             "ORDER BY priority DESC, created_at, id LIMIT :n")
+NAIVE = text(
+    "SELECT id FROM takes WHERE pool = :pool AND state = 'queued' ORDER BY priority DESC, created_at, id LIMIT :n"
+)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -60,20 +61,27 @@ def start_api(settings: Settings, storage_dir: Path) -> tuple[httpx.Client, uvic
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, LocalStorage(storage_dir)), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, LocalStorage(storage_dir)), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
     with transaction(session_factory(settings.database)) as session:
         token = accounts.create_token(session, accounts.create_user(session, "bench", "operator"))
-    return httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600,
-                        headers={"Authorization": f"Bearer {token}"}), server
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", timeout=600, headers={"Authorization": f"Bearer {token}"}
+    ), server
 
 
 def submit(client: httpx.Client, batches: int, per_batch: int) -> float:
-    body = lambda b: {"producer": f"p{b % 7}", "defaults": {"checkpoint": "tiny", "mode": "T"},  # noqa: E731
-                      "takes": [{"prompt": f"take {b}-{i}", "seed": i} for i in range(per_batch)]}
+    body = lambda b: {
+        "producer": f"p{b % 7}",
+        "defaults": {"checkpoint": "tiny", "mode": "T"},  # noqa: E731
+        "takes": [{"prompt": f"take {b}-{i}", "seed": i} for i in range(per_batch)],
+    }
     start = time.perf_counter()
     for b in range(batches):
         client.post("/batches", json=body(b)).raise_for_status()
@@ -119,8 +127,15 @@ def release_all(settings: Settings, factory, order: str, capacity: int) -> dict:
 
 def claim_latency(settings: Settings, factory, client: httpx.Client, n_workers: int, n_takes: int) -> dict:
     env = {**os.environ, **{f"FARM_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}}
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "dispatch_worker.py")], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n_workers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "dispatch_worker.py")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(n_workers)
+    ]
     try:
         with transaction(factory) as s:
             s.execute(text("TRUNCATE outputs, attempts, takes, batches, projects, workers CASCADE"))
@@ -162,13 +177,18 @@ def claim_latency(settings: Settings, factory, client: httpx.Client, n_workers: 
         stop.set()
         loop.join()
         with factory() as s:
-            rows = s.execute(text("SELECT EXTRACT(EPOCH FROM a.started_at - t.released_at), "
-                                  "EXTRACT(EPOCH FROM a.started_at - t.created_at) "
-                                  "FROM attempts a JOIN takes t ON t.id = a.take_id")).all()
+            rows = s.execute(
+                text(
+                    "SELECT EXTRACT(EPOCH FROM a.started_at - t.released_at), "
+                    "EXTRACT(EPOCH FROM a.started_at - t.created_at) "
+                    "FROM attempts a JOIN takes t ON t.id = a.take_id"
+                )
+            ).all()
         claim = [float(a) for a, _ in rows]
         submit_to_claim = [float(b) for _, b in rows]
         return {
-            "workers": n_workers, "takes": len(rows),
+            "workers": n_workers,
+            "takes": len(rows),
             "release_to_claim_ms": {"p50": pct(claim, 0.5) * 1e3, "p99": pct(claim, 0.99) * 1e3},
             "submit_to_claim_ms": {"p50": pct(submit_to_claim, 0.5) * 1e3, "p99": pct(submit_to_claim, 0.99) * 1e3},
             "bare_celery_ms": {"p50": pct(bare, 0.5) * 1e3, "p99": pct(bare, 0.99) * 1e3},
@@ -190,8 +210,12 @@ def main() -> int:
 
     with temp_database("farm_bench") as url:
         results = measure(url, args)
-    meta = {"machine": f"{platform.node()} ({os.cpu_count()} cores)", "python": platform.python_version(),
-            "postgres": PG_ADMIN.split("@")[-1], "redis": REDIS}
+    meta = {
+        "machine": f"{platform.node()} ({os.cpu_count()} cores)",
+        "python": platform.python_version(),
+        "postgres": PG_ADMIN.split("@")[-1],
+        "redis": REDIS,
+    }
     report(meta, results, args.out)
     return 0
 
@@ -199,8 +223,15 @@ def main() -> int:
 def measure(url: str, args) -> dict:
     redis.Redis.from_url(REDIS).flushdb()
     tmp = Path(tempfile.mkdtemp(prefix="farm-bench-"))
-    settings = Settings(data_dir=tmp, database_url=url, broker_url=REDIS, storage_url=f"file://{tmp}/objects",
-                        release_interval=0.02, heartbeat_interval=1.0, worker_timeout=30.0)
+    settings = Settings(
+        data_dir=tmp,
+        database_url=url,
+        broker_url=REDIS,
+        storage_url=f"file://{tmp}/objects",
+        release_interval=0.02,
+        heartbeat_interval=1.0,
+        worker_timeout=30.0,
+    )
     results: dict = {}
     if True:  # the database lives for this block
         factory = session_factory(url)

@@ -31,8 +31,13 @@ def render_take(take_id: str) -> str:
     if attempt is None:
         return "dropped"
     with transaction(factory) as session:
-        states.finish(session, take_id, attempt, {"clip_key": "-", "thumbnail_key": "-", "manifest_key": "-",
-                                                  "clip_sha256": "0" * 64, "clip_size": 0}, 0.0)
+        states.finish(
+            session,
+            take_id,
+            attempt,
+            {"clip_key": "-", "thumbnail_key": "-", "manifest_key": "-", "clip_sha256": "0" * 64, "clip_size": 0},
+            0.0,
+        )
     return "done"
 
 
@@ -43,5 +48,15 @@ def ping(key: str) -> None:
 
 if __name__ == "__main__":
     heartbeat.start()
-    app.worker_main(["worker", "--pool=solo", "--concurrency=1", "--queues=explore", "--loglevel=WARNING",
-                     f"--hostname=bench-{heartbeat.id.split(':')[1]}@%h", "--without-gossip", "--without-mingle"])
+    app.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            "--queues=explore",
+            "--loglevel=WARNING",
+            f"--hostname=bench-{heartbeat.id.split(':')[1]}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )

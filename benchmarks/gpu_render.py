@@ -44,8 +44,12 @@ def forward_flops(cfg: DiTConfig, frames: int, height: int, width: int) -> float
     per_block = (
         2 * L * C * C * 4  # self-attn q, k, v, o
         + 2 * 2 * L * L * C  # QK^T and PV
-        + 2 * L * C * C * 2 + 2 * T * C * C * 2 + 2 * 2 * L * T * C  # text cross-attn
-        + 2 * L * C * C * 2 + 2 * A_tok * cfg.audio_dim * C * 2 + 2 * 2 * L * cfg.audio_tokens * C  # audio
+        + 2 * L * C * C * 2
+        + 2 * T * C * C * 2
+        + 2 * 2 * L * T * C  # text cross-attn
+        + 2 * L * C * C * 2
+        + 2 * A_tok * cfg.audio_dim * C * 2
+        + 2 * 2 * L * cfg.audio_tokens * C  # audio
         + 2 * L * C * cfg.ffn_dim * 2  # FFN
     )
     embed = 2 * L * C * cfg.in_dim * 4 + 2 * L * C * 64 + 2 * T * (cfg.text_dim * C + C * C)
@@ -94,7 +98,9 @@ def dit_inputs(spec: ModelSpec, frames: int, height: int, width: int, batch: int
     x = torch.randn(batch, cfg.in_dim, frames, height // 8, width // 8, device=DEVICE, generator=g)
     t = torch.full((batch,), 999, device=DEVICE, dtype=torch.int64)
     text = torch.randn(batch, cfg.text_len, cfg.text_dim, device=DEVICE, generator=g)
-    audio = torch.randn(batch, frames, cfg.audio_window, cfg.audio_blocks, cfg.audio_channels, device=DEVICE, generator=g)
+    audio = torch.randn(
+        batch, frames, cfg.audio_window, cfg.audio_blocks, cfg.audio_channels, device=DEVICE, generator=g
+    )
     return x, t, text, audio
 
 
@@ -107,7 +113,10 @@ def bench_ours_forward(spec, frames, height, width, results, label, repeat=5, di
     flops = forward_flops(spec.dit, frames, height, width)
     med = statistics.median(times)
     results[label] = {
-        "seconds": med, "runs": times, "pflop": flops / 1e15, "tflops_per_s": flops / med / 1e12,
+        "seconds": med,
+        "runs": times,
+        "pflop": flops / 1e15,
+        "tflops_per_s": flops / med / 1e12,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
     }
     return dit
@@ -121,14 +130,26 @@ def bench_step(dit, spec, frames, height, width, results, label, repeat: int = 3
     f_lat = frames - 1
     video_frames = 4 * (f_lat - 1) + 1
     req = ResolvedRequest(
-        spec=spec, prompt="p", negative_prompt="n", mode="TIA", seed=0, image="x", audio="y",
-        width=width, height=height, frames=video_frames, steps=1, shift=5.0,
+        spec=spec,
+        prompt="p",
+        negative_prompt="n",
+        mode="TIA",
+        seed=0,
+        image="x",
+        audio="y",
+        width=width,
+        height=height,
+        frames=video_frames,
+        steps=1,
+        shift=5.0,
         scales=Scales(spec.guidance.text, spec.guidance.audio, spec.guidance.image),
     )
     inputs = Inputs(
         text=torch.randn(1, cfg.text_len, cfg.text_dim, device=DEVICE, generator=g),
         negative=torch.randn(1, cfg.text_len, cfg.text_dim, device=DEVICE, generator=g),
-        audio=torch.randn(1, frames, cfg.audio_window, cfg.audio_blocks, cfg.audio_channels, device=DEVICE, generator=g),
+        audio=torch.randn(
+            1, frames, cfg.audio_window, cfg.audio_blocks, cfg.audio_channels, device=DEVICE, generator=g
+        ),
         reference=torch.randn(16, 1, height // 8, width // 8, device=DEVICE, generator=g),
         samples=None,
         zero_latents=torch.randn(16, frames, height // 8, width // 8, device=DEVICE, generator=g),
@@ -141,7 +162,10 @@ def bench_step(dit, spec, frames, height, width, results, label, repeat: int = 3
     med = statistics.median(times)
     flops = n_passes * forward_flops(cfg, frames, height, width)
     results[label] = {
-        "seconds": med, "runs": times, "passes": n_passes, "tflops_per_s": flops / med / 1e12,
+        "seconds": med,
+        "runs": times,
+        "passes": n_passes,
+        "tflops_per_s": flops / med / 1e12,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
     }
 
@@ -151,9 +175,18 @@ def bench_diffusers_baseline(frames, height, width, results):
 
     with torch.device("meta"):
         model = WanTransformer3DModel(
-            patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
-            text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads", eps=1e-6,
+            patch_size=(1, 2, 2),
+            num_attention_heads=12,
+            attention_head_dim=128,
+            in_channels=16,
+            out_channels=16,
+            text_dim=4096,
+            freq_dim=256,
+            ffn_dim=8960,
+            num_layers=30,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            eps=1e-6,
         )
     model = random_init_(model)
     g = torch.Generator(device=DEVICE).manual_seed(1)
@@ -167,10 +200,15 @@ def bench_diffusers_baseline(frames, height, width, results):
     # the same analytic count without the audio branch
     cfg = HUMO_1_7B.dit
     L = frames * (height // 16) * (width // 16)
-    audio_flops = cfg.num_layers * (2 * L * cfg.dim * cfg.dim * 2 + 2 * frames * 16 * cfg.audio_dim * cfg.dim * 2 + 2 * 2 * L * 16 * cfg.dim)
+    audio_flops = cfg.num_layers * (
+        2 * L * cfg.dim * cfg.dim * 2 + 2 * frames * 16 * cfg.audio_dim * cfg.dim * 2 + 2 * 2 * L * 16 * cfg.dim
+    )
     flops = forward_flops(cfg, frames, height, width) - audio_flops
     results["diffusers Wan-1.3B forward (baseline)"] = {
-        "seconds": med, "runs": times, "pflop": flops / 1e15, "tflops_per_s": flops / med / 1e12,
+        "seconds": med,
+        "runs": times,
+        "pflop": flops / 1e15,
+        "tflops_per_s": flops / med / 1e12,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
     }
     del model
@@ -186,7 +224,9 @@ def bench_vae_decode(frames, height, width, results):
     with torch.no_grad():
         times = timed(lambda: vae.decode(z), warmup=1, repeat=2)
     results["Wan VAE decode, 97 frames"] = {
-        "seconds": statistics.median(times), "runs": times, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "seconds": statistics.median(times),
+        "runs": times,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
     }
     del vae
     torch.cuda.empty_cache()
@@ -206,14 +246,22 @@ def random_pipeline(spec: ModelSpec, dit: HumoDiT, workdir: Path) -> Pipeline:
     with torch.device("meta"):
         t5 = build_text_encoder(spec.text)
         w = spec.whisper
-        whisper = WhisperEncoder(HFWhisperConfig(d_model=w.d_model, encoder_layers=w.encoder_layers,
-                                                 encoder_attention_heads=w.encoder_attention_heads,
-                                                 encoder_ffn_dim=w.encoder_ffn_dim, num_mel_bins=w.num_mel_bins))
+        whisper = WhisperEncoder(
+            HFWhisperConfig(
+                d_model=w.d_model,
+                encoder_layers=w.encoder_layers,
+                encoder_attention_heads=w.encoder_attention_heads,
+                encoder_ffn_dim=w.encoder_ffn_dim,
+                num_mel_bins=w.num_mel_bins,
+            )
+        )
         vae = build_vae(spec.vae)
     t5 = random_init_(t5).cpu()
     whisper = random_init_(whisper).float().cpu()
     whisper.embed_positions.weight.requires_grad_(False)
-    write_tokenizer(workdir / "tokenizer", min(384, spec.text.vocab_size))  # ids stay inside umT5's vocabulary; length is what costs
+    write_tokenizer(
+        workdir / "tokenizer", min(384, spec.text.vocab_size)
+    )  # ids stay inside umT5's vocabulary; length is what costs
     text = TextEncoder(t5, TextEncoder.tokenizer_from(str(workdir / "tokenizer")), spec.dit.text_len)
     audio = AudioEncoder(whisper, WhisperFeatureExtractor(feature_size=128))
     return Pipeline(spec, dit, VideoVAE(random_init_(vae)), text, audio, device=DEVICE)
@@ -238,7 +286,11 @@ def render_clip(pipe: Pipeline, request, workdir: Path, label: str) -> tuple[dic
     result.write(workdir / f"{label}.mp4", workdir / f"{label}.jpg")
     end = time.perf_counter()
     stages = {**result.timings, "mp4+thumbnail": end - write_start}
-    return {"seconds": end - clock, "stages": stages, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}, result.latents
+    return {
+        "seconds": end - clock,
+        "stages": stages,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+    }, result.latents
 
 
 def bench_clip(results: dict, workdir: Path, steps: int, spec: ModelSpec = HUMO_1_7B) -> None:
@@ -247,8 +299,15 @@ def bench_clip(results: dict, workdir: Path, steps: int, spec: ModelSpec = HUMO_
 
     image, audio = demo_media(workdir)
     pipe = random_pipeline(spec, our_dit(spec), workdir)
-    request = RenderRequest(prompt="a presenter speaks to the camera in a bright studio", checkpoint=spec.name,
-                            mode="TIA", image=image, audio=audio, seed=7, steps=steps)
+    request = RenderRequest(
+        prompt="a presenter speaks to the camera in a bright studio",
+        checkpoint=spec.name,
+        mode="TIA",
+        image=image,
+        audio=audio,
+        seed=7,
+        steps=steps,
+    )
     f = (spec.frames - 1) // 4 + 2
     flops = steps * 4 * forward_flops(spec.dit, f, spec.height, spec.width)
     slow, slow_latents = render_clip(pipe, request, workdir, "unoptimised")
@@ -279,7 +338,9 @@ def bench_clip(results: dict, workdir: Path, steps: int, spec: ModelSpec = HUMO_
         torch.cuda.reset_peak_memory_stats()
         times = timed(lambda: pipe.denoise(one, inputs), warmup=1, repeat=3)
         results[f"step, passes {'batched (batch 4)' if batched else 'sequential'}"] = {
-            "seconds": statistics.median(times), "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+            "seconds": statistics.median(times),
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        }
     pipe.batch_passes = False
 
 
@@ -307,7 +368,10 @@ def bench_fp8(results: dict) -> None:
         return ((a - b).norm() / b.norm()).item()
 
     results["fp8 section: error of one forward vs eager bf16"] = {
-        "linears_swapped": n, "bf16_compiled_rel_err": rel(bf16_out, ref), "fp8_rel_err": rel(fp8_out, ref)}
+        "linears_swapped": n,
+        "bf16_compiled_rel_err": rel(bf16_out, ref),
+        "fp8_rel_err": rel(fp8_out, ref),
+    }
 
 
 def bench_17b_sequence_parallel(frames: int, results: dict) -> None:
@@ -322,8 +386,13 @@ def bench_17b_sequence_parallel(frames: int, results: dict) -> None:
     from models.sequence_parallel import SequenceParallelDiT
 
     torch._dynamo.reset()
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29511"), RANK="0",
-                      WORLD_SIZE="1", LOCAL_RANK="0")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=os.environ.get("MASTER_PORT", "29511"),
+        RANK="0",
+        WORLD_SIZE="1",
+        LOCAL_RANK="0",
+    )
     dist.init_process_group("nccl", device_id=torch.device("cuda", 0))
     try:
         dit = our_dit(HUMO_17B).compile_blocks()
@@ -337,7 +406,8 @@ def bench_17b_sequence_parallel(frames: int, results: dict) -> None:
         results["humo-17b TIA step 720p, sequence-parallel N=1"]["rel_error_vs_plain"] = error
         results["humo-17b TIA step 720p, sequence-parallel N=1"]["over_baseline"] = (
             results["humo-17b TIA step 720p, sequence-parallel N=1"]["seconds"]
-            / results["humo-17b TIA step 720p, plain DiT (baseline)"]["seconds"])
+            / results["humo-17b TIA step 720p, plain DiT (baseline)"]["seconds"]
+        )
         del dit, sp, a, b
         torch.cuda.empty_cache()
     finally:
@@ -347,7 +417,9 @@ def bench_17b_sequence_parallel(frames: int, results: dict) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="gpu_render.json")
-    parser.add_argument("--sections", default="forward,17b", help="comma list of: forward, clip, fp8, 17b, 17b-step, 17b-sp")
+    parser.add_argument(
+        "--sections", default="forward,17b", help="comma list of: forward, clip, fp8, 17b, 17b-step, 17b-sp"
+    )
     parser.add_argument("--steps", type=int, default=50, help="denoising steps of the whole-clip section")
     parser.add_argument("--skip-17b", action="store_true")
     args = parser.parse_args()
@@ -403,8 +475,12 @@ def main() -> int:
         torch.cuda.empty_cache()
 
     base = results["diffusers Wan-1.3B forward (baseline)"]["seconds"]
-    meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
-            "sections": sorted(sections)}
+    meta = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "sections": sorted(sections),
+    }
     forwards = [results[k]["seconds"] for k in results if k.startswith("humo-1.7b forward")]
     if forwards:
         meta["ours_over_baseline"] = min(forwards) / base

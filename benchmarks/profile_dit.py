@@ -48,16 +48,26 @@ def main() -> None:
 
         with torch.device("meta"):
             model = WanTransformer3DModel(
-                patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
-                out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-                qk_norm="rms_norm_across_heads", eps=1e-6,
+                patch_size=(1, 2, 2),
+                num_attention_heads=12,
+                attention_head_dim=128,
+                in_channels=16,
+                out_channels=16,
+                text_dim=4096,
+                freq_dim=256,
+                ffn_dim=8960,
+                num_layers=30,
+                cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads",
+                eps=1e-6,
             )
         model = random_init_(model)
         xb, tb = x.to(DTYPE), t
         with torch.no_grad():
-            top_kernels(lambda: model(hidden_states=xb, timestep=tb, encoder_hidden_states=text.to(DTYPE), return_dict=False), "diffusers")
-
-
+            top_kernels(
+                lambda: model(hidden_states=xb, timestep=tb, encoder_hidden_states=text.to(DTYPE), return_dict=False),
+                "diffusers",
+            )
 
 
 def audio_attention_variants() -> None:
@@ -79,11 +89,16 @@ def audio_attention_variants() -> None:
         return torch.matmul(s.softmax(-1).to(DTYPE), v)
 
     variants = {"sdpa default": lambda: F.scaled_dot_product_attention(q, k, v), "manual matmul": manual}
-    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION),
-                          ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+    for name, backend in (
+        ("flash", SDPBackend.FLASH_ATTENTION),
+        ("efficient", SDPBackend.EFFICIENT_ATTENTION),
+        ("cudnn", SDPBackend.CUDNN_ATTENTION),
+    ):
+
         def run(b=backend):
             with sdpa_kernel(b):
                 return F.scaled_dot_product_attention(q, k, v)
+
         variants[f"sdpa {name}"] = run
     for name, fn in variants.items():
         try:

@@ -50,7 +50,10 @@ class Workers:
     """N worker processes; kill() SIGKILLs one at random and starts a replacement."""
 
     def __init__(self, settings: Settings, n: int, logs: Path):
-        self.env = {**os.environ, **{f"FARM_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}}
+        self.env = {
+            **os.environ,
+            **{f"FARM_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None},
+        }
         self.logs, self.procs, self.kills, self.started = logs, [], 0, 0
         for _ in range(n):
             self.spawn()
@@ -58,9 +61,16 @@ class Workers:
     def spawn(self) -> None:
         log = open(self.logs / f"worker-{self.started}.log", "w")
         self.started += 1
-        self.procs.append(subprocess.Popen([sys.executable, "-m", "workers", "--pool", "explore", "--loglevel", "WARNING"],
-                                           cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "workers", "--pool", "explore", "--loglevel", "WARNING"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         log.close()
 
     def kill(self) -> None:
@@ -86,8 +96,16 @@ class Workers:
 
 def check(factory, storage, take_ids: list[str]) -> dict:
     """Every invariant, counted: each is 0 in a correct farm."""
-    problems = {"not_done": 0, "duplicated_outputs": 0, "done_attempts_not_one": 0, "attempt_count_mismatch": 0,
-                "attempts_left_running": 0, "missing_objects": 0, "orphaned_objects": 0, "manifest_mismatch": 0}
+    problems = {
+        "not_done": 0,
+        "duplicated_outputs": 0,
+        "done_attempts_not_one": 0,
+        "attempt_count_mismatch": 0,
+        "attempts_left_running": 0,
+        "missing_objects": 0,
+        "orphaned_objects": 0,
+        "manifest_mismatch": 0,
+    }
     with factory() as s:
         takes = {t.id: t for t in s.execute(select(Take).where(Take.id.in_(take_ids))).scalars()}
         attempts: dict[str, list[Attempt]] = {}
@@ -108,9 +126,12 @@ def check(factory, storage, take_ids: list[str]) -> dict:
         problems["missing_objects"] += (take.state == TakeState.done) * present.count(False)
         if all(present) and outs:
             manifest = json.loads(storage.get_bytes(keys[2]))
-            problems["manifest_mismatch"] += (manifest["take_id"] != take_id
-                                              or manifest["outputs"]["clip"]["sha256"] != outs[0].clip_sha256)
-    listed = storage.client.get_paginator("list_objects_v2").paginate(Bucket=storage.bucket, Prefix=f"{storage.prefix}/takes/")
+            problems["manifest_mismatch"] += (
+                manifest["take_id"] != take_id or manifest["outputs"]["clip"]["sha256"] != outs[0].clip_sha256
+            )
+    listed = storage.client.get_paginator("list_objects_v2").paginate(
+        Bucket=storage.bucket, Prefix=f"{storage.prefix}/takes/"
+    )
     for page in listed:
         for obj in page.get("Contents", []):
             take_id = obj["Key"].split("/")[-2]
@@ -118,20 +139,46 @@ def check(factory, storage, take_ids: list[str]) -> dict:
     return problems
 
 
-def run(takes: int, workers: int, kill_every: float, timeout: float, redis_url: str, s3_endpoint: str,
-        weights: str | None = None) -> dict:
+def run(
+    takes: int,
+    workers: int,
+    kill_every: float,
+    timeout: float,
+    redis_url: str,
+    s3_endpoint: str,
+    weights: str | None = None,
+) -> dict:
     with temp_database("farm_soak") as url:
         return _run(url, takes, workers, kill_every, timeout, redis_url, s3_endpoint, weights)
 
 
-def _run(url: str, takes: int, workers: int, kill_every: float, timeout: float, redis_url: str, s3_endpoint: str,
-         weights: str | None) -> dict:
+def _run(
+    url: str,
+    takes: int,
+    workers: int,
+    kill_every: float,
+    timeout: float,
+    redis_url: str,
+    s3_endpoint: str,
+    weights: str | None,
+) -> dict:
     redis.Redis.from_url(redis_url).flushdb()
     tmp = Path(tempfile.mkdtemp(prefix="farm-soak-"))
-    settings = Settings(data_dir=tmp, database_url=url, broker_url=redis_url, storage_url=f"s3://soak-{uuid.uuid4().hex[:6]}/r",
-                        s3_endpoint_url=s3_endpoint, weights_dir=weights, device="cpu", heartbeat_interval=0.3,
-                        worker_timeout=3.0, release_timeout=10.0, release_interval=0.1, max_attempts=20,
-                        progress_interval=1.0)
+    settings = Settings(
+        data_dir=tmp,
+        database_url=url,
+        broker_url=redis_url,
+        storage_url=f"s3://soak-{uuid.uuid4().hex[:6]}/r",
+        s3_endpoint_url=s3_endpoint,
+        weights_dir=weights,
+        device="cpu",
+        heartbeat_interval=0.3,
+        worker_timeout=3.0,
+        release_timeout=10.0,
+        release_interval=0.1,
+        max_attempts=20,
+        progress_interval=1.0,
+    )
     pool = None
     try:
         factory = session_factory(url)
@@ -150,8 +197,11 @@ def _run(url: str, takes: int, workers: int, kill_every: float, timeout: float, 
         next_kill = clock + kill_every
         while time.monotonic() - clock < timeout:
             with factory() as s:
-                left = s.execute(select(func.count()).select_from(Take).where(
-                    Take.id.in_(ids), Take.state.not_in([TakeState.done, TakeState.failed]))).scalar_one()
+                left = s.execute(
+                    select(func.count())
+                    .select_from(Take)
+                    .where(Take.id.in_(ids), Take.state.not_in([TakeState.done, TakeState.failed]))
+                ).scalar_one()
             if left == 0:
                 break
             if time.monotonic() >= next_kill:
@@ -163,14 +213,25 @@ def _run(url: str, takes: int, workers: int, kill_every: float, timeout: float, 
         loop.join(10)
         pool.stop()
         with factory() as s:
-            lost_attempts = s.execute(select(func.count()).select_from(Attempt).where(Attempt.state == AttemptState.lost)).scalar_one()
+            lost_attempts = s.execute(
+                select(func.count()).select_from(Attempt).where(Attempt.state == AttemptState.lost)
+            ).scalar_one()
             all_attempts = s.execute(select(func.count()).select_from(Attempt)).scalar_one()
             workers_seen = s.execute(select(func.count()).select_from(Worker)).scalar_one()
         problems = check(factory, storage, ids)
-        return {"takes": takes, "workers": workers, "kills": pool.kills, "worker_processes": workers_seen,
-                "attempts": all_attempts, "lost_attempts": lost_attempts, "wall_s": round(wall, 1),
-                "takes_per_s": round(takes / wall, 2), "lost_takes": problems["not_done"],
-                "duplicated": problems["duplicated_outputs"] + problems["done_attempts_not_one"], "problems": problems}
+        return {
+            "takes": takes,
+            "workers": workers,
+            "kills": pool.kills,
+            "worker_processes": workers_seen,
+            "attempts": all_attempts,
+            "lost_attempts": lost_attempts,
+            "wall_s": round(wall, 1),
+            "takes_per_s": round(takes / wall, 2),
+            "lost_takes": problems["not_done"],
+            "duplicated": problems["duplicated_outputs"] + problems["done_attempts_not_one"],
+            "problems": problems,
+        }
     finally:
         if pool:
             pool.stop()
@@ -197,7 +258,9 @@ def main() -> int:
     finally:
         server.stop()
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"\nsoak: {result['takes']} takes, {result['workers']} workers, {result['kills']} SIGKILLs in {result['wall_s']} s")
+    print(
+        f"\nsoak: {result['takes']} takes, {result['workers']} workers, {result['kills']} SIGKILLs in {result['wall_s']} s"
+    )
     for key in ("attempts", "lost_attempts", "lost_takes", "duplicated", "takes_per_s"):
         print(f"  {key:16s} {result[key]}")
     print("  invariants      " + ", ".join(f"{k}={v}" for k, v in result["problems"].items()))

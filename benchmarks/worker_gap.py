@@ -61,8 +61,13 @@ def main() -> int:
     url = f"sqlite:///{tmp / 'farm.db'}"
     upgrade(url)
     checkpoint = "humo-1.7b" if args.full else "tiny"
-    settings = Settings(data_dir=tmp, database_url=url, storage_url=f"file://{tmp / 'objects'}",
-                        explore_checkpoint=checkpoint, progress_interval=0.5)
+    settings = Settings(
+        data_dir=tmp,
+        database_url=url,
+        storage_url=f"file://{tmp / 'objects'}",
+        explore_checkpoint=checkpoint,
+        progress_interval=0.5,
+    )
     storage = LocalStorage(tmp / "objects")
     runtime = ExploreRuntime(settings, storage=storage)
     if args.full:
@@ -84,13 +89,23 @@ def main() -> int:
         for kind, path in (("image", image), ("audio", audio)):
             sha = file_sha256(Path(path))
             storage.put_file(asset_key(sha, kind), Path(path), "application/octet-stream")
-            s.add(Asset(sha256=sha, kind=kind, size=Path(path).stat().st_size, key=asset_key(sha, kind),
-                        filename=Path(path).name, media_format=kind))
+            s.add(
+                Asset(
+                    sha256=sha,
+                    kind=kind,
+                    size=Path(path).stat().st_size,
+                    key=asset_key(sha, kind),
+                    filename=Path(path).name,
+                    media_format=kind,
+                )
+            )
             shas[kind] = sha
 
     def takes(n: int, label: str) -> list[str]:
-        body = {"defaults": {"checkpoint": checkpoint, "mode": "TIA", "steps": args.steps, **shas},
-                "takes": [{"prompt": f"{label} take", "seed": i} for i in range(n)]}  # one prompt: cached encodings
+        body = {
+            "defaults": {"checkpoint": checkpoint, "mode": "TIA", "steps": args.steps, **shas},
+            "takes": [{"prompt": f"{label} take", "seed": i} for i in range(n)],
+        }  # one prompt: cached encodings
         with transaction(session_factory(url)) as s:
             batch = create_batch(s, body, "bench", settings)
             s.flush()
@@ -109,17 +124,27 @@ def main() -> int:
         wall = time.perf_counter() - clock
         gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:])]
         label = "finish on a thread (ours)" if background else "finish inline (baseline)"
-        results[label] = {"takes": len(ids), "gap_ms_median": statistics.median(gaps) * 1e3,
-                          "gap_ms_max": max(gaps) * 1e3, "gpu_busy_s": sum(b - a for a, b in spans),
-                          "wall_s": wall, "outcomes": outcomes}
+        results[label] = {
+            "takes": len(ids),
+            "gap_ms_median": statistics.median(gaps) * 1e3,
+            "gap_ms_max": max(gaps) * 1e3,
+            "gpu_busy_s": sum(b - a for a, b in spans),
+            "wall_s": wall,
+            "outcomes": outcomes,
+        }
     runtime.stop()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    Path(args.out).write_text(json.dumps({"meta": {"device": device, "checkpoint": checkpoint, "steps": args.steps},
-                                          "results": results}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {"meta": {"device": device, "checkpoint": checkpoint, "steps": args.steps}, "results": results}, indent=2
+        )
+    )
     print(f"\n{device}  {checkpoint}, {args.steps} steps, {args.takes} takes per mode")
     print(f"{'mode':30s} {'gap p50 ms':>11s} {'gap max ms':>11s} {'GPU busy s':>11s} {'wall s':>8s}")
     for name, r in results.items():
-        print(f"{name:30s} {r['gap_ms_median']:11.1f} {r['gap_ms_max']:11.1f} {r['gpu_busy_s']:11.2f} {r['wall_s']:8.2f}")
+        print(
+            f"{name:30s} {r['gap_ms_median']:11.1f} {r['gap_ms_max']:11.1f} {r['gpu_busy_s']:11.2f} {r['wall_s']:8.2f}"
+        )
     return 0
 
 

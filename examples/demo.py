@@ -29,8 +29,14 @@ def free_port(preferred: int = 8000) -> int:
 def demo_user(env: dict) -> str:
     """The demo's producer account (dashboard sign-in: demo / demo-password), and an API token."""
     farm = [sys.executable, "-m", "farm.cli", "user"]
-    made = subprocess.run([*farm, "create", "demo", "--role", "producer", "--password-stdin", "--token"], cwd=ROOT,
-                          env=env, input=f"{DEMO_PASSWORD}\n", capture_output=True, text=True)
+    made = subprocess.run(
+        [*farm, "create", "demo", "--role", "producer", "--password-stdin", "--token"],
+        cwd=ROOT,
+        env=env,
+        input=f"{DEMO_PASSWORD}\n",
+        capture_output=True,
+        text=True,
+    )
     if made.returncode != 0:  # a second run: the user exists; a fresh token will do
         made = subprocess.run([*farm, "token", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     return made.stdout.split()[-1]
@@ -46,8 +52,14 @@ def main() -> int:
     port = free_port()
     api = f"http://127.0.0.1:{port}"
     log = open(out / "farm-up.log", "w")
-    up = subprocess.Popen([sys.executable, "-m", "farm.cli", "up", "--port", str(port)], cwd=ROOT, env=env,
-                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "farm.cli", "up", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         print(f"starting the farm on {api} (log: {out / 'farm-up.log'}) ...", flush=True)
         deadline = time.monotonic() + 300
@@ -64,8 +76,13 @@ def main() -> int:
                 print("the farm did not start in 300 s", file=sys.stderr)
                 return 1
             time.sleep(0.5)
-        result = subprocess.run([sys.executable, "-m", "farm.cli", "submit", str(ROOT / "examples" / "batch.yaml"),
-                                 "--api", api], cwd=ROOT, env=env, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "farm.cli", "submit", str(ROOT / "examples" / "batch.yaml"), "--api", api],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         print(result.stdout, end="")
         print(result.stderr[-2000:], end="", file=sys.stderr)
         for line in result.stdout.splitlines():

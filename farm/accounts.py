@@ -56,8 +56,9 @@ def check_password_rules(password: str) -> None:
 def create_user(session: Session, name: str, role: Role | str, password: str | None = None) -> User:
     name = name.strip().lower()
     if not NAME.match(name):
-        raise InvalidRequest("name", "1-100 characters: lowercase letters, digits, '.', '_' or '-', starting with a "
-                                     "letter or digit")
+        raise InvalidRequest(
+            "name", "1-100 characters: lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     try:
         role = Role(role)
     except ValueError:
@@ -104,10 +105,13 @@ def login(session: Session, name: str, password: str, address: str) -> User | No
     session.add(LoginFailure(name=name, address=address))
     session.execute(delete(LoginFailure).where(LoginFailure.at < since))  # keep the table small
     session.commit()
-    for where, limit in (((LoginFailure.name == name, LoginFailure.address == address), LOGIN_FAILURES),
-                         ((LoginFailure.name == name,), LOGIN_FAILURES_PER_NAME)):
-        count, oldest = session.execute(select(func.count(), func.min(LoginFailure.at)).where(
-            *where, LoginFailure.at > since)).one()
+    for where, limit in (
+        ((LoginFailure.name == name, LoginFailure.address == address), LOGIN_FAILURES),
+        ((LoginFailure.name == name,), LOGIN_FAILURES_PER_NAME),
+    ):
+        count, oldest = session.execute(
+            select(func.count(), func.min(LoginFailure.at)).where(*where, LoginFailure.at > since)
+        ).one()
         if count > limit:
             wait = max(int((as_utc(oldest) + LOGIN_WINDOW - now).total_seconds()) + 1, 1)
             raise TooManyAttempts(f"too many failed logins for {name!r}; try again in {wait} s", wait)
@@ -129,8 +133,11 @@ def create_token(session: Session, user: User, name: str = "cli") -> str:
 
 
 def user_for_token(session: Session, token: str) -> User | None:
-    row = session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(
-        ApiToken.token_sha256 == _token_digest(token), ApiToken.revoked.is_(False))).first()
+    row = session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_sha256 == _token_digest(token), ApiToken.revoked.is_(False))
+    ).first()
     if row is None or row.User.disabled:
         return None
     now, last = utcnow(), row.ApiToken.last_used_at
@@ -141,8 +148,9 @@ def user_for_token(session: Session, token: str) -> User | None:
 
 
 def revoke_tokens(session: Session, user: User) -> int:
-    return session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked.is_(False))
-                           .values(revoked=True)).rowcount
+    return session.execute(
+        update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked.is_(False)).values(revoked=True)
+    ).rowcount
 
 
 def _token_digest(token: str) -> str:

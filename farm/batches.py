@@ -22,8 +22,20 @@ from .settings import Settings
 from .tables import Asset, Batch, Project, Take, TakeState, new_id, utcnow
 
 #: the engine's request fields a take may set
-PARAMS = ("prompt", "negative_prompt", "mode", "seed", "width", "height", "frames", "steps", "shift",
-          "scale_text", "scale_audio", "scale_image")
+PARAMS = (
+    "prompt",
+    "negative_prompt",
+    "mode",
+    "seed",
+    "width",
+    "height",
+    "frames",
+    "steps",
+    "shift",
+    "scale_text",
+    "scale_audio",
+    "scale_image",
+)
 MAX_TAKES = 20_000  #: per batch
 
 
@@ -57,8 +69,9 @@ def expand(body: dict, settings: Settings) -> list[dict]:
 
 def _validate(i: int, take: dict, assets: dict[str, Asset], settings: Settings) -> dict:
     """One take -> the Take row's values; an engine InputError names the take and field."""
-    checkpoint = take.get("checkpoint") or (settings.hero_checkpoint if take.get("pool") == "hero"
-                                            else settings.explore_checkpoint)
+    checkpoint = take.get("checkpoint") or (
+        settings.hero_checkpoint if take.get("pool") == "hero" else settings.explore_checkpoint
+    )
     mode = take.get("mode") or "T" + ("I" if take.get("image") else "") + ("A" if take.get("audio") else "")
     params = {k: take[k] for k in PARAMS if take.get(k) is not None}
     params["mode"] = mode
@@ -68,22 +81,30 @@ def _validate(i: int, take: dict, assets: dict[str, Asset], settings: Settings) 
         if sha is not None and kind[0].upper() in mode.upper():
             asset = assets.get(sha)
             if asset is None or asset.kind != kind:
-                raise InvalidRequest(f"takes[{i}].{kind}", f"no uploaded {kind} with sha256 {sha}; upload it to /assets first")
+                raise InvalidRequest(
+                    f"takes[{i}].{kind}", f"no uploaded {kind} with sha256 {sha}; upload it to /assets first"
+                )
     try:
-        resolved = RenderRequest(checkpoint=checkpoint, image=take.get("image"), audio=take.get("audio"),
-                                 **params).resolved(probe_files=False)
+        resolved = RenderRequest(
+            checkpoint=checkpoint, image=take.get("image"), audio=take.get("audio"), **params
+        ).resolved(probe_files=False)
     except InputError as exc:
         raise InvalidRequest(f"takes[{i}].{exc.field}", exc.message) from None
     except TypeError as exc:
         raise InvalidRequest(f"takes[{i}]", f"invalid value ({exc})") from None
     pool = pool_of(resolved.spec.name, settings)
     if take.get("pool") and take["pool"] != pool:
-        raise InvalidRequest(f"takes[{i}].pool", f"checkpoint {resolved.spec.name} renders on the {pool} pool, not {take['pool']}")
+        raise InvalidRequest(
+            f"takes[{i}].pool", f"checkpoint {resolved.spec.name} renders on the {pool} pool, not {take['pool']}"
+        )
     priority = take.get("priority", 0)
     if not isinstance(priority, int) or not -1000 <= priority <= 1000:
         raise InvalidRequest(f"takes[{i}].priority", "must be an integer from -1000 to 1000")
     return {
-        "checkpoint": resolved.spec.name, "pool": pool, "params": params, "priority": priority,
+        "checkpoint": resolved.spec.name,
+        "pool": pool,
+        "params": params,
+        "priority": priority,
         "image_sha256": take.get("image") if "I" in resolved.mode else None,
         "audio_sha256": take.get("audio") if "A" in resolved.mode else None,
     }
@@ -97,17 +118,29 @@ def find_replay(session: Session, producer: str, key: str | None, body: dict) ->
     """The batch an earlier request with this Idempotency-Key created, if any."""
     if not key:
         return None
-    batch = session.execute(select(Batch).where(Batch.producer == producer, Batch.idempotency_key == key)).scalar_one_or_none()
+    batch = session.execute(
+        select(Batch).where(Batch.producer == producer, Batch.idempotency_key == key)
+    ).scalar_one_or_none()
     if batch is not None and batch.request.get("_digest") != body_digest(body):
         raise IdempotencyConflict(f"Idempotency-Key {key!r} was used for a different batch; use a new key")
     return batch
 
 
-def create_batch(session: Session, body: dict, producer: str, settings: Settings,
-                 idempotency_key: str | None = None, parent_ids: list[str] | None = None) -> Batch:
+def create_batch(
+    session: Session,
+    body: dict,
+    producer: str,
+    settings: Settings,
+    idempotency_key: str | None = None,
+    parent_ids: list[str] | None = None,
+) -> Batch:
     takes = expand(body, settings)
     wanted = {t.get(k) for t in takes for k in ("image", "audio") if t.get(k)}
-    assets = {a.sha256: a for a in session.execute(select(Asset).where(Asset.sha256.in_(wanted))).scalars()} if wanted else {}
+    assets = (
+        {a.sha256: a for a in session.execute(select(Asset).where(Asset.sha256.in_(wanted))).scalars()}
+        if wanted
+        else {}
+    )
     rows = [_validate(i, t, assets, settings) for i, t in enumerate(takes)]
     project_name = body.get("project") or "default"
     project = session.execute(select(Project).where(Project.name == project_name)).scalar_one_or_none()
@@ -115,15 +148,31 @@ def create_batch(session: Session, body: dict, producer: str, settings: Settings
         project = Project(name=project_name)
         session.add(project)
         session.flush()
-    batch = Batch(project_id=project.id, name=body.get("name") or f"batch of {len(rows)}", producer=producer,
-                  request={**body, "_digest": body_digest(body)}, idempotency_key=idempotency_key)
+    batch = Batch(
+        project_id=project.id,
+        name=body.get("name") or f"batch of {len(rows)}",
+        producer=producer,
+        request={**body, "_digest": body_digest(body)},
+        idempotency_key=idempotency_key,
+    )
     session.add(batch)
     session.flush()
     now = utcnow()
     # a microsecond apart: submission order is the age order the release loop keeps
-    values = [{"id": new_id(), "batch_id": batch.id, "producer": producer, "state": TakeState.queued,
-               "max_attempts": settings.max_attempts, "created_at": now + timedelta(microseconds=i), "updated_at": now,
-               "parent_id": parent_ids[i] if parent_ids else None, **row} for i, row in enumerate(rows)]
+    values = [
+        {
+            "id": new_id(),
+            "batch_id": batch.id,
+            "producer": producer,
+            "state": TakeState.queued,
+            "max_attempts": settings.max_attempts,
+            "created_at": now + timedelta(microseconds=i),
+            "updated_at": now,
+            "parent_id": parent_ids[i] if parent_ids else None,
+            **row,
+        }
+        for i, row in enumerate(rows)
+    ]
     session.execute(insert(Take), values)  # one round trip for thousands of takes
     return batch
 
@@ -143,7 +192,9 @@ def parse_batch_file(filename: str, data: bytes) -> dict:
     if filename.lower().endswith(".csv"):
         rows = list(csv.DictReader(io.StringIO(text)))
         if not rows:
-            raise InvalidRequest("file", "the CSV has no rows; put the field names (prompt, seed, ...) on the first line")
+            raise InvalidRequest(
+                "file", "the CSV has no rows; put the field names (prompt, seed, ...) on the first line"
+            )
         numbers = {"seed", "width", "height", "frames", "steps", "priority"}
         floats = {"shift", "scale_text", "scale_audio", "scale_image"}
         takes = []

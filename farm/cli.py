@@ -40,11 +40,12 @@ def api_client(args, timeout: float = 60) -> httpx.Client:
 
     def signed_in(response: httpx.Response) -> None:
         if response.status_code == 401:
-            raise SystemExit("error: authorization: the farm needs an API token; create one with "
-                             "`farm user token NAME` and set FARM_API_TOKEN or pass --token")
+            raise SystemExit(
+                "error: authorization: the farm needs an API token; create one with "
+                "`farm user token NAME` and set FARM_API_TOKEN or pass --token"
+            )
 
-    return httpx.Client(base_url=api_url(args), timeout=timeout, headers=headers,
-                        event_hooks={"response": [signed_in]})
+    return httpx.Client(base_url=api_url(args), timeout=timeout, headers=headers, event_hooks={"response": [signed_in]})
 
 
 def api_url(args) -> str:
@@ -78,6 +79,7 @@ def cmd_user(args) -> int:
             from sqlalchemy import select
 
             from .tables import User
+
             for u in session.execute(select(User).order_by(User.name)).scalars():
                 print(f"{u.name:24s} {u.role.value:9s} {'disabled' if u.disabled else ''}".rstrip())
             return 0
@@ -109,8 +111,15 @@ def cmd_flower(args) -> int:
     from .settings import get_settings
 
     settings = get_settings()
-    make_celery(settings).start(["flower", "--address=127.0.0.1", f"--port={settings.flower_port}",
-                                 "--url_prefix=flower", f"--basic-auth={flower_basic_auth(settings)}"])
+    make_celery(settings).start(
+        [
+            "flower",
+            "--address=127.0.0.1",
+            f"--port={settings.flower_port}",
+            "--url_prefix=flower",
+            f"--basic-auth={flower_basic_auth(settings)}",
+        ]
+    )
     return 0
 
 
@@ -151,13 +160,19 @@ def cmd_up(args) -> int:
 
     beat = Scheduler(session_factory(settings.database), settings, scheduler_lock(settings))
     threading.Thread(target=beat.run, args=(stop,), name="nightly-beat", daemon=True).start()
-    workers = [] if args.no_worker else [
-        subprocess.Popen([sys.executable, "-m", "workers", "--pool", "explore"], preexec_fn=_end_with_parent)]
+    workers = (
+        []
+        if args.no_worker
+        else [subprocess.Popen([sys.executable, "-m", "workers", "--pool", "explore"], preexec_fn=_end_with_parent)]
+    )
     if not args.no_flower:
         workers.append(subprocess.Popen([sys.executable, "-m", "farm.cli", "flower"], preexec_fn=_end_with_parent))
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info"))
-    print(f"farm up: dashboard on http://{args.host}:{args.port} (API docs at /docs, Flower at /flower for "
-          f"operators), data in {settings.data_dir}", flush=True)
+    print(
+        f"farm up: dashboard on http://{args.host}:{args.port} (API docs at /docs, Flower at /flower for "
+        f"operators), data in {settings.data_dir}",
+        flush=True,
+    )
     if not _has_users(settings):
         print("farm up: no users yet; create one with `farm user create NAME --role operator`", flush=True)
     try:
@@ -237,10 +252,16 @@ def cmd_submit(args) -> int:
         r = client.post("/batches", json=body, headers={"Idempotency-Key": key})
         if r.status_code >= 400:
             detail = r.json()
-            raise SystemExit(f"error: {detail.get('field') or 'batch'}: {detail.get('detail')}"
-                             if isinstance(detail.get("detail"), str) else f"error: {json.dumps(detail)}")
+            raise SystemExit(
+                f"error: {detail.get('field') or 'batch'}: {detail.get('detail')}"
+                if isinstance(detail.get("detail"), str)
+                else f"error: {json.dumps(detail)}"
+            )
         batch = r.json()
-        print(f"batch {batch['id']}: {len(batch['take_ids'])} takes" + (" (already submitted)" if r.status_code == 200 else ""))
+        print(
+            f"batch {batch['id']}: {len(batch['take_ids'])} takes"
+            + (" (already submitted)" if r.status_code == 200 else "")
+        )
         if args.no_wait:
             return 0
         with tqdm(total=len(batch["take_ids"]), unit="take") as bar:
@@ -273,8 +294,10 @@ def cmd_takes(args) -> int:
     r.raise_for_status()
     for t in r.json()["data"]:
         p = t["progress"]
-        print(f"{t['id']}  {t['state']:9s} {p['step']:>3}/{p['total']:<3} {t['checkpoint']:10s} "
-              f"seed={t['params'].get('seed')}  {t['params'].get('prompt', '')[:60]}")
+        print(
+            f"{t['id']}  {t['state']:9s} {p['step']:>3}/{p['total']:<3} {t['checkpoint']:10s} "
+            f"seed={t['params'].get('seed')}  {t['params'].get('prompt', '')[:60]}"
+        )
     return 0
 
 
@@ -293,8 +316,10 @@ def _record():
             yield settings, session
     except DBAPIError as exc:
         reason = (str(exc.orig).strip().splitlines() or [""])[0]
-        raise SystemExit(f"error: database: cannot read the farm's record at {redact(settings.database)} "
-                         f"({type(exc.orig).__name__}: {reason}); check FARM_DATABASE_URL and run `farm db upgrade`")
+        raise SystemExit(
+            f"error: database: cannot read the farm's record at {redact(settings.database)} "
+            f"({type(exc.orig).__name__}: {reason}); check FARM_DATABASE_URL and run `farm db upgrade`"
+        )
 
 
 def _table(rows: list[tuple]) -> None:
@@ -328,9 +353,10 @@ def cmd_workers(args) -> int:
     elif not rows:
         print("no workers" + ("" if args.all else f" seen in the last {metrics.SEEN / 3600:g} h (--all: every one)"))
     else:
-        _table([("ID", "POOL", "HOST", "GPU", "HEARTBEAT", "TAKE", "STATE")]
-               + [(w.id, w.pool, w.host, w.gpu, _ago(w.heartbeat_age), w.current_take_id or "-", w.state)
-                  for w in rows])
+        _table(
+            [("ID", "POOL", "HOST", "GPU", "HEARTBEAT", "TAKE", "STATE")]
+            + [(w.id, w.pool, w.host, w.gpu, _ago(w.heartbeat_age), w.current_take_id or "-", w.state) for w in rows]
+        )
     return 0
 
 
@@ -345,28 +371,45 @@ def _drain(worker_id: str, drain: bool) -> int:
     from .tables import Worker, as_utc, utcnow
 
     with _record() as (settings, session):
-        matches = session.execute(select(Worker).where(Worker.id.startswith(worker_id, autoescape=True))
-                                  .order_by(Worker.heartbeat_at.desc())).scalars().all()
+        matches = (
+            session.execute(
+                select(Worker)
+                .where(Worker.id.startswith(worker_id, autoescape=True))
+                .order_by(Worker.heartbeat_at.desc())
+            )
+            .scalars()
+            .all()
+        )
         exact = [w for w in matches if w.id == worker_id]
         if not matches:
             raise SystemExit(f"error: worker: no worker {worker_id!r}; `farm workers --all` lists them")
         if len(matches) > 1 and not exact:
-            raise SystemExit(f"error: worker: {worker_id!r} matches {len(matches)} workers "
-                             f"({', '.join(w.id for w in matches[:3])}{', ...' if len(matches) > 3 else ''}); "
-                             "give more of the id")
+            raise SystemExit(
+                f"error: worker: {worker_id!r} matches {len(matches)} workers "
+                f"({', '.join(w.id for w in matches[:3])}{', ...' if len(matches) > 3 else ''}); "
+                "give more of the id"
+            )
         w = (exact or matches)[0]
         now = utcnow()
         age = max(0.0, (now - as_utc(w.heartbeat_at)).total_seconds())
         state = metrics.worker_state(w.stopped, age, w.current_take_id, settings.worker_timeout)
         if state in ("dead", "stopped"):
-            raise SystemExit(f"error: worker: {w.id} is {state} (last heartbeat {_ago(age)}); "
-                             + ("nothing to drain" if drain else "start a new worker with `farm worker`"))
+            raise SystemExit(
+                f"error: worker: {w.id} is {state} (last heartbeat {_ago(age)}); "
+                + ("nothing to drain" if drain else "start a new worker with `farm worker`")
+            )
         if (state == "draining") == drain:
             print(f"worker {w.id} is already {'draining' if drain else 'taking work'}")
             return 0
-        session.execute(update(Worker).where(Worker.id == w.id, Worker.stopped.is_(not drain),
-                                             Worker.heartbeat_at >= now - timedelta(seconds=settings.worker_timeout))
-                        .values(stopped=drain))
+        session.execute(
+            update(Worker)
+            .where(
+                Worker.id == w.id,
+                Worker.stopped.is_(not drain),
+                Worker.heartbeat_at >= now - timedelta(seconds=settings.worker_timeout),
+            )
+            .values(stopped=drain)
+        )
         session.commit()
     if not drain:
         print(f"worker {w.id} resumed: it claims takes again")
@@ -389,8 +432,10 @@ def cmd_pools(args) -> int:
     if args.json:
         print(json.dumps({p.pool: {**asdict(p), "depth": p.depth} for p in figures}, indent=2))
         return 0
-    _table([("POOL", "WORKERS", "SLOTS", "DRAINING", "QUEUED", "RELEASED", "RUNNING", "DEPTH")]
-           + [(p.pool, p.workers, p.slots, p.draining, p.queued, p.released, p.running, p.depth) for p in figures])
+    _table(
+        [("POOL", "WORKERS", "SLOTS", "DRAINING", "QUEUED", "RELEASED", "RUNNING", "DEPTH")]
+        + [(p.pool, p.workers, p.slots, p.draining, p.queued, p.released, p.running, p.depth) for p in figures]
+    )
     return 0
 
 
@@ -457,8 +502,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except httpx.TransportError as exc:
-        print(f"error: cannot reach the farm at {api_url(args)} ({exc}); start it with `farm up` or pass --api",
-              file=sys.stderr)
+        print(
+            f"error: cannot reach the farm at {api_url(args)} ({exc}); start it with `farm up` or pass --api",
+            file=sys.stderr,
+        )
         return 2
     except httpx.HTTPStatusError as exc:
         print(f"error: the farm answered {exc.response.status_code}: {exc.response.text[:500]}", file=sys.stderr)

@@ -32,7 +32,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prometheus_client.core import (
-    CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
 )
 from prometheus_client.utils import floatToGoString
 from sqlalchemy import ColumnElement, case, extract, func, select
@@ -104,8 +108,18 @@ def workers(session: Session, now: datetime, timeout: float, seen: float | None 
     rows = []
     for w in session.execute(stmt).scalars():
         age = max(0.0, (now - as_utc(w.heartbeat_at)).total_seconds())
-        rows.append(WorkerRow(w.id, w.pool, w.host, w.gpu, w.slots, age, w.current_take_id,
-                              worker_state(w.stopped, age, w.current_take_id, timeout)))
+        rows.append(
+            WorkerRow(
+                w.id,
+                w.pool,
+                w.host,
+                w.gpu,
+                w.slots,
+                age,
+                w.current_take_id,
+                worker_state(w.stopped, age, w.current_take_id, timeout),
+            )
+        )
     return rows
 
 
@@ -114,8 +128,9 @@ def takes_by_state(session: Session) -> dict[tuple[str, str], int]:
     return {(pool, TakeState(state).value): n for pool, state, n in rows}
 
 
-def pools(session: Session, now: datetime, timeout: float,
-          counts: dict[tuple[str, str], int] | None = None) -> list[PoolFigures]:
+def pools(
+    session: Session, now: datetime, timeout: float, counts: dict[tuple[str, str], int] | None = None
+) -> list[PoolFigures]:
     """Each pool's live workers and takes (`counts`: takes_by_state, if already read)."""
     counts = takes_by_state(session) if counts is None else counts
     live = workers(session, now, timeout, seen=timeout)
@@ -123,9 +138,15 @@ def pools(session: Session, now: datetime, timeout: float,
     for pool in _pools(p for p, _ in counts):
         mine = [w for w in live if w.pool == pool]
         serving = [w for w in mine if w.state in ("idle", "busy")]
-        out.append(PoolFigures(pool, len(serving), sum(w.slots for w in serving),
-                               sum(w.state == "draining" for w in mine),
-                               *(counts.get((pool, s), 0) for s in ("queued", "released", "running"))))
+        out.append(
+            PoolFigures(
+                pool,
+                len(serving),
+                sum(w.slots for w in serving),
+                sum(w.state == "draining" for w in mine),
+                *(counts.get((pool, s), 0) for s in ("queued", "released", "running")),
+            )
+        )
     return out
 
 
@@ -168,10 +189,12 @@ class FarmCollector:
 
     def _takes(self, session: Session, now: datetime) -> Iterator[Metric]:
         takes = GaugeMetricFamily("farm_takes", "Takes by pool and state.", labels=["pool", "state"])
-        depth = GaugeMetricFamily("farm_queue_depth", "Takes waiting for a GPU: queued in Postgres plus released "
-                                  "to the pool's Redis queue and not yet claimed.", labels=["pool"])
-        slots = GaugeMetricFamily("farm_pool_slots", "Slots of the pool's live, not draining workers.",
-                                  labels=["pool"])
+        depth = GaugeMetricFamily(
+            "farm_queue_depth",
+            "Takes waiting for a GPU: queued in Postgres plus released to the pool's Redis queue and not yet claimed.",
+            labels=["pool"],
+        )
+        slots = GaugeMetricFamily("farm_pool_slots", "Slots of the pool's live, not draining workers.", labels=["pool"])
         counts = takes_by_state(session)
         for p in pools(session, now, self.settings.worker_timeout, counts):
             for state in TakeState:
@@ -182,34 +205,60 @@ class FarmCollector:
 
     def _durations(self, session: Session, now: datetime) -> Iterator[Metric]:
         latency = GaugeHistogramMetricFamily(
-            "farm_release_latency_seconds", f"Seconds from release to claim of the takes claimed in the last "
-            f"{WINDOW:g} s (a window: use histogram_quantile without rate()).", labels=["pool"])
+            "farm_release_latency_seconds",
+            f"Seconds from release to claim of the takes claimed in the last "
+            f"{WINDOW:g} s (a window: use histogram_quantile without rate()).",
+            labels=["pool"],
+        )
         wait = _seconds(session, Take.started_at, Take.released_at)
-        recent = _histograms(session, wait, Take.pool, [Take.started_at >= now - timedelta(seconds=WINDOW),
-                                                        Take.released_at.is_not(None)], LATENCY_BUCKETS)
-        render = HistogramMetricFamily("farm_render_seconds", "Seconds from claim to record of the attempts that "
-                                       "ended on their worker (done, failed, canceled).", labels=["pool"])
+        recent = _histograms(
+            session,
+            wait,
+            Take.pool,
+            [Take.started_at >= now - timedelta(seconds=WINDOW), Take.released_at.is_not(None)],
+            LATENCY_BUCKETS,
+        )
+        render = HistogramMetricFamily(
+            "farm_render_seconds",
+            "Seconds from claim to record of the attempts that ended on their worker (done, failed, canceled).",
+            labels=["pool"],
+        )
         took = _seconds(session, Attempt.finished_at, Attempt.started_at)
-        ended = _histograms(session, took, Take.pool, [Attempt.take_id == Take.id, Attempt.state.in_(ENDED),
-                                                       Attempt.finished_at.is_not(None)], RENDER_BUCKETS)
+        ended = _histograms(
+            session,
+            took,
+            Take.pool,
+            [Attempt.take_id == Take.id, Attempt.state.in_(ENDED), Attempt.finished_at.is_not(None)],
+            RENDER_BUCKETS,
+        )
         empty_latency = [(floatToGoString(b), 0.0) for b in LATENCY_BUCKETS] + [("+Inf", 0.0)]
         empty_render = [(floatToGoString(b), 0.0) for b in RENDER_BUCKETS] + [("+Inf", 0.0)]
         for pool in _pools(list(recent) + list(ended)):
             latency.add_metric([pool], *recent.get(pool, (empty_latency, 0.0)))
             render.add_metric([pool], *ended.get(pool, (empty_render, 0.0)))
-        gpu = CounterMetricFamily("farm_gpu_seconds", "GPU seconds of ended attempts, by the producer of the "
-                                  "take's batch.", labels=["producer", "pool"])
-        rows = session.execute(select(Take.producer, Take.pool, func.sum(Attempt.gpu_seconds))
-                               .join(Take, Take.id == Attempt.take_id).group_by(Take.producer, Take.pool))
+        gpu = CounterMetricFamily(
+            "farm_gpu_seconds",
+            "GPU seconds of ended attempts, by the producer of the take's batch.",
+            labels=["producer", "pool"],
+        )
+        rows = session.execute(
+            select(Take.producer, Take.pool, func.sum(Attempt.gpu_seconds))
+            .join(Take, Take.id == Attempt.take_id)
+            .group_by(Take.producer, Take.pool)
+        )
         for producer, pool, seconds in rows:
             gpu.add_metric([producer, pool], float(seconds or 0.0))
         yield from (latency, render, gpu)
 
     def _workers(self, session: Session, now: datetime) -> Iterator[Metric]:
-        age = GaugeMetricFamily("farm_worker_heartbeat_age_seconds", f"Seconds since each worker's last heartbeat "
-                                f"(workers seen in the last {SEEN:g} s).", labels=["worker", "pool"])
-        states = GaugeMetricFamily("farm_workers", f"Workers seen in the last {SEEN:g} s, by state.",
-                                   labels=["pool", "state"])
+        age = GaugeMetricFamily(
+            "farm_worker_heartbeat_age_seconds",
+            f"Seconds since each worker's last heartbeat (workers seen in the last {SEEN:g} s).",
+            labels=["worker", "pool"],
+        )
+        states = GaugeMetricFamily(
+            "farm_workers", f"Workers seen in the last {SEEN:g} s, by state.", labels=["pool", "state"]
+        )
         count: dict[tuple[str, str], int] = defaultdict(int)
         rows = workers(session, now, self.settings.worker_timeout)
         for w in rows:

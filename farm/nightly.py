@@ -81,19 +81,27 @@ def hero_take(parent: Take, settings: Settings) -> tuple[dict, float]:
     from .batches import pool_of
 
     params = {k: parent.params[k] for k in KEPT if parent.params.get(k) is not None}
-    resolved = RenderRequest(checkpoint=settings.hero_checkpoint, image=parent.image_sha256,
-                             audio=parent.audio_sha256, **params).resolved(probe_files=False)
+    resolved = RenderRequest(
+        checkpoint=settings.hero_checkpoint, image=parent.image_sha256, audio=parent.audio_sha256, **params
+    ).resolved(probe_files=False)
     params.update(width=resolved.width, height=resolved.height)  # the hero checkpoint's default size
     latent_frames = resolved.latent_frames + ("I" in resolved.mode)  # the reference is one more frame
     seconds = resolved.steps * settings.hero_step_seconds * settings.hero_gpus * latent_frames / ANCHOR_LATENT_FRAMES
-    values = {"producer": parent.producer, "checkpoint": resolved.spec.name,
-              "pool": pool_of(resolved.spec.name, settings), "params": params, "priority": parent.priority,
-              "image_sha256": parent.image_sha256, "audio_sha256": parent.audio_sha256}
+    values = {
+        "producer": parent.producer,
+        "checkpoint": resolved.spec.name,
+        "pool": pool_of(resolved.spec.name, settings),
+        "params": params,
+        "priority": parent.priority,
+        "image_sha256": parent.image_sha256,
+        "audio_sha256": parent.audio_sha256,
+    }
     return values, seconds / 3600
 
 
-def plan_night(session: Session, settings: Settings, night: date, now: datetime,
-               force: bool = False) -> HeroNight | None:
+def plan_night(
+    session: Session, settings: Settings, night: date, now: datetime, force: bool = False
+) -> HeroNight | None:
     """One pass of the nightly job for `night` (see the module's docstring); None, doing
     nothing, outside the night's window (force: before it opens too; never after it closed).
     The caller commits."""
@@ -104,19 +112,33 @@ def plan_night(session: Session, settings: Settings, night: date, now: datetime,
     record = _lock_night(session, night, start, end, now)
     record.budget_gpu_hours, record.updated_at = settings.nightly_budget_gpu_hours, now
     closed = select(HeroNight.night).where(HeroNight.window_end <= now).scalar_subquery()
-    ended = _cancel_unstarted(session, Take.hero_night.in_(closed), "NightEnded",
-                              "night ended: its window closed before the take started", now)
+    ended = _cancel_unstarted(
+        session,
+        Take.hero_night.in_(closed),
+        "NightEnded",
+        "night ended: its window closed before the take started",
+        now,
+    )
     if ended:
         log.info("canceled %d unstarted hero takes of nights whose window closed", len(ended))
     spent = gpu_seconds(session, night) / 3600
     if record.state == STOPPED or spent > record.budget_gpu_hours:
         # on every pass, not just the one that stops the night: a take retried since is canceled again
-        canceled = _cancel_unstarted(session, Take.hero_night == night, "OverBudget",
-                                     f"over budget: night {night} spent {spent:.2f} of its "
-                                     f"{record.budget_gpu_hours:.2f} GPU hours", now)
+        canceled = _cancel_unstarted(
+            session,
+            Take.hero_night == night,
+            "OverBudget",
+            f"over budget: night {night} spent {spent:.2f} of its {record.budget_gpu_hours:.2f} GPU hours",
+            now,
+        )
         if record.state != STOPPED or canceled:
-            log.warning("night %s over budget (%.2f of %.2f GPU hours): stopped, %d unstarted takes canceled",
-                        night, spent, record.budget_gpu_hours, len(canceled))
+            log.warning(
+                "night %s over budget (%.2f of %.2f GPU hours): stopped, %d unstarted takes canceled",
+                night,
+                spent,
+                record.budget_gpu_hours,
+                len(canceled),
+            )
         record.state = STOPPED
         return record
     _plan(session, settings, record, now)
@@ -125,12 +147,25 @@ def plan_night(session: Session, settings: Settings, night: date, now: datetime,
 
 def _lock_night(session: Session, night: date, start: datetime, end: datetime, now: datetime) -> HeroNight:
     """The night's row, created if absent, locked until commit: planners take turns."""
-    session.execute(_insert(session, HeroNight).values(
-        night=night, state=PLANNED, window_start=start, window_end=end, budget_gpu_hours=0.0,
-        estimated_gpu_hours=0.0, planned=0, skipped_over_budget=0, started_at=now, updated_at=now,
-    ).on_conflict_do_nothing(index_elements=["night"]))
-    return session.execute(select(HeroNight).where(HeroNight.night == night).with_for_update()
-                           .execution_options(populate_existing=True)).scalar_one()
+    session.execute(
+        _insert(session, HeroNight)
+        .values(
+            night=night,
+            state=PLANNED,
+            window_start=start,
+            window_end=end,
+            budget_gpu_hours=0.0,
+            estimated_gpu_hours=0.0,
+            planned=0,
+            skipped_over_budget=0,
+            started_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["night"])
+    )
+    return session.execute(
+        select(HeroNight).where(HeroNight.night == night).with_for_update().execution_options(populate_existing=True)
+    ).scalar_one()
 
 
 def _plan(session: Session, settings: Settings, record: HeroNight, now: datetime) -> None:
@@ -144,51 +179,88 @@ def _plan(session: Session, settings: Settings, record: HeroNight, now: datetime
         try:
             values, hours = hero_take(parent, settings)
         except InputError as exc:
-            log.warning("take %s cannot render on %s (%s: %s): not planned", parent.id,
-                        settings.hero_checkpoint, exc.field, exc.message)
+            log.warning(
+                "take %s cannot render on %s (%s: %s): not planned",
+                parent.id,
+                settings.hero_checkpoint,
+                exc.field,
+                exc.message,
+            )
             continue
         if hours > left:
             record.skipped_over_budget = len(parents) - i
             break
         if parent.batch_id not in batch_ids:
             batch_ids[parent.batch_id] = _hero_batch(session, session.get(Batch, parent.batch_id), record.night, now)
-        row = session.execute(_insert(session, Take).values(
-            id=new_id(), batch_id=batch_ids[parent.batch_id], parent_id=parent.id, hero_night=record.night,
-            state=S.queued, max_attempts=settings.max_attempts, updated_at=now,
-            created_at=now + timedelta(microseconds=i),  # the planned order is the release order's age
-            **values,
-        ).on_conflict_do_nothing(index_elements=["parent_id", "hero_night"]).returning(Take.id)).first()
+        row = session.execute(
+            _insert(session, Take)
+            .values(
+                id=new_id(),
+                batch_id=batch_ids[parent.batch_id],
+                parent_id=parent.id,
+                hero_night=record.night,
+                state=S.queued,
+                max_attempts=settings.max_attempts,
+                updated_at=now,
+                created_at=now + timedelta(microseconds=i),  # the planned order is the release order's age
+                **values,
+            )
+            .on_conflict_do_nothing(index_elements=["parent_id", "hero_night"])
+            .returning(Take.id)
+        ).first()
         if row is not None:  # None: another planner made it (the unique key's last word)
             created += 1
             left -= hours
             record.planned += 1
             record.estimated_gpu_hours += hours
     if created or record.skipped_over_budget:
-        log.info("night %s: %d hero takes planned (%.2f of %.2f GPU hours estimated), %d skipped over budget",
-                 record.night, created, record.estimated_gpu_hours, record.budget_gpu_hours,
-                 record.skipped_over_budget)
+        log.info(
+            "night %s: %d hero takes planned (%.2f of %.2f GPU hours estimated), %d skipped over budget",
+            record.night,
+            created,
+            record.estimated_gpu_hours,
+            record.budget_gpu_hours,
+            record.skipped_over_budget,
+        )
 
 
 def candidates(session: Session, night: date) -> list[Take]:
     """Done takes selected for hero with no hero take for this night and none alive from an
     earlier one, highest priority first, then oldest."""
     hero = aliased(Take)
-    has_hero = exists().where(hero.parent_id == Take.id, hero.hero_night.is_not(None),
-                              or_(hero.hero_night == night, hero.state.not_in([S.failed, S.canceled])))
-    return list(session.execute(
-        select(Take).where(Take.selected_for_hero.is_(True), Take.state == S.done, Take.pool != "hero", ~has_hero)
-        .order_by(Take.priority.desc(), Take.created_at, Take.id)).scalars())
+    has_hero = exists().where(
+        hero.parent_id == Take.id,
+        hero.hero_night.is_not(None),
+        or_(hero.hero_night == night, hero.state.not_in([S.failed, S.canceled])),
+    )
+    return list(
+        session.execute(
+            select(Take)
+            .where(Take.selected_for_hero.is_(True), Take.state == S.done, Take.pool != "hero", ~has_hero)
+            .order_by(Take.priority.desc(), Take.created_at, Take.id)
+        ).scalars()
+    )
 
 
 def _hero_batch(session: Session, parent: Batch, night: date, now: datetime) -> str:
     """The night's batch for the hero takes of one parent batch (same producer and project)."""
     key = f"hero-night:{night.isoformat()}:{parent.id}"
-    session.execute(_insert(session, Batch).values(
-        id=new_id(), project_id=parent.project_id, name=f"hero {night}: {parent.name}"[:200], producer=parent.producer,
-        request={"hero_night": night.isoformat(), "parent_batch_id": parent.id}, idempotency_key=key, created_at=now,
-    ).on_conflict_do_nothing(index_elements=["producer", "idempotency_key"]))
-    return session.execute(select(Batch.id).where(Batch.producer == parent.producer,
-                                                  Batch.idempotency_key == key)).scalar_one()
+    session.execute(
+        _insert(session, Batch)
+        .values(
+            id=new_id(),
+            project_id=parent.project_id,
+            name=f"hero {night}: {parent.name}"[:200],
+            producer=parent.producer,
+            request={"hero_night": night.isoformat(), "parent_batch_id": parent.id},
+            idempotency_key=key,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["producer", "idempotency_key"])
+    )
+    return session.execute(
+        select(Batch.id).where(Batch.producer == parent.producer, Batch.idempotency_key == key)
+    ).scalar_one()
 
 
 def _insert(session: Session, table):
@@ -207,11 +279,17 @@ def _cancel_unstarted(session: Session, where, error_class: str, message: str, n
 
 def gpu_seconds(session: Session, night: date) -> float:
     """GPU seconds recorded by the attempts of the night's hero takes."""
-    return float(session.execute(select(func.coalesce(func.sum(Attempt.gpu_seconds), 0.0))
-                                 .join(Take, Take.id == Attempt.take_id).where(Take.hero_night == night)).scalar_one())
+    return float(
+        session.execute(
+            select(func.coalesce(func.sum(Attempt.gpu_seconds), 0.0))
+            .join(Take, Take.id == Attempt.take_id)
+            .where(Take.hero_night == night)
+        ).scalar_one()
+    )
 
 
 # ---------- the report ----------
+
 
 @dataclass
 class NightReport:
@@ -239,11 +317,20 @@ def reports(session: Session, limit: int = 60, night: date | None = None) -> lis
     records = session.execute(stmt if night is None else stmt.where(HeroNight.night == night)).scalars().all()
     nights = [r.night for r in records]
     counts: dict[date, dict[TakeState, int]] = {n: {} for n in nights}
-    for n, state, count in session.execute(select(Take.hero_night, Take.state, func.count())
-                                           .where(Take.hero_night.in_(nights)).group_by(Take.hero_night, Take.state)):
+    for n, state, count in session.execute(
+        select(Take.hero_night, Take.state, func.count())
+        .where(Take.hero_night.in_(nights))
+        .group_by(Take.hero_night, Take.state)
+    ):
         counts[n][state] = count
-    gpu = dict(session.execute(select(Take.hero_night, func.sum(Attempt.gpu_seconds)).join(Take, Take.id == Attempt.take_id)
-                               .where(Take.hero_night.in_(nights)).group_by(Take.hero_night)).all())
+    gpu = dict(
+        session.execute(
+            select(Take.hero_night, func.sum(Attempt.gpu_seconds))
+            .join(Take, Take.id == Attempt.take_id)
+            .where(Take.hero_night.in_(nights))
+            .group_by(Take.hero_night)
+        ).all()
+    )
     return [_report(r, counts[r.night], float(gpu.get(r.night) or 0.0)) for r in records]
 
 
@@ -252,22 +339,41 @@ def _report(record: HeroNight, counts: dict[TakeState, int], seconds: float) -> 
     queued = counts.get(S.queued, 0)
     state = STOPPED if record.state == STOPPED else "running" if running else PLANNED if queued else "done"
     return NightReport(
-        night=record.night, state=state, takes=record.planned, skipped_over_budget=record.skipped_over_budget,
-        queued=queued, running=running, done=counts.get(S.done, 0), failed=counts.get(S.failed, 0),
-        canceled=counts.get(S.canceled, 0), gpu_hours=seconds / 3600, estimated_gpu_hours=record.estimated_gpu_hours,
-        budget_gpu_hours=record.budget_gpu_hours, window_start=record.window_start, window_end=record.window_end,
-        started_at=record.started_at, updated_at=record.updated_at,
+        night=record.night,
+        state=state,
+        takes=record.planned,
+        skipped_over_budget=record.skipped_over_budget,
+        queued=queued,
+        running=running,
+        done=counts.get(S.done, 0),
+        failed=counts.get(S.failed, 0),
+        canceled=counts.get(S.canceled, 0),
+        gpu_hours=seconds / 3600,
+        estimated_gpu_hours=record.estimated_gpu_hours,
+        budget_gpu_hours=record.budget_gpu_hours,
+        window_start=record.window_start,
+        window_end=record.window_end,
+        started_at=record.started_at,
+        updated_at=record.updated_at,
     )
 
 
 def night_takes(session: Session, night: date) -> list[tuple[Take, float]]:
     """The night's hero takes, in planned order, with their recorded GPU seconds."""
-    return [(take, float(seconds)) for take, seconds in session.execute(
-        select(Take, func.coalesce(func.sum(Attempt.gpu_seconds), 0.0)).outerjoin(Attempt, Attempt.take_id == Take.id)
-        .where(Take.hero_night == night).group_by(Take.id).order_by(Take.created_at, Take.id))]
+    return [
+        (take, float(seconds))
+        for take, seconds in session.execute(
+            select(Take, func.coalesce(func.sum(Attempt.gpu_seconds), 0.0))
+            .outerjoin(Attempt, Attempt.take_id == Take.id)
+            .where(Take.hero_night == night)
+            .group_by(Take.id)
+            .order_by(Take.created_at, Take.id)
+        )
+    ]
 
 
 # ---------- the scheduler: `farm beat` ----------
+
 
 class SchedulerLock(Protocol):
     def acquire(self) -> bool:
@@ -351,16 +457,24 @@ class Scheduler:
     """Plans the current night on every pass while it holds the scheduler lock; a second
     scheduler waits on standby and takes over when the first one's lock is freed."""
 
-    def __init__(self, factory: sessionmaker[Session], settings: Settings, lock: SchedulerLock,
-                 clock: Callable[[], datetime] = utcnow):
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        settings: Settings,
+        lock: SchedulerLock,
+        clock: Callable[[], datetime] = utcnow,
+    ):
         self.factory, self.settings, self.lock, self.clock = factory, settings, lock, clock
         self.leading: bool | None = None
 
     def tick(self) -> HeroNight | None:
         leading = self.lock.acquire()
         if leading != self.leading:
-            log.info("leading: this scheduler holds the lock and plans the nights" if leading
-                        else "standby: another scheduler holds the lock; taking over when it is freed")
+            log.info(
+                "leading: this scheduler holds the lock and plans the nights"
+                if leading
+                else "standby: another scheduler holds the lock; taking over when it is freed"
+            )
             self.leading = leading
         now = self.clock()
         night = night_at(now, self.settings) if leading else None
@@ -386,8 +500,13 @@ def serve(settings: Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("farm beat: nightly hero runs %s-%s %s, budget %.1f GPU hours a night, a pass every %gs",
-                settings.nightly_window_start, settings.nightly_window_end, settings.nightly_timezone,
-                settings.nightly_budget_gpu_hours, settings.beat_interval)
+    log.info(
+        "farm beat: nightly hero runs %s-%s %s, budget %.1f GPU hours a night, a pass every %gs",
+        settings.nightly_window_start,
+        settings.nightly_window_end,
+        settings.nightly_timezone,
+        settings.nightly_budget_gpu_hours,
+        settings.beat_interval,
+    )
     Scheduler(session_factory(settings.database), settings, scheduler_lock(settings)).run(stop)
     return 0

@@ -22,9 +22,13 @@ def make_celery(settings: Settings) -> Celery:
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         # control: kombu's broadcast (pidbox) folder, else `./control` in the working directory
-        options.update(data_folder_in=str(folder / "queue"), data_folder_out=str(folder / "queue"),
-                       processed_folder=str(folder / "processed"), store_processed=False,
-                       control_folder=str(folder / "control"))
+        options.update(
+            data_folder_in=str(folder / "queue"),
+            data_folder_out=str(folder / "queue"),
+            processed_folder=str(folder / "processed"),
+            store_processed=False,
+            control_folder=str(folder / "control"),
+        )
     app.conf.update(
         broker_transport_options=options,
         broker_connection_retry_on_startup=True,
@@ -44,4 +48,3 @@ def make_celery(settings: Settings) -> Celery:
 
 def send_take(app: Celery, take_id: str, pool: str, producer=None) -> None:
     app.send_task(RENDER_TASK, args=[take_id], task_id=take_id, queue=pool, producer=producer)
-

@@ -52,22 +52,27 @@ def next_takes(session: Session, pool: str, n: int, night: date | None = None) -
 
 def alive_workers(session: Session, pool: str, now: datetime, timeout: float) -> int:
     cutoff = now - timedelta(seconds=timeout)
-    return session.execute(select(func.coalesce(func.sum(Worker.slots), 0)).where(
-        Worker.pool == pool, Worker.stopped.is_(False), Worker.heartbeat_at >= cutoff)).scalar_one()
+    return session.execute(
+        select(func.coalesce(func.sum(Worker.slots), 0)).where(
+            Worker.pool == pool, Worker.stopped.is_(False), Worker.heartbeat_at >= cutoff
+        )
+    ).scalar_one()
 
 
 def free_capacity(session: Session, pool: str, now: datetime, settings: Settings) -> int:
     slots = alive_workers(session, pool, now, settings.worker_timeout)
     if slots == 0:
         return 0
-    busy = session.execute(select(func.count()).select_from(Take).where(
-        Take.pool == pool, Take.state.in_(states.ACTIVE))).scalar_one()
+    busy = session.execute(
+        select(func.count()).select_from(Take).where(Take.pool == pool, Take.state.in_(states.ACTIVE))
+    ).scalar_one()
     return max(0, slots + settings.release_ahead - busy)
 
 
 class Releaser:
-    def __init__(self, factory: sessionmaker[Session], app: Celery, settings: Settings,
-                 clock: Callable[[], datetime] = utcnow):
+    def __init__(
+        self, factory: sessionmaker[Session], app: Celery, settings: Settings, clock: Callable[[], datetime] = utcnow
+    ):
         self.factory, self.app, self.settings, self.clock = factory, app, settings, clock
 
     def release_once(self) -> dict[str, list[str]]:
@@ -99,8 +104,11 @@ class Releaser:
         with transaction(self.factory) as session:
             lost = states.rerelease(session, now - timedelta(seconds=self.settings.release_timeout), now)
         for take_id, pool in lost:
-            log.warning("take %s was released %ss ago and never claimed: sending it again", take_id,
-                        self.settings.release_timeout)
+            log.warning(
+                "take %s was released %ss ago and never claimed: sending it again",
+                take_id,
+                self.settings.release_timeout,
+            )
             self._send([take_id], pool)
         cutoff = now - timedelta(seconds=self.settings.worker_timeout)
         with transaction(self.factory) as session:

@@ -33,13 +33,17 @@ ACTIVE = (S.released, S.running)  #: holding (or about to hold) a worker
 FINISHED = (S.done, S.failed, S.canceled)
 
 
-def _move(session: Session, take_id: str, sources: Iterable[TakeState], target: TakeState,
-          now: datetime, *where, **values) -> bool:
+def _move(
+    session: Session, take_id: str, sources: Iterable[TakeState], target: TakeState, now: datetime, *where, **values
+) -> bool:
     sources = tuple(sources)
     for source in sources:  # a programming error, not a race: refuse loudly
         assert target in TRANSITIONS[source], f"{source.value} -> {target.value} is not a transition"
-    stmt = (update(Take).where(Take.id == take_id, Take.state.in_(sources), *where)
-            .values(state=target, updated_at=now, **values))
+    stmt = (
+        update(Take)
+        .where(Take.id == take_id, Take.state.in_(sources), *where)
+        .values(state=target, updated_at=now, **values)
+    )
     return session.execute(stmt.execution_options(synchronize_session=False)).rowcount == 1
 
 
@@ -54,9 +58,12 @@ def release(session: Session, take_ids: list[str], now: datetime | None = None) 
     """queued -> released for those still queued; returns the ids released."""
     if not take_ids:
         return []
-    stmt = (update(Take).where(Take.id.in_(take_ids), Take.state == S.queued)
-            .values(state=S.released, released_at=now or utcnow(), updated_at=now or utcnow())
-            .returning(Take.id))
+    stmt = (
+        update(Take)
+        .where(Take.id.in_(take_ids), Take.state == S.queued)
+        .values(state=S.released, released_at=now or utcnow(), updated_at=now or utcnow())
+        .returning(Take.id)
+    )
     return list(session.execute(stmt.execution_options(synchronize_session=False)).scalars())
 
 
@@ -65,8 +72,12 @@ def rerelease(session: Session, older_than: datetime, now: datetime | None = Non
 
     They stay released, with a fresh release time; returns (id, pool) to send again.
     """
-    stmt = (update(Take).where(Take.state == S.released, Take.released_at < older_than)
-            .values(released_at=now or utcnow(), updated_at=now or utcnow()).returning(Take.id, Take.pool))
+    stmt = (
+        update(Take)
+        .where(Take.state == S.released, Take.released_at < older_than)
+        .values(released_at=now or utcnow(), updated_at=now or utcnow())
+        .returning(Take.id, Take.pool)
+    )
     return [tuple(r) for r in session.execute(stmt.execution_options(synchronize_session=False))]
 
 
@@ -76,14 +87,24 @@ def unrelease(session: Session, take_ids: list[str], now: datetime | None = None
         _move(session, take_id, [S.released], S.queued, now or utcnow(), released_at=None)
 
 
-def claim(session: Session, take_id: str, worker_id: str, host: str, gpu: str,
-          now: datetime | None = None) -> Attempt | None:
+def claim(
+    session: Session, take_id: str, worker_id: str, host: str, gpu: str, now: datetime | None = None
+) -> Attempt | None:
     """queued|released -> running and a new attempt; None if another attempt holds or ended it."""
     now = now or utcnow()
-    moved = _move(session, take_id, [S.queued, S.released], S.running, now,
-                  Take.cancel_requested.is_(False),
-                  attempt_count=Take.attempt_count + 1, started_at=now, progress_step=0,
-                  error_class=None, error_message=None)
+    moved = _move(
+        session,
+        take_id,
+        [S.queued, S.released],
+        S.running,
+        now,
+        Take.cancel_requested.is_(False),
+        attempt_count=Take.attempt_count + 1,
+        started_at=now,
+        progress_step=0,
+        error_class=None,
+        error_message=None,
+    )
     if not moved:
         return None
     number = session.execute(select(Take.attempt_count).where(Take.id == take_id)).scalar_one()
@@ -97,7 +118,9 @@ def blocked(session: Session, take_id: str, worker_id: str, threshold: int) -> b
     """Has this worker failed `threshold` attempts on takes of this take's batch?"""
     batch_id = select(Take.batch_id).where(Take.id == take_id).scalar_subquery()
     failures = session.execute(
-        select(func.count()).select_from(Attempt).join(Take, Take.id == Attempt.take_id)
+        select(func.count())
+        .select_from(Attempt)
+        .join(Take, Take.id == Attempt.take_id)
         .where(Take.batch_id == batch_id, Attempt.worker_id == worker_id, Attempt.state == AttemptState.failed)
     ).scalar_one()
     return failures >= threshold
@@ -107,29 +130,49 @@ def _current(take_id: str, attempt: Attempt):
     return Take.attempt_count == attempt.number
 
 
-def progress(session: Session, take_id: str, attempt: Attempt, step: int, total: int,
-             now: datetime | None = None) -> bool:
+def progress(
+    session: Session, take_id: str, attempt: Attempt, step: int, total: int, now: datetime | None = None
+) -> bool:
     """Record progress of the running attempt; returns True when a cancel was requested."""
-    session.execute(update(Take).where(Take.id == take_id, Take.state == S.running, _current(take_id, attempt))
-                    .values(progress_step=step, progress_total=total, updated_at=now or utcnow())
-                    .execution_options(synchronize_session=False))
+    session.execute(
+        update(Take)
+        .where(Take.id == take_id, Take.state == S.running, _current(take_id, attempt))
+        .values(progress_step=step, progress_total=total, updated_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
     row = session.execute(select(Take.state, Take.cancel_requested, Take.attempt_count).where(Take.id == take_id)).one()
     return row.cancel_requested or row.state != S.running or row.attempt_count != attempt.number
 
 
-def _end_attempt(session: Session, attempt: Attempt, state: AttemptState, now: datetime, gpu_seconds: float,
-                 error: BaseException | None = None) -> None:
-    session.execute(update(Attempt).where(Attempt.id == attempt.id, Attempt.state == AttemptState.running).values(
-        state=state, finished_at=now, gpu_seconds=gpu_seconds,
-        error_class=type(error).__name__ if error else None, error_message=str(error)[:4000] if error else None))
+def _end_attempt(
+    session: Session,
+    attempt: Attempt,
+    state: AttemptState,
+    now: datetime,
+    gpu_seconds: float,
+    error: BaseException | None = None,
+) -> None:
+    session.execute(
+        update(Attempt)
+        .where(Attempt.id == attempt.id, Attempt.state == AttemptState.running)
+        .values(
+            state=state,
+            finished_at=now,
+            gpu_seconds=gpu_seconds,
+            error_class=type(error).__name__ if error else None,
+            error_message=str(error)[:4000] if error else None,
+        )
+    )
 
 
-def finish(session: Session, take_id: str, attempt: Attempt, output: dict, gpu_seconds: float,
-           now: datetime | None = None) -> bool:
+def finish(
+    session: Session, take_id: str, attempt: Attempt, output: dict, gpu_seconds: float, now: datetime | None = None
+) -> bool:
     """running -> done with its one set of outputs; False if this attempt no longer holds it."""
     now = now or utcnow()
-    if not _move(session, take_id, [S.running], S.done, now, _current(take_id, attempt), finished_at=now,
-                 cancel_requested=False):
+    if not _move(
+        session, take_id, [S.running], S.done, now, _current(take_id, attempt), finished_at=now, cancel_requested=False
+    ):
         _end_attempt(session, attempt, AttemptState.lost, now, gpu_seconds)
         return False
     session.add(Output(take_id=take_id, attempt_id=attempt.id, **output))
@@ -137,16 +180,33 @@ def finish(session: Session, take_id: str, attempt: Attempt, output: dict, gpu_s
     return True
 
 
-def fail(session: Session, take_id: str, attempt: Attempt, error: BaseException, retryable: bool,
-         gpu_seconds: float = 0.0, now: datetime | None = None) -> TakeState | None:
+def fail(
+    session: Session,
+    take_id: str,
+    attempt: Attempt,
+    error: BaseException,
+    retryable: bool,
+    gpu_seconds: float = 0.0,
+    now: datetime | None = None,
+) -> TakeState | None:
     """The attempt failed: back to queued while attempts remain and the error is retryable."""
     now = now or utcnow()
-    take = session.execute(select(Take.attempt_count, Take.max_attempts, Take.cancel_requested)
-                           .where(Take.id == take_id)).one()
+    take = session.execute(
+        select(Take.attempt_count, Take.max_attempts, Take.cancel_requested).where(Take.id == take_id)
+    ).one()
     if take.cancel_requested:  # the producer already gave up on it: no retry
         _end_attempt(session, attempt, AttemptState.failed, now, gpu_seconds, error)
-        moved = _move(session, take_id, [S.running], S.canceled, now, _current(take_id, attempt), finished_at=now,
-                      error_class=type(error).__name__, error_message=str(error)[:4000])
+        moved = _move(
+            session,
+            take_id,
+            [S.running],
+            S.canceled,
+            now,
+            _current(take_id, attempt),
+            finished_at=now,
+            error_class=type(error).__name__,
+            error_message=str(error)[:4000],
+        )
         return S.canceled if moved else None
     again = retryable and take.attempt_count < take.max_attempts
     target = S.queued if again else S.failed
@@ -158,8 +218,9 @@ def fail(session: Session, take_id: str, attempt: Attempt, error: BaseException,
     return None
 
 
-def mark_canceled(session: Session, take_id: str, attempt: Attempt, gpu_seconds: float = 0.0,
-                  now: datetime | None = None) -> bool:
+def mark_canceled(
+    session: Session, take_id: str, attempt: Attempt, gpu_seconds: float = 0.0, now: datetime | None = None
+) -> bool:
     """The worker stopped a running take because a cancel was requested."""
     now = now or utcnow()
     _end_attempt(session, attempt, AttemptState.canceled, now, gpu_seconds)
@@ -172,43 +233,77 @@ def cancel(session: Session, take_id: str, now: datetime | None = None) -> TakeS
     take = get(session, take_id)
     if _move(session, take_id, [S.queued, S.released], S.canceled, now, finished_at=now):
         return S.canceled
-    stmt = (update(Take).where(Take.id == take_id, Take.state == S.running)
-            .values(cancel_requested=True, updated_at=now).execution_options(synchronize_session=False))
+    stmt = (
+        update(Take)
+        .where(Take.id == take_id, Take.state == S.running)
+        .values(cancel_requested=True, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
     if session.execute(stmt).rowcount == 1:
         return S.running
-    raise IllegalTransition(f"take {take_id} is {take.state.value}: only queued, released or running takes can be canceled")
+    raise IllegalTransition(
+        f"take {take_id} is {take.state.value}: only queued, released or running takes can be canceled"
+    )
 
 
-def cancel_unstarted(session: Session, take_id: str, error_class: str, message: str,
-                     now: datetime | None = None) -> bool:
+def cancel_unstarted(
+    session: Session, take_id: str, error_class: str, message: str, now: datetime | None = None
+) -> bool:
     """queued|released -> canceled with a reason (the nightly budget or window); a take that
     has started meanwhile is left alone."""
     now = now or utcnow()
-    return _move(session, take_id, [S.queued, S.released], S.canceled, now, finished_at=now,
-                 error_class=error_class, error_message=message)
+    return _move(
+        session,
+        take_id,
+        [S.queued, S.released],
+        S.canceled,
+        now,
+        finished_at=now,
+        error_class=error_class,
+        error_message=message,
+    )
 
 
 def retry(session: Session, take_id: str, extra_attempts: int, now: datetime | None = None) -> None:
     """failed|canceled -> queued with `extra_attempts` more attempts."""
     take = get(session, take_id)
-    if not _move(session, take_id, [S.failed, S.canceled], S.queued, now or utcnow(),
-                 cancel_requested=False, finished_at=None, released_at=None, error_class=None,
-                 error_message=None, max_attempts=Take.attempt_count + extra_attempts, progress_step=0):
+    if not _move(
+        session,
+        take_id,
+        [S.failed, S.canceled],
+        S.queued,
+        now or utcnow(),
+        cancel_requested=False,
+        finished_at=None,
+        released_at=None,
+        error_class=None,
+        error_message=None,
+        max_attempts=Take.attempt_count + extra_attempts,
+        progress_step=0,
+    ):
         raise IllegalTransition(f"take {take_id} is {take.state.value}: only failed or canceled takes can be retried")
 
 
 def reprioritise(session: Session, take_id: str, priority: int, now: datetime | None = None) -> None:
     take = get(session, take_id)
-    stmt = (update(Take).where(Take.id == take_id, Take.state.in_([S.queued, S.released, S.failed, S.canceled]))
-            .values(priority=priority, updated_at=now or utcnow()).execution_options(synchronize_session=False))
+    stmt = (
+        update(Take)
+        .where(Take.id == take_id, Take.state.in_([S.queued, S.released, S.failed, S.canceled]))
+        .values(priority=priority, updated_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
     if session.execute(stmt).rowcount != 1:
         raise IllegalTransition(f"take {take_id} is {take.state.value}: it can no longer be reprioritised")
 
 
 def select_for_hero(session: Session, take_id: str, selected: bool, now: datetime | None = None) -> None:
     take = get(session, take_id)
-    stmt = (update(Take).where(Take.id == take_id, Take.state == S.done)
-            .values(selected_for_hero=selected, updated_at=now or utcnow()).execution_options(synchronize_session=False))
+    stmt = (
+        update(Take)
+        .where(Take.id == take_id, Take.state == S.done)
+        .values(selected_for_hero=selected, updated_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
     if session.execute(stmt).rowcount != 1:
         raise IllegalTransition(f"take {take_id} is {take.state.value}: only finished takes can be selected for hero")
 
@@ -218,24 +313,43 @@ def reclaim_from_dead_workers(session: Session, dead_worker_ids: list[str], now:
     now = now or utcnow()
     if not dead_worker_ids:
         return []
-    rows = session.execute(
-        select(Attempt).join(Take, Take.id == Attempt.take_id)
-        .where(Attempt.state == AttemptState.running, Attempt.worker_id.in_(dead_worker_ids),
-               Take.state == S.running, Take.attempt_count == Attempt.number)
-    ).scalars().all()
+    rows = (
+        session.execute(
+            select(Attempt)
+            .join(Take, Take.id == Attempt.take_id)
+            .where(
+                Attempt.state == AttemptState.running,
+                Attempt.worker_id.in_(dead_worker_ids),
+                Take.state == S.running,
+                Take.attempt_count == Attempt.number,
+            )
+        )
+        .scalars()
+        .all()
+    )
     reclaimed = []
     for attempt in rows:
         error = WorkerLost(f"worker {attempt.worker_id} stopped heartbeating during attempt {attempt.number}")
         _end_attempt(session, attempt, AttemptState.lost, now, 0.0, error)
-        take = session.execute(select(Take.attempt_count, Take.max_attempts, Take.cancel_requested)
-                               .where(Take.id == attempt.take_id)).one()
+        take = session.execute(
+            select(Take.attempt_count, Take.max_attempts, Take.cancel_requested).where(Take.id == attempt.take_id)
+        ).one()
         if take.cancel_requested:  # canceled while its worker died: it stays canceled
             target = S.canceled
         else:
             target = S.queued if take.attempt_count < take.max_attempts else S.failed
         extra = {"released_at": None} if target == S.queued else {"finished_at": now}
-        if _move(session, attempt.take_id, [S.running], target, now, _current(attempt.take_id, attempt),
-                 error_class="WorkerLost", error_message=str(error), **extra):
+        if _move(
+            session,
+            attempt.take_id,
+            [S.running],
+            target,
+            now,
+            _current(attempt.take_id, attempt),
+            error_class="WorkerLost",
+            error_message=str(error),
+            **extra,
+        ):
             reclaimed.append(attempt.take_id)
     return reclaimed
 

@@ -36,10 +36,11 @@ def asset_key(sha256: str, kind: str) -> str:
 def output_keys(take_id: str) -> dict[str, str]:
     """Deterministic keys of a take's outputs: a retry overwrites, never duplicates."""
     base = f"takes/{take_id}"
-    return {"clip_key": f"{base}/clip.mp4", "thumbnail_key": f"{base}/thumbnail.jpg",
-            "manifest_key": f"{base}/manifest.json"}
-
-
+    return {
+        "clip_key": f"{base}/clip.mp4",
+        "thumbnail_key": f"{base}/thumbnail.jpg",
+        "manifest_key": f"{base}/manifest.json",
+    }
 
 
 class Storage(Protocol):
@@ -101,8 +102,9 @@ class S3Storage:
     second client, made on the first presign, that names the public endpoint. Signing is
     local, so that client never needs to reach it."""
 
-    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, region: str,
-                 public_endpoint_url: str | None = None):
+    def __init__(
+        self, bucket: str, prefix: str, endpoint_url: str | None, region: str, public_endpoint_url: str | None = None
+    ):
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.region, self.public_endpoint_url = region, public_endpoint_url
         self.client = self._make_client(endpoint_url)
@@ -113,8 +115,12 @@ class S3Storage:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=endpoint_url, region_name=self.region,
-                            config=Config(retries={"max_attempts": 5, "mode": "standard"}, signature_version="s3v4"))
+        return boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=self.region,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, signature_version="s3v4"),
+        )
 
     @property
     def presigner(self):
@@ -151,12 +157,24 @@ class S3Storage:
             self._call("create bucket", self.client.create_bucket, Bucket=self.bucket)
 
     def put_file(self, key: str, path: Path, content_type: str) -> None:
-        self._call("upload", self.client.upload_file, str(path), self.bucket, self._key(key),
-                   ExtraArgs={"ContentType": content_type})
+        self._call(
+            "upload",
+            self.client.upload_file,
+            str(path),
+            self.bucket,
+            self._key(key),
+            ExtraArgs={"ContentType": content_type},
+        )
 
     def put_stream(self, key: str, stream: BinaryIO, content_type: str) -> None:
-        self._call("upload", self.client.upload_fileobj, stream, self.bucket, self._key(key),
-                   ExtraArgs={"ContentType": content_type})
+        self._call(
+            "upload",
+            self.client.upload_fileobj,
+            stream,
+            self.bucket,
+            self._key(key),
+            ExtraArgs={"ContentType": content_type},
+        )
 
     def get_file(self, key: str, path: Path) -> None:
         self._call("download", self.client.download_file, self.bucket, self._key(key), str(path), key=key)
@@ -176,8 +194,13 @@ class S3Storage:
             raise StorageError(f"S3 head failed: {exc}") from exc
 
     def url(self, key: str, seconds: int) -> str:
-        return self._call("presign", self.presigner.generate_presigned_url, "get_object",
-                          Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=seconds)
+        return self._call(
+            "presign",
+            self.presigner.generate_presigned_url,
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": self._key(key)},
+            ExpiresIn=seconds,
+        )
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -185,8 +208,13 @@ def open_storage(settings: Settings) -> Storage:
     if url.scheme == "file":
         return LocalStorage(Path(url.path))
     if url.scheme == "s3":
-        store = S3Storage(url.netloc, url.path, settings.s3_endpoint_url, settings.s3_region,
-                          public_endpoint_url=settings.s3_public_endpoint_url)
+        store = S3Storage(
+            url.netloc,
+            url.path,
+            settings.s3_endpoint_url,
+            settings.s3_region,
+            public_endpoint_url=settings.s3_public_endpoint_url,
+        )
         store.ensure_bucket()
         return store
     raise StorageError(f"FARM_STORAGE_URL {settings.storage!r}: use file:///path or s3://bucket/prefix")

@@ -7,7 +7,19 @@ import uuid
 from datetime import date, datetime, timezone
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, Date, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -173,7 +185,9 @@ class Attempt(Base):
     worker_id: Mapped[str] = mapped_column(String(200))
     host: Mapped[str] = mapped_column(String(200))
     gpu: Mapped[str] = mapped_column(String(200))
-    state: Mapped[AttemptState] = mapped_column(Enum(AttemptState, native_enum=False, length=16), default=AttemptState.running)
+    state: Mapped[AttemptState] = mapped_column(
+        Enum(AttemptState, native_enum=False, length=16), default=AttemptState.running
+    )
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)

@@ -14,8 +14,20 @@ from .request import RenderRequest
 from .specs import MODES, SPECS, ModelSpec, get_spec
 
 __all__ = [
-    "MODES", "SPECS", "CheckpointError", "InputError", "ModelSpec", "ModelsError", "OnStep", "Pipeline",
-    "RenderCanceled", "RenderRequest", "RenderResult", "get_spec", "load_pipeline", "render",
+    "MODES",
+    "SPECS",
+    "CheckpointError",
+    "InputError",
+    "ModelSpec",
+    "ModelsError",
+    "OnStep",
+    "Pipeline",
+    "RenderCanceled",
+    "RenderRequest",
+    "RenderResult",
+    "get_spec",
+    "load_pipeline",
+    "render",
 ]
 
 _pipelines: dict[tuple[str, str, str], Pipeline] = {}
@@ -32,8 +44,13 @@ def load_pipeline(checkpoint: str, weights: str | Path | None = None, device: st
     return _pipelines[key]
 
 
-def render(request: RenderRequest, on_step: OnStep | None = None, *, weights: str | Path | None = None,
-           device: str | None = None) -> RenderResult:
+def render(
+    request: RenderRequest,
+    on_step: OnStep | None = None,
+    *,
+    weights: str | Path | None = None,
+    device: str | None = None,
+) -> RenderResult:
     """Render one take. on_step(i, n) runs after every denoising step and may raise to cancel."""
     resolved = request.resolved()  # bad input fails before any model loads
     return load_pipeline(resolved.spec.name, weights, device).render(resolved, on_step)

@@ -101,4 +101,3 @@ class AudioEncoder:
             hidden.append(torch.stack(out.hidden_states, dim=2)[0].float())  # [1500, 33, A]
         states = torch.cat(hidden)[: frames * 2]  # 50 Hz steps covering the real audio
         return merge_layers(states.cpu(), frames)
-

@@ -205,7 +205,7 @@ def load_prefixed(folder: Path, prefixes: tuple[str, ...], expected: set[str]) -
     else:
         raise CheckpointError(f"{folder}: no model.safetensors(.index.json) or pytorch_model.bin")
     for prefix in prefixes:
-        rename = {k: k[len(prefix):] for k in source.keys if k.startswith(prefix)}
+        rename = {k: k[len(prefix) :] for k in source.keys if k.startswith(prefix)}
         if rename:
             break
     else:

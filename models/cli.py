@@ -45,10 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     mode = args.mode or "T" + ("I" if args.image else "") + ("A" if args.audio else "")
     request = RenderRequest(
-        prompt=args.prompt, checkpoint=args.checkpoint, mode=mode, image=args.image, audio=args.audio,
-        negative_prompt=args.negative_prompt, seed=args.seed, width=args.width, height=args.height,
-        frames=args.frames, steps=args.steps, shift=args.shift, scale_text=args.scale_text,
-        scale_audio=args.scale_audio, scale_image=args.scale_image,
+        prompt=args.prompt,
+        checkpoint=args.checkpoint,
+        mode=mode,
+        image=args.image,
+        audio=args.audio,
+        negative_prompt=args.negative_prompt,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        frames=args.frames,
+        steps=args.steps,
+        shift=args.shift,
+        scale_text=args.scale_text,
+        scale_audio=args.scale_audio,
+        scale_image=args.scale_image,
     )
     from . import load_pipeline  # heavy imports after the arguments parse
 
@@ -64,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     except ModelsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = {"output": str(output), "thumbnail": str(thumbnail), "audio": result.audio_fit.action,
-               "seconds": {k: round(v, 3) for k, v in result.timings.items()}}
+    summary = {
+        "output": str(output),
+        "thumbnail": str(thumbnail),
+        "audio": result.audio_fit.action,
+        "seconds": {k: round(v, 3) for k, v in result.timings.items()},
+    }
     print(json.dumps(summary))
     return 0

@@ -94,8 +94,12 @@ class LayerNorm(nn.LayerNorm):
 
 #: SDPA backends, fastest first at HuMo's shapes on Hopper (cuDNN ran 614 TFLOP/s against 365
 #: for flash at 40,560 tokens); PyTorch skips any that cannot run the call.
-ATTENTION_BACKENDS = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
-                      SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+ATTENTION_BACKENDS = [
+    SDPBackend.CUDNN_ATTENTION,
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.MATH,
+]
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -160,8 +164,9 @@ class Attention(nn.Module):
         q, k, v = self.project(x, context)
         return self.o(attention(q, k, v).flatten(2))
 
-    def framewise_attention(self, x: torch.Tensor, audio: torch.Tensor, frames: int,
-                            shard: SequenceShard | None = None) -> torch.Tensor:
+    def framewise_attention(
+        self, x: torch.Tensor, audio: torch.Tensor, frames: int, shard: SequenceShard | None = None
+    ) -> torch.Tensor:
         """Each latent frame's S video tokens attend only to that frame's T audio tokens."""
         q, k, v = self.project(x, audio)
         out = framewise(q, k, v, frames) if shard is None else shard.framewise(q, k, v)
@@ -174,8 +179,9 @@ class AudioCrossAttentionWrapper(nn.Module):
         self.audio_cross_attn = Attention(dim, num_heads, eps, kv_dim=audio_dim)
         self.norm1_audio = LayerNorm(dim, eps, elementwise_affine=True)
 
-    def forward(self, x: torch.Tensor, audio: torch.Tensor, frames: int,
-                shard: SequenceShard | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, audio: torch.Tensor, frames: int, shard: SequenceShard | None = None
+    ) -> torch.Tensor:
         return self.audio_cross_attn.framewise_attention(self.norm1_audio(x), audio, frames, shard)
 
 
@@ -258,7 +264,9 @@ class HumoDiT(nn.Module):
         self.cfg = cfg
         dim = cfg.dim
         self.patch_embedding = nn.Conv3d(cfg.in_dim, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.text_embedding = nn.Sequential(
+            nn.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
+        )
         self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))

@@ -42,8 +42,9 @@ class FP8Linear(nn.Module):
         shape = x.shape
         a, a_scale = _quantise_rows(x.reshape(-1, shape[-1]))
         bias = None if self.bias is None else self.bias.to(torch.bfloat16)
-        out = torch._scaled_mm(a, self.weight_fp8.t(), scale_a=a_scale, scale_b=self.weight_scale,
-                               bias=bias, out_dtype=torch.bfloat16)
+        out = torch._scaled_mm(
+            a, self.weight_fp8.t(), scale_a=a_scale, scale_b=self.weight_scale, bias=bias, out_dtype=torch.bfloat16
+        )
         return out.reshape(*shape[:-1], self.out_features)
 
 
@@ -64,4 +65,3 @@ def enable_fp8(dit: nn.Module) -> int:
                     setattr(owner, name, FP8Linear(layer))
                 swapped += 1
     return swapped
-

@@ -31,6 +31,8 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
 AUDIO_RATE = 16_000  #: Hz, what Whisper hears
 MUX_RATE = 48_000  #: Hz, the clip's AAC track
 
@@ -42,7 +44,9 @@ def _open_image(path: str | Path) -> Iterator[Image.Image]:
     try:
         with Image.open(path) as img:
             if img.format not in IMAGE_FORMATS:
-                raise InputError("image", f"unsupported image format {img.format}; use one of {', '.join(IMAGE_FORMATS)}")
+                raise InputError(
+                    "image", f"unsupported image format {img.format}; use one of {', '.join(IMAGE_FORMATS)}"
+                )
             yield img
     except FileNotFoundError:
         raise InputError("image", f"file not found: {path}") from None
@@ -61,10 +65,14 @@ def _open_audio(path: str | Path) -> Iterator[tuple[av.container.InputContainer,
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
-                raise InputError("audio", f"{name} ({container.format.name}) has no audio stream; give a WAV, MP3, FLAC or M4A file")
+                raise InputError(
+                    "audio", f"{name} ({container.format.name}) has no audio stream; give a WAV, MP3, FLAC or M4A file"
+                )
             yield container, container.streams.audio[0]
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise InputError("audio", f"{name} is not a readable audio file ({exc}); give a WAV, MP3, FLAC or M4A file") from None
+        raise InputError(
+            "audio", f"{name} is not a readable audio file ({exc}); give a WAV, MP3, FLAC or M4A file"
+        ) from None
 
 
 def probe_image(path: str | Path) -> tuple[str, int, int]:
@@ -103,7 +111,9 @@ def load_audio(path: str | Path, rate: int = AUDIO_RATE) -> torch.Tensor:
     """Decode any audio FFmpeg reads to mono float32 samples at `rate`: [N]."""
     with _open_audio(path) as (container, stream):
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        chunks = [out.to_ndarray().reshape(-1) for frame in container.decode(stream) for out in resampler.resample(frame)]
+        chunks = [
+            out.to_ndarray().reshape(-1) for frame in container.decode(stream) for out in resampler.resample(frame)
+        ]
         chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if samples.size == 0:
@@ -163,7 +173,9 @@ def _mux_audio(out, stream, samples: torch.Tensor, rate: int) -> None:
     frame.sample_rate = rate
     frame.time_base = Fraction(1, rate)
     frame.pts = 0
-    resampler = av.AudioResampler(format="fltp", layout="mono", rate=MUX_RATE, frame_size=stream.codec_context.frame_size or 1024)
+    resampler = av.AudioResampler(
+        format="fltp", layout="mono", rate=MUX_RATE, frame_size=stream.codec_context.frame_size or 1024
+    )
     for chunk in [*resampler.resample(frame), *resampler.resample(None)]:
         for packet in stream.encode(chunk):
             out.mux(packet)

@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 OnStep = Callable[[int, int], None]
 
 
-
 @dataclass
 class Inputs:
     """Everything the denoising loop needs besides the latents, on the DiT's device."""
@@ -81,8 +80,17 @@ class RenderResult:
 
 
 class Pipeline:
-    def __init__(self, spec: ModelSpec, dit: HumoDiT, vae: VideoVAE, text: TextEncoder,
-                 audio: AudioEncoder, *, device: torch.device, zero_latent_files: list[Path] = ()):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        dit: HumoDiT,
+        vae: VideoVAE,
+        text: TextEncoder,
+        audio: AudioEncoder,
+        *,
+        device: torch.device,
+        zero_latent_files: list[Path] = (),
+    ):
         self.spec, self.dit, self.vae, self.text, self.audio = spec, dit.eval(), vae, text, audio
         self.device = torch.device(device)
         self.zero_latent_files = list(zero_latent_files)
@@ -96,8 +104,16 @@ class Pipeline:
 
     # -- loading ------------------------------------------------------------------------
     @classmethod
-    def load(cls, checkpoint: str, weights: str | Path, *, device: str | torch.device | None = None,
-             dtype: torch.dtype | None = None, compile: bool | None = None, fp8: bool = False) -> "Pipeline":
+    def load(
+        cls,
+        checkpoint: str,
+        weights: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        compile: bool | None = None,
+        fp8: bool = False,
+    ) -> "Pipeline":
         """Build every model on the meta device and stream the official files into it.
 
         compile: torch.compile the DiT blocks (default: on CUDA; same function, ~20% faster).
@@ -114,17 +130,29 @@ class Pipeline:
             dit = HumoDiT(spec.dit)
         top_level = {name for name, _ in dit.named_children()}
         dit_source = open_checkpoint(weights / files.dit)
-        load_into(dit, dit_source, device=device, dtype=dtype,
-                  extra_ok=lambda k: spec.extra_top_level_ok and k.split(".")[0] not in top_level)
+        load_into(
+            dit,
+            dit_source,
+            device=device,
+            dtype=dtype,
+            extra_ok=lambda k: spec.extra_top_level_ok and k.split(".")[0] not in top_level,
+        )
 
         with torch.device("meta"):
             vae_model = build_vae(spec.vae)
-        load_into(vae_model, open_checkpoint(weights / files.vae), rename=vae_key_map(vae_model, spec.vae),
-                  device=device, dtype=torch.float32 if device.type == "cpu" else torch.bfloat16)
+        load_into(
+            vae_model,
+            open_checkpoint(weights / files.vae),
+            rename=vae_key_map(vae_model, spec.vae),
+            device=device,
+            dtype=torch.float32 if device.type == "cpu" else torch.bfloat16,
+        )
 
         with torch.device("meta"):
             t5 = build_text_encoder(spec.text)
-        load_into(t5, open_checkpoint(weights / files.text), rename=text_key_map(spec.text), device=keep_on, dtype=dtype)
+        load_into(
+            t5, open_checkpoint(weights / files.text), rename=text_key_map(spec.text), device=keep_on, dtype=dtype
+        )
         tokenizer_dir = weights / files.tokenizer
         if not tokenizer_dir.is_dir():
             raise CheckpointError(f"{tokenizer_dir}: tokenizer folder not found")
@@ -197,18 +225,22 @@ class Pipeline:
             return samples, self.audio.features(samples)
 
     def encode_inputs(self, req: ResolvedRequest) -> Inputs:
-        text, negative = self._cached(("text", req.prompt, req.negative_prompt),
-                                      lambda: self._encode_text(req.prompt, req.negative_prompt))
+        text, negative = self._cached(
+            ("text", req.prompt, req.negative_prompt), lambda: self._encode_text(req.prompt, req.negative_prompt)
+        )
         height, width = req.height // 8, req.width // 8
         samples = None
         if req.audio:
-            samples, feats = self._cached(("audio", media.file_sha256(req.audio)), lambda: self._encode_audio(req.audio))
+            samples, feats = self._cached(
+                ("audio", media.file_sha256(req.audio)), lambda: self._encode_audio(req.audio)
+            )
         else:
             feats = torch.zeros(req.frames, 5, self.spec.dit.audio_channels)
         wins = windows(feats, req.frames)  # [F, 8, 5, A]
         wins = torch.cat([wins, wins.new_zeros(1, *wins.shape[1:])])  # the reference frame hears nothing
         reference = torch.zeros(self.spec.vae.z_dim, 1, height, width, device=self.device)
         if req.image:
+
             def encode_image():
                 pixels = media.load_image(req.image, req.width, req.height)
                 return self.vae.encode(pixels[None, :, None])[0].to(self.device)
@@ -217,8 +249,14 @@ class Pipeline:
         zero = None
         if self.spec.image_conditioning == "concat":
             zero = self.zero_latents(req.height, req.width, req.latent_frames + 1)
-        return Inputs(text=text, negative=negative, audio=wins[None].to(self.device), reference=reference,
-                      samples=samples, zero_latents=zero)
+        return Inputs(
+            text=text,
+            negative=negative,
+            audio=wins[None].to(self.device),
+            reference=reference,
+            samples=samples,
+            zero_latents=zero,
+        )
 
     def zero_latents(self, height: int, width: int, latent_frames: int) -> torch.Tensor:
         """VAE latents of an all-zero video: from the shipped files when they fit, else computed."""
@@ -285,7 +323,9 @@ class Pipeline:
     def render(self, request: RenderRequest | ResolvedRequest, on_step: OnStep | None = None) -> RenderResult:
         req = request.resolved() if isinstance(request, RenderRequest) else request
         if req.spec.name != self.spec.name:
-            raise InputError("checkpoint", f"this pipeline holds {self.spec.name}, the request asks for {req.spec.name}")
+            raise InputError(
+                "checkpoint", f"this pipeline holds {self.spec.name}, the request asks for {req.spec.name}"
+            )
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 

@@ -56,7 +56,9 @@ class RenderRequest:
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise InputError("seed", f"{self.seed!r} must be an integer from 0 to 2**63-1")
         if "I" in mode and not self.image:
-            raise InputError("image", f"mode {mode} needs a reference image; give one or use mode {mode.replace('I', '')}")
+            raise InputError(
+                "image", f"mode {mode} needs a reference image; give one or use mode {mode.replace('I', '')}"
+            )
         if "A" in mode and not self.audio:
             raise InputError("audio", f"mode {mode} needs an audio track; give one or use mode {mode.replace('A', '')}")
         if probe_files and "I" in mode:
@@ -71,9 +73,19 @@ class RenderRequest:
         )
         negative = self.negative_prompt if self.negative_prompt else spec.negative_prompt
         return ResolvedRequest(
-            spec=spec, prompt=self.prompt, negative_prompt=negative, mode=mode, seed=self.seed,
-            image=self.image if "I" in mode else None, audio=self.audio if "A" in mode else None,
-            width=width, height=height, frames=frames, steps=steps, shift=float(shift), scales=scales,
+            spec=spec,
+            prompt=self.prompt,
+            negative_prompt=negative,
+            mode=mode,
+            seed=self.seed,
+            image=self.image if "I" in mode else None,
+            audio=self.audio if "A" in mode else None,
+            width=width,
+            height=height,
+            frames=frames,
+            steps=steps,
+            shift=float(shift),
+            scales=scales,
         )
 
 

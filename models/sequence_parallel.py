@@ -43,7 +43,8 @@ def check_group_size(cfg: DiTConfig, size: int) -> None:
         divisors = [d for d in range(1, cfg.num_heads + 1) if cfg.num_heads % d == 0]
         raise GroupSizeError(
             f"a sequence-parallel group of {size} ranks cannot split {cfg.num_heads} attention heads; "
-            f"use a group size that divides {cfg.num_heads}: {', '.join(map(str, divisors))}")
+            f"use a group size that divides {cfg.num_heads}: {', '.join(map(str, divisors))}"
+        )
 
 
 def init_deepspeed_comm() -> None:
@@ -146,12 +147,14 @@ class SequenceParallelDiT(HumoDiT):
             rope = rope_table(grid, self.cfg.head_dim, device)[start : start + valid]
             identity = torch.zeros(size - valid, *rope.shape[1:], device=device)
             identity[..., 0] = 1  # cos 1, sin 0: the padding is not rotated (and never attended)
-            self._shards[key] = Shard(length, start, size, valid, grid[0], grid[1] * grid[2],
-                                      torch.cat([rope, identity]), self.exchange)
+            self._shards[key] = Shard(
+                length, start, size, valid, grid[0], grid[1] * grid[2], torch.cat([rope, identity]), self.exchange
+            )
         return self._shards[key]
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
-                audio_windows: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, audio_windows: torch.Tensor
+    ) -> torch.Tensor:
         """HumoDiT.forward's contract; every rank passes the same inputs and gets the whole output."""
         # 1. patchify the whole latent, keep this rank's slice [B, L/P, C]
         tokens, grid = self.patchify(x)

@@ -165,8 +165,17 @@ HUMO_17B = ModelSpec(
 TINY = ModelSpec(
     name="tiny",
     dit=DiTConfig(
-        dim=64, ffn_dim=128, num_layers=2, num_heads=2, in_dim=16, text_dim=32, text_len=32,
-        freq_dim=32, audio_dim=64, audio_channels=32, audio_hidden=32,
+        dim=64,
+        ffn_dim=128,
+        num_layers=2,
+        num_heads=2,
+        in_dim=16,
+        text_dim=32,
+        text_len=32,
+        freq_dim=32,
+        audio_dim=64,
+        audio_channels=32,
+        audio_hidden=32,
     ),
     image_conditioning="overwrite",
     guidance=GuidanceDefaults(text=7.0, audio=7.5, image=4.0),
@@ -177,8 +186,7 @@ TINY = ModelSpec(
     steps=4,
     text=TextConfig(vocab_size=384, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2),
     vae=VAEConfig(base_dim=8),
-    whisper=WhisperConfig(d_model=32, encoder_layers=32, encoder_attention_heads=2,
-                          encoder_ffn_dim=64),
+    whisper=WhisperConfig(d_model=32, encoder_layers=32, encoder_attention_heads=2, encoder_ffn_dim=64),
     extra_top_level_ok=True,
 )
 
@@ -205,6 +213,4 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return SPECS[name.lower()]
     except KeyError:
-        raise InputError(
-            "checkpoint", f"unknown checkpoint {name!r}; choose one of {', '.join(SPECS)}"
-        ) from None
+        raise InputError("checkpoint", f"unknown checkpoint {name!r}; choose one of {', '.join(SPECS)}") from None

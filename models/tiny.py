@@ -68,7 +68,9 @@ def write_dit(dit: HumoDiT, path: Path, extras: dict[str, torch.Tensor] | None =
 def write_tokenizer(folder: Path, vocab_size: int) -> None:
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
+    )
     tok.train_from_iterator(CORPUS, trainer)
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
@@ -79,10 +81,20 @@ def write_whisper(folder: Path, spec: ModelSpec, seed: int) -> None:
     w = spec.whisper
     torch.manual_seed(seed)
     config = HFWhisperConfig(
-        d_model=w.d_model, encoder_layers=w.encoder_layers, encoder_attention_heads=w.encoder_attention_heads,
-        encoder_ffn_dim=w.encoder_ffn_dim, num_mel_bins=w.num_mel_bins, decoder_layers=1,
-        decoder_attention_heads=w.encoder_attention_heads, decoder_ffn_dim=w.encoder_ffn_dim, vocab_size=64,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1, max_target_positions=32,
+        d_model=w.d_model,
+        encoder_layers=w.encoder_layers,
+        encoder_attention_heads=w.encoder_attention_heads,
+        encoder_ffn_dim=w.encoder_ffn_dim,
+        num_mel_bins=w.num_mel_bins,
+        decoder_layers=1,
+        decoder_attention_heads=w.encoder_attention_heads,
+        decoder_ffn_dim=w.encoder_ffn_dim,
+        vocab_size=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+        max_target_positions=32,
     )
     hf_logging.disable_progress_bar()  # no "Writing model shards" bar in a farm log
     WhisperForConditionalGeneration(config).save_pretrained(folder)
@@ -105,7 +117,9 @@ def write_weights(folder: str | Path, spec: ModelSpec, seed: int = 0) -> Path:
     torch.manual_seed(seed + 2)
     t5 = build_text_encoder(spec.text)
     state = t5.state_dict()
-    torch.save({official: state[ours].clone() for official, ours in text_key_map(spec.text).items()}, folder / files.text)
+    torch.save(
+        {official: state[ours].clone() for official, ours in text_key_map(spec.text).items()}, folder / files.text
+    )
     write_tokenizer(folder / files.tokenizer, spec.text.vocab_size)
 
     write_whisper(folder / files.whisper, spec, seed + 3)

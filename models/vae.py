@@ -13,7 +13,13 @@ from diffusers import AutoencoderKLWan
 from .specs import VAEConfig
 
 #: resnet parts: diffusers name -> index inside Wan's `residual` Sequential
-_RESNET = {"norm1": "residual.0", "conv1": "residual.2", "norm2": "residual.3", "conv2": "residual.6", "conv_shortcut": "shortcut"}
+_RESNET = {
+    "norm1": "residual.0",
+    "conv1": "residual.2",
+    "norm2": "residual.3",
+    "conv2": "residual.6",
+    "conv_shortcut": "shortcut",
+}
 _MIDDLE = {("resnets", "0"): "0", ("attentions", "0"): "1", ("resnets", "1"): "2"}
 _TOP = {"quant_conv": "conv1", "post_quant_conv": "conv2"}
 _ENDS = {"conv_in": "conv1", "norm_out": "head.0", "conv_out": "head.2"}

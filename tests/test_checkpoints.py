@@ -106,7 +106,9 @@ def test_missing_shard_and_unreadable_file_are_clear_errors(tmp_path):
 
 def test_index_listing_a_key_its_shard_lacks(tmp_path):
     save_file({"a": torch.zeros(1)}, tmp_path / "s.safetensors")
-    (tmp_path / "m.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "s.safetensors", "b": "s.safetensors"}}))
+    (tmp_path / "m.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "s.safetensors", "b": "s.safetensors"}})
+    )
     with pytest.raises(CheckpointError, match="the index lists keys the shard lacks: b"):
         open_checkpoint(tmp_path / "m.safetensors.index.json")
 
@@ -118,7 +120,9 @@ def test_vae_official_names_follow_wans_layout():
     assert official_key("encoder.down_blocks.0.norm2.gamma", cfg) == "encoder.downsamples.0.residual.3.gamma"
     assert official_key("encoder.mid_block.attentions.0.to_qkv.weight", cfg) == "encoder.middle.1.to_qkv.weight"
     assert official_key("decoder.mid_block.resnets.1.conv2.bias", cfg) == "decoder.middle.2.residual.6.bias"
-    assert official_key("decoder.up_blocks.0.upsamplers.0.time_conv.weight", cfg) == "decoder.upsamples.3.time_conv.weight"
+    assert (
+        official_key("decoder.up_blocks.0.upsamplers.0.time_conv.weight", cfg) == "decoder.upsamples.3.time_conv.weight"
+    )
     assert official_key("decoder.up_blocks.1.resnets.0.conv1.weight", cfg) == "decoder.upsamples.4.residual.2.weight"
     assert official_key("decoder.up_blocks.3.resnets.2.norm1.gamma", cfg) == "decoder.upsamples.14.residual.0.gamma"
     assert official_key("decoder.norm_out.gamma", cfg) == "decoder.head.0.gamma"
@@ -160,7 +164,9 @@ def test_umt5_pth_round_trip_keeps_embeddings_tied(tmp_path):
     assert loaded.encoder.embed_tokens.weight is loaded.shared.weight
     ids = torch.randint(0, TINY.text.vocab_size, (1, 9))
     with torch.no_grad():
-        torch.testing.assert_close(loaded.eval()(input_ids=ids).last_hidden_state, original(input_ids=ids).last_hidden_state)
+        torch.testing.assert_close(
+            loaded.eval()(input_ids=ids).last_hidden_state, original(input_ids=ids).last_hidden_state
+        )
 
 
 def test_whisper_folder_loads_the_encoder_only(weights):

@@ -9,14 +9,31 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_cli(*args, weights):
     env = {**os.environ, "HUMO_WEIGHTS": str(weights)}
-    return subprocess.run([sys.executable, "-m", "models", "render", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "models", "render", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_cli_renders_with_a_progress_bar(weights, media, tmp_path):
     out = tmp_path / "take.mp4"
-    proc = run_cli("--checkpoint", "tiny", "--prompt", "a presenter", "--image", str(media["image"]),
-                   "--audio", str(media["audio"]), "-o", str(out), weights=weights)
+    proc = run_cli(
+        "--checkpoint",
+        "tiny",
+        "--prompt",
+        "a presenter",
+        "--image",
+        str(media["image"]),
+        "--audio",
+        str(media["audio"]),
+        "-o",
+        str(out),
+        weights=weights,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "4/4" in proc.stderr  # the progress bar reached the last step
     summary = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -26,7 +26,12 @@ def test_1_7b_tia_is_the_reference_four_pass_formula():
     chain = passes_for(HUMO_1_7B, "TIA", 999)
     p = preds_for(chain)
     neg, t, ta, tia = (p[c] for c, _ in chain)
-    assert [c for c, _ in chain] == [NULL, Condition(True, False, False), Condition(True, False, True), Condition(True, True, True)]
+    assert [c for c, _ in chain] == [
+        NULL,
+        Condition(True, False, False),
+        Condition(True, False, True),
+        Condition(True, True, True),
+    ]
     expected = 4.0 * (tia - ta) + 7.5 * (ta - t) + 7.0 * (t - neg) + neg
     torch.testing.assert_close(combine([neg, t, ta, tia], [s for _, s in chain]), expected)
 

@@ -13,23 +13,38 @@ def probe(path):
     with av.open(str(path)) as c:
         video = c.streams.video[0]
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video)]
-        out = {"video_codec": video.codec_context.name, "pix_fmt": video.codec_context.pix_fmt,
-               "rate": video.average_rate, "frames": len(frames), "size": (video.width, video.height),
-               "audio": None}
+        out = {
+            "video_codec": video.codec_context.name,
+            "pix_fmt": video.codec_context.pix_fmt,
+            "rate": video.average_rate,
+            "frames": len(frames),
+            "size": (video.width, video.height),
+            "audio": None,
+        }
     with av.open(str(path)) as c:
         if c.streams.audio:
             a = c.streams.audio[0]
             samples = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(a)])
-            out["audio"] = {"codec": a.codec_context.name, "rate": a.rate, "seconds": samples.size / a.rate,
-                            "energy": float(np.abs(samples).mean())}
+            out["audio"] = {
+                "codec": a.codec_context.name,
+                "rate": a.rate,
+                "seconds": samples.size / a.rate,
+                "energy": float(np.abs(samples).mean()),
+            }
     return out, frames
 
 
 @pytest.mark.parametrize("checkpoint", ["tiny", "tiny-concat"])
 @pytest.mark.parametrize("mode", ["T", "TI", "TA", "TIA"])
 def test_every_mode_renders_a_playable_mp4(pipelines, media, tmp_path, checkpoint, mode):
-    request = RenderRequest(prompt="a presenter talks to camera", checkpoint=checkpoint, mode=mode,
-                            image=str(media["image"]), audio=str(media["audio"]), seed=3)
+    request = RenderRequest(
+        prompt="a presenter talks to camera",
+        checkpoint=checkpoint,
+        mode=mode,
+        image=str(media["image"]),
+        audio=str(media["audio"]),
+        seed=3,
+    )
     steps = []
     result = pipelines[checkpoint].render(request, lambda i, n: steps.append((i, n)))
     assert steps == [(i, 4) for i in range(1, 5)]
@@ -73,8 +88,9 @@ def test_inputs_change_the_result(pipelines, media):
 
 
 def test_portrait_and_longer_clips(pipelines, media):
-    result = pipelines["tiny"].render(RenderRequest(prompt="p", mode="TI", image=str(media["image"]),
-                                                    width=48, height=80, frames=29, steps=2))
+    result = pipelines["tiny"].render(
+        RenderRequest(prompt="p", mode="TI", image=str(media["image"]), width=48, height=80, frames=29, steps=2)
+    )
     assert result.video.shape == (3, 29, 80, 48)
     assert result.latents.shape == (16, 8, 10, 6)
 

@@ -12,7 +12,9 @@ def field_of(request: RenderRequest) -> InputError:
     return info.value
 
 
-@pytest.mark.parametrize("width,height,field", [(60, 48, "width"), (64, 50, "height"), (0, 48, "width"), (-16, 48, "width")])
+@pytest.mark.parametrize(
+    "width,height,field", [(60, 48, "width"), (64, 50, "height"), (0, 48, "width"), (-16, 48, "width")]
+)
 def test_size_must_be_a_multiple_of_16(width, height, field):
     err = field_of(RenderRequest(prompt="p", mode="T", width=width, height=height))
     assert err.field == field and "multiple of 16" in err.message

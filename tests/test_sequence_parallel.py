@@ -59,8 +59,12 @@ def test_sharded_forward_equals_the_unsharded_one(size, tmp_path):
     with torch.no_grad():
         expected = [dit(*inputs(shape, seed)) for seed, shape in enumerate(SHAPES)]
     # forkserver: the ranks fork from one process that imported the models once (4 imports cost ~20 s here)
-    mp.start_processes(run_rank, args=(size, str(tmp_path / "store"), dit.state_dict(), str(tmp_path)),
-                       nprocs=size, start_method="forkserver")
+    mp.start_processes(
+        run_rank,
+        args=(size, str(tmp_path / "store"), dit.state_dict(), str(tmp_path)),
+        nprocs=size,
+        start_method="forkserver",
+    )
     for rank in range(size):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         for shape, out, want in zip(SHAPES, got["outputs"], expected):
@@ -70,8 +74,9 @@ def test_sharded_forward_equals_the_unsharded_one(size, tmp_path):
             assert "divides 2: 1, 2" in got["error"]
 
 
-@pytest.mark.parametrize("heads,size,ok", [(40, 8, True), (40, 5, True), (40, 3, False), (40, 16, False),
-                                             (2, 4, False)])
+@pytest.mark.parametrize(
+    "heads,size,ok", [(40, 8, True), (40, 5, True), (40, 3, False), (40, 16, False), (2, 4, False)]
+)
 def test_group_size_must_divide_the_heads(heads, size, ok):
     cfg = replace(HUMO_17B.dit, num_heads=heads)
     if ok:
@@ -82,8 +87,9 @@ def test_group_size_must_divide_the_heads(heads, size, ok):
 
 
 def test_render_through_a_two_rank_group_matches_the_single_process_render(weights, pipelines, media):
-    request = RenderRequest(prompt="a presenter talks to camera", mode="TIA", image=str(media["image"]),
-                            audio=str(media["audio"]), seed=7)
+    request = RenderRequest(
+        prompt="a presenter talks to camera", mode="TIA", image=str(media["image"]), audio=str(media["audio"]), seed=7
+    )
     expected = pipelines["tiny"].render(request)
     steps = []
     with RankGroup("tiny", weights, 2, device="cpu", load_timeout=120) as group:

@@ -17,11 +17,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime = start_runtime(args.pool)  # load the model before taking any message
-    app.worker_main([
-        "worker", "--pool=solo", "--concurrency=1", f"--queues={args.pool}", f"--loglevel={args.loglevel}",
-        f"--hostname={args.pool}@{socket.gethostname()}-{runtime.heartbeat.id.split(':')[1]}",
-        "--without-gossip", "--without-mingle",
-    ])
+    app.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            f"--queues={args.pool}",
+            f"--loglevel={args.loglevel}",
+            f"--hostname={args.pool}@{socket.gethostname()}-{runtime.heartbeat.id.split(':')[1]}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
     return 0
 
 

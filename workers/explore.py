@@ -101,14 +101,18 @@ class ExploreRuntime:
         """Claim and render one delivered take; its finishing continues in the background."""
         self._refuse_if_draining(take_id)
         self._refuse_if_blocked(take_id)
+
         def claim(session):
             attempt = states.claim(session, take_id, self.heartbeat.id, self.heartbeat.host, self.gpu)
             if attempt is None:
                 state = session.execute(select(Take.state).where(Take.id == take_id)).scalar_one_or_none()
                 return None, state, None, None
             take = session.get(Take, take_id)
-            inputs = {kind: session.get(Asset, sha) for kind, sha in (("image", take.image_sha256),
-                                                                       ("audio", take.audio_sha256)) if sha}
+            inputs = {
+                kind: session.get(Asset, sha)
+                for kind, sha in (("image", take.image_sha256), ("audio", take.audio_sha256))
+                if sha
+            }
             session.expunge(take)
             return attempt, None, take, inputs
 
@@ -137,8 +141,11 @@ class ExploreRuntime:
 
     def _refuse_if_draining(self, take_id: str) -> None:
         """A drained worker (its row `stopped` while it lives) hands every delivered take back."""
-        stopped = run_with_retry(self.factory, lambda s: s.execute(
-            select(Worker.stopped).where(Worker.id == self.heartbeat.id)).scalar_one_or_none(), what="drain check")
+        stopped = run_with_retry(
+            self.factory,
+            lambda s: s.execute(select(Worker.stopped).where(Worker.id == self.heartbeat.id)).scalar_one_or_none(),
+            what="drain check",
+        )
         if stopped:
             log.info("take %s: this worker is draining; handing it back to the queue", take_id)
             raise Draining(take_id)
@@ -148,6 +155,7 @@ class ExploreRuntime:
         threshold = self.settings.blocklist_failures
         if not threshold:
             return
+
         def check(session):
             if not states.blocked(session, take_id, self.heartbeat.id, threshold):
                 return False
@@ -165,14 +173,26 @@ class ExploreRuntime:
             outcome = "canceled"
         elif isinstance(exc, Exception):
             error, retryable = classify(exc)
-            log.error("take %s attempt %d failed: %s", take_id, attempt.number, type(error).__name__,
-                      exc_info=exc if retryable else None)
-            state = run_with_retry(self.factory, lambda s: states.fail(s, take_id, attempt, error, retryable=retryable,
-                                                                       gpu_seconds=seconds))
+            log.error(
+                "take %s attempt %d failed: %s",
+                take_id,
+                attempt.number,
+                type(error).__name__,
+                exc_info=exc if retryable else None,
+            )
+            state = run_with_retry(
+                self.factory,
+                lambda s: states.fail(s, take_id, attempt, error, retryable=retryable, gpu_seconds=seconds),
+            )
             outcome = f"failed ({state.value if state else 'no longer ours'})"
         else:  # KeyboardInterrupt, SystemExit: record and let it through
-            run_with_retry(self.factory, lambda s: states.fail(s, take_id, attempt, RuntimeError(f"worker stopped: {exc!r}"),
-                                                               retryable=True, gpu_seconds=seconds), seconds=10)
+            run_with_retry(
+                self.factory,
+                lambda s: states.fail(
+                    s, take_id, attempt, RuntimeError(f"worker stopped: {exc!r}"), retryable=True, gpu_seconds=seconds
+                ),
+                seconds=10,
+            )
             raise exc
         log.info("take %s attempt %d: %s", take_id, attempt.number, outcome)
         return outcome
@@ -182,8 +202,12 @@ class ExploreRuntime:
         for kind, asset in inputs.items():
             files[kind] = tmp / f"{kind}-{asset.sha256[:12]}"
             self.storage.get_file(asset.key, files[kind])
-        request = RenderRequest(checkpoint=take.checkpoint, image=str(files["image"]) if "image" in files else None,
-                                audio=str(files["audio"]) if "audio" in files else None, **take.params)
+        request = RenderRequest(
+            checkpoint=take.checkpoint,
+            image=str(files["image"]) if "image" in files else None,
+            audio=str(files["audio"]) if "audio" in files else None,
+            **take.params,
+        )
         last = [0.0]
         deadline = time.monotonic() + self.settings.render_time_limit
         self.heartbeat.watch(self.settings.stall_timeout)
@@ -192,7 +216,9 @@ class ExploreRuntime:
             now = time.monotonic()
             self.heartbeat.watch(self.settings.stall_timeout)  # a step finished: not hung
             if now > deadline:
-                raise RenderTimeout(f"the render passed its {self.settings.render_time_limit:g} s limit at step {i}/{n}")
+                raise RenderTimeout(
+                    f"the render passed its {self.settings.render_time_limit:g} s limit at step {i}/{n}"
+                )
             if i < n and now - last[0] < self.settings.progress_interval:
                 return
             last[0] = now
@@ -224,17 +250,23 @@ class ExploreRuntime:
         self.storage.put_file(keys["clip_key"], clip, "video/mp4")
         self.storage.put_file(keys["thumbnail_key"], thumb, "image/jpeg")
         clip_sha = file_sha256(clip)
-        outputs = {"clip": {"key": keys["clip_key"], "sha256": clip_sha, "size": clip.stat().st_size},
-                   "thumbnail": {"key": keys["thumbnail_key"], "sha256": file_sha256(thumb)}}
-        manifest = build_manifest(take, attempt, result, self.pipeline.checkpoint_digest, outputs,
-                                  self.heartbeat.host, self.gpu)
+        outputs = {
+            "clip": {"key": keys["clip_key"], "sha256": clip_sha, "size": clip.stat().st_size},
+            "thumbnail": {"key": keys["thumbnail_key"], "sha256": file_sha256(thumb)},
+        }
+        manifest = build_manifest(
+            take, attempt, result, self.pipeline.checkpoint_digest, outputs, self.heartbeat.host, self.gpu
+        )
         manifest_path = tmp / "manifest.json"
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
         self.storage.put_file(keys["manifest_key"], manifest_path, "application/json")  # last: it marks complete
         output = {**keys, "clip_sha256": clip_sha, "clip_size": clip.stat().st_size}
         seconds = (time.monotonic() - start) * self.gpus_per_take
-        done = run_with_retry(self.factory, lambda s: states.finish(s, take.id, attempt, output, gpu_seconds=seconds),
-                              what=f"record of take {take.id}")
+        done = run_with_retry(
+            self.factory,
+            lambda s: states.finish(s, take.id, attempt, output, gpu_seconds=seconds),
+            what=f"record of take {take.id}",
+        )
         return "done" if done else "finished, but another attempt holds the take"
 
 

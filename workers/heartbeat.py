@@ -36,8 +36,18 @@ class Heartbeat:
 
     def start(self) -> "Heartbeat":
         with transaction(self.factory) as session:
-            session.merge(Worker(id=self.id, pool=self.pool, host=self.host, gpu=self.gpu, slots=1,
-                                 started_at=utcnow(), heartbeat_at=utcnow(), stopped=False))
+            session.merge(
+                Worker(
+                    id=self.id,
+                    pool=self.pool,
+                    host=self.host,
+                    gpu=self.gpu,
+                    slots=1,
+                    started_at=utcnow(),
+                    heartbeat_at=utcnow(),
+                    stopped=False,
+                )
+            )
         self._thread.start()
         return self
 

@@ -51,16 +51,27 @@ class HeroRuntime(ExploreRuntime):
         self.gpu = f"{settings.hero_gpus}x {gpu_name(device)}"
         self.heartbeat.gpu = self.gpu
         # a hung collective never reports a step: the group's own deadline ends the take
-        self.group = RankGroup(self.checkpoint, settings.weights_dir, settings.hero_gpus, device=device,
-                               take_timeout=settings.render_time_limit)
+        self.group = RankGroup(
+            self.checkpoint,
+            settings.weights_dir,
+            settings.hero_gpus,
+            device=device,
+            take_timeout=settings.render_time_limit,
+        )
 
     def start(self) -> "HeroRuntime":
         self.group.start()
-        self.pipeline = GroupPipeline(self.group, self.checkpoint, self.settings.weights_dir,
-                                      self.settings.render_time_limit)
+        self.pipeline = GroupPipeline(
+            self.group, self.checkpoint, self.settings.weights_dir, self.settings.render_time_limit
+        )
         self.heartbeat.start()
-        log.info("hero worker %s ready: %s on %d ranks (%s)", self.heartbeat.id, self.checkpoint,
-                 self.settings.hero_gpus, self.gpu)
+        log.info(
+            "hero worker %s ready: %s on %d ranks (%s)",
+            self.heartbeat.id,
+            self.checkpoint,
+            self.settings.hero_gpus,
+            self.gpu,
+        )
         return self
 
     def run(self, take_id: str) -> str:

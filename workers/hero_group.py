@@ -59,8 +59,16 @@ class RankGroup:
     device: "cuda" (rank r on cuda:r, NCCL) or "cpu" (gloo). Timeouts in seconds.
     """
 
-    def __init__(self, checkpoint: str, weights: str | Path | None, size: int, *, device: str = "cuda",
-                 load_timeout: float = 1800.0, take_timeout: float = 4 * 3600.0):
+    def __init__(
+        self,
+        checkpoint: str,
+        weights: str | Path | None,
+        size: int,
+        *,
+        device: str = "cuda",
+        load_timeout: float = 1800.0,
+        take_timeout: float = 4 * 3600.0,
+    ):
         self.checkpoint, self.weights, self.size, self.device = checkpoint, weights, size, device
         self.load_timeout, self.take_timeout = load_timeout, take_timeout
         self._ranks: list[_Rank] = []
@@ -108,9 +116,11 @@ class RankGroup:
         self._ranks, self._ready = [], False
         for r in range(self.size):
             ours, theirs = ctx.Pipe()
-            process = ctx.Process(target=_rank_main, name=f"hero-rank-{r}",
-                                  args=(r, self.size, port, self.checkpoint, self.weights, self.device, theirs,
-                                        self._cancel))
+            process = ctx.Process(
+                target=_rank_main,
+                name=f"hero-rank-{r}",
+                args=(r, self.size, port, self.checkpoint, self.weights, self.device, theirs, self._cancel),
+            )
             process.start()
             theirs.close()  # only the rank holds its end: its death reads as EOF here
             self._ranks.append(_Rank(process, ours))
@@ -175,8 +185,9 @@ class RankGroup:
         return f"rank {rank} raised while {doing}"
 
     # -- one take ---------------------------------------------------------------------------
-    def render(self, request: RenderRequest | ResolvedRequest, on_step: OnStep | None = None, *,
-               timeout: float | None = None) -> RenderResult:
+    def render(
+        self, request: RenderRequest | ResolvedRequest, on_step: OnStep | None = None, *, timeout: float | None = None
+    ) -> RenderResult:
         """Render one take on all ranks. Raises InputError (bad request, group unharmed),
         on_step's own exception (cooperative stop, group unharmed) or GroupFailed."""
         req = request.resolved() if isinstance(request, RenderRequest) else request
@@ -226,11 +237,13 @@ class RankGroup:
 
 
 # -- inside a rank ------------------------------------------------------------------------------
-def _rank_main(rank: int, size: int, port: int, checkpoint: str, weights, device: str, conn: Connection,
-               cancel) -> None:
+def _rank_main(
+    rank: int, size: int, port: int, checkpoint: str, weights, device: str, conn: Connection, cancel
+) -> None:
     _die_with_parent()
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank)
+    )
     try:
         pipe = _load(rank, size, checkpoint, weights, device)
     except BaseException as exc:

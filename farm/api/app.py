@@ -43,8 +43,14 @@ class UploadLimit:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/assets":
             length = dict(scope["headers"]).get(b"content-length", b"")
             if length.isdigit() and int(length) > self.limit + 1024 * 1024:  # room for the multipart envelope
-                response = JSONResponse({"detail": f"file: larger than the {self.limit} byte limit; send a shorter "
-                                                   "clip or a smaller image", "field": "file"}, status_code=413)
+                response = JSONResponse(
+                    {
+                        "detail": f"file: larger than the {self.limit} byte limit; send a shorter "
+                        "clip or a smaller image",
+                        "field": "file",
+                    },
+                    status_code=413,
+                )
                 return await response(scope, receive, send)
         return await self.app(scope, receive, send)
 
@@ -59,9 +65,13 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
             yield
             await app.state.feed.close()
 
-    app = FastAPI(title="HuMo render farm", version=__version__, lifespan=lifespan,
-                  description="Submit takes, watch them render, fetch the clips. Sign in on the dashboard "
-                              "(session cookie + X-CSRF-Token) or send `Authorization: Bearer <API token>`.")
+    app = FastAPI(
+        title="HuMo render farm",
+        version=__version__,
+        lifespan=lifespan,
+        description="Submit takes, watch them render, fetch the clips. Sign in on the dashboard "
+        "(session cookie + X-CSRF-Token) or send `Authorization: Bearer <API token>`.",
+    )
     app.state.settings = settings
     app.state.sessions = session_factory(settings.database)
     app.state.storage = storage or open_storage(settings)
@@ -74,7 +84,9 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN" if request.url.path.startswith("/flower") else "DENY")
+        response.headers.setdefault(
+            "X-Frame-Options", "SAMEORIGIN" if request.url.path.startswith("/flower") else "DENY"
+        )
         return response
 
     @app.exception_handler(FarmError)
@@ -96,14 +108,21 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
         """FastAPI's own 422s in the API's one error shape: the field, then what is wrong."""
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header"))
-        return JSONResponse({"detail": f"{field or 'request'}: {first.get('msg')}", "field": field or None},
-                            status_code=422)
+        return JSONResponse(
+            {"detail": f"{field or 'request'}: {first.get('msg')}", "field": field or None}, status_code=422
+        )
 
     @app.exception_handler(DataError)
     async def data_error(_request: Request, exc: DataError) -> JSONResponse:
         """A value the database refuses (a NUL character, a number out of range): the client's input."""
-        return JSONResponse({"detail": "request: a value the database cannot store (such as a NUL character or "
-                                       "an out-of-range number); remove it", "field": None}, status_code=422)
+        return JSONResponse(
+            {
+                "detail": "request: a value the database cannot store (such as a NUL character or "
+                "an out-of-range number); remove it",
+                "field": None,
+            },
+            status_code=422,
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:

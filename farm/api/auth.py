@@ -28,8 +28,14 @@ def start_session(request: Request, response: Response, user: User) -> str:
     settings = request.app.state.settings
     csrf = secrets.token_urlsafe(24)
     secure = settings.cookie_secure if settings.cookie_secure is not None else request.url.scheme == "https"
-    response.set_cookie(COOKIE, _signer(request).dumps({"u": user.id, "c": csrf, "e": user.session_epoch}),
-                        max_age=int(settings.session_hours * 3600), httponly=True, samesite="lax", secure=secure)
+    response.set_cookie(
+        COOKIE,
+        _signer(request).dumps({"u": user.id, "c": csrf, "e": user.session_epoch}),
+        max_age=int(settings.session_hours * 3600),
+        httponly=True,
+        samesite="lax",
+        secure=secure,
+    )
     return csrf
 
 
@@ -61,8 +67,10 @@ def current_user(request: Request) -> User:
         with sessions() as session:
             user = accounts.user_for_token(session, header[7:].strip())
         if user is None:
-            raise Unauthenticated("authorization: the API token is unknown or revoked; create one with "
-                                  "`farm user token NAME` or on the dashboard")
+            raise Unauthenticated(
+                "authorization: the API token is unknown or revoked; create one with "
+                "`farm user token NAME` or on the dashboard"
+            )
         request.state.csrf = None
     elif (cookie := _from_cookie(request)) is not None:
         user_id, csrf, epoch = cookie
@@ -71,7 +79,8 @@ def current_user(request: Request) -> User:
         if user is None or user.disabled or user.session_epoch != epoch:  # signed out, password changed
             raise Unauthenticated("session: expired or ended; sign in again")
         if request.method not in SAFE_METHODS and not secrets.compare_digest(
-                request.headers.get(CSRF_HEADER, ""), csrf):
+            request.headers.get(CSRF_HEADER, ""), csrf
+        ):
             raise Forbidden(f"csrf: missing or wrong {CSRF_HEADER} header; reload the dashboard")
         request.state.csrf = csrf
     else:

@@ -33,8 +33,9 @@ class Subscriber:
     producer: str | None = None
 
     def wants(self, change: dict) -> bool:
-        return ((self.batch_id is None or change["batch_id"] == self.batch_id)
-                and (self.producer is None or change["producer"] == self.producer))
+        return (self.batch_id is None or change["batch_id"] == self.batch_id) and (
+            self.producer is None or change["producer"] == self.producer
+        )
 
 
 @dataclass
@@ -80,9 +81,21 @@ class ChangeFeed:
 
     def poll(self) -> list[dict]:
         """The takes whose visible state changed since the last poll."""
-        stmt = select(Take.id, Take.batch_id, Take.producer, Take.state, Take.progress_step, Take.progress_total,
-                      Take.selected_for_hero, Take.priority, Take.cancel_requested, Take.attempt_count,
-                      Take.error_class, Take.created_at, Take.updated_at)
+        stmt = select(
+            Take.id,
+            Take.batch_id,
+            Take.producer,
+            Take.state,
+            Take.progress_step,
+            Take.progress_total,
+            Take.selected_for_hero,
+            Take.priority,
+            Take.cancel_requested,
+            Take.attempt_count,
+            Take.error_class,
+            Take.created_at,
+            Take.updated_at,
+        )
         with self.sessions() as session:
             if self._mark is None:  # first look: from the newest change (re-sending a few is harmless)
                 latest = session.execute(select(func.max(Take.updated_at))).scalar()
@@ -102,12 +115,21 @@ class ChangeFeed:
             sig = _signature(row)
             if self._seen.get(row.id) != sig:
                 self._seen[row.id] = sig
-                changes.append({"id": row.id, "batch_id": row.batch_id, "producer": row.producer,
-                                "state": row.state.value, "selected_for_hero": row.selected_for_hero,
-                                "priority": row.priority, "cancel_requested": row.cancel_requested,
-                                "attempt_count": row.attempt_count, "error_class": row.error_class,
-                                "created_at": as_utc(row.created_at).isoformat(),
-                                "progress": {"step": row.progress_step, "total": row.progress_total}})
+                changes.append(
+                    {
+                        "id": row.id,
+                        "batch_id": row.batch_id,
+                        "producer": row.producer,
+                        "state": row.state.value,
+                        "selected_for_hero": row.selected_for_hero,
+                        "priority": row.priority,
+                        "cancel_requested": row.cancel_requested,
+                        "attempt_count": row.attempt_count,
+                        "error_class": row.error_class,
+                        "created_at": as_utc(row.created_at).isoformat(),
+                        "progress": {"step": row.progress_step, "total": row.progress_total},
+                    }
+                )
             # never past our own clock: one writer's fast clock must not hide everyone else's changes
             self._mark = max(self._mark, min(as_utc(row.updated_at), utcnow()))
         if len(self._seen) > 50_000:  # forget the oldest half; they are outside the look-back by now
@@ -117,8 +139,15 @@ class ChangeFeed:
 
 
 def _signature(row) -> tuple:
-    return (row.state, row.progress_step, row.progress_total, row.selected_for_hero, row.priority,
-            row.cancel_requested, row.attempt_count)
+    return (
+        row.state,
+        row.progress_step,
+        row.progress_total,
+        row.selected_for_hero,
+        row.priority,
+        row.cancel_requested,
+        row.attempt_count,
+    )
 
 
 async def stream(request, feed: ChangeFeed, batch_id: str | None, producer: str | None):

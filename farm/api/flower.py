@@ -19,8 +19,18 @@ from ..settings import Settings
 from .auth import Operator
 
 router = APIRouter(include_in_schema=False)
-HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-authorization",
-               "authorization", "cookie", "host", "content-length"}
+HOP_HEADERS = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-authorization",
+    "authorization",
+    "cookie",
+    "host",
+    "content-length",
+}
 
 
 def flower_basic_auth(settings: Settings) -> str:
@@ -43,11 +53,18 @@ async def flower(request: Request, _user: Operator, path: str = "") -> Response:
     headers["Authorization"] = "Basic " + base64.b64encode(flower_basic_auth(settings).encode()).decode()
     url = f"{settings.flower}/flower/{quote(path, safe='/')}"
     try:
-        upstream = await client.send(client.build_request(
-            request.method, url, params=request.query_params, headers=headers, content=await request.body()),
-            stream=True)
+        upstream = await client.send(
+            client.build_request(
+                request.method, url, params=request.query_params, headers=headers, content=await request.body()
+            ),
+            stream=True,
+        )
     except httpx.HTTPError:
         raise FlowerUnavailable("flower: not reachable; `farm up` starts it, or set FARM_FLOWER_URL") from None
     kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS | {"content-encoding"}}
-    return StreamingResponse(upstream.aiter_bytes(), status_code=upstream.status_code, headers=kept,
-                             background=BackgroundTask(upstream.aclose))
+    return StreamingResponse(
+        upstream.aiter_bytes(),
+        status_code=upstream.status_code,
+        headers=kept,
+        background=BackgroundTask(upstream.aclose),
+    )

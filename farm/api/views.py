@@ -10,23 +10,50 @@ from ..tables import Attempt, Batch, Output, Project, Take, TakeState
 from .schemas import AttemptPublic, BatchPublic, Counts, OutputsPublic, TakePublic
 
 
-def take_public(take: Take, *, attempts: list[Attempt] | None = None, output: Output | None = None,
-                storage: Storage | None = None, seconds: int = 3600, thumbnail_only: bool = False) -> TakePublic:
+def take_public(
+    take: Take,
+    *,
+    attempts: list[Attempt] | None = None,
+    output: Output | None = None,
+    storage: Storage | None = None,
+    seconds: int = 3600,
+    thumbnail_only: bool = False,
+) -> TakePublic:
     outputs = None
     if output is not None and storage is not None:  # presigning is most of a list's time: lists sign the thumbnail
         url = lambda key: None if thumbnail_only else storage.url(key, seconds)  # noqa: E731
-        outputs = OutputsPublic(clip=url(output.clip_key), thumbnail=storage.url(output.thumbnail_key, seconds),
-                                manifest=url(output.manifest_key), clip_sha256=output.clip_sha256,
-                                clip_size=output.clip_size)
+        outputs = OutputsPublic(
+            clip=url(output.clip_key),
+            thumbnail=storage.url(output.thumbnail_key, seconds),
+            manifest=url(output.manifest_key),
+            clip_sha256=output.clip_sha256,
+            clip_size=output.clip_size,
+        )
     return TakePublic(
-        id=take.id, batch_id=take.batch_id, producer=take.producer, checkpoint=take.checkpoint, pool=take.pool,
-        params=take.params, image=take.image_sha256, audio=take.audio_sha256, priority=take.priority,
-        state=take.state.value, parent_id=take.parent_id, selected_for_hero=take.selected_for_hero,
+        id=take.id,
+        batch_id=take.batch_id,
+        producer=take.producer,
+        checkpoint=take.checkpoint,
+        pool=take.pool,
+        params=take.params,
+        image=take.image_sha256,
+        audio=take.audio_sha256,
+        priority=take.priority,
+        state=take.state.value,
+        parent_id=take.parent_id,
+        selected_for_hero=take.selected_for_hero,
         cancel_requested=take.cancel_requested,
-        progress={"step": take.progress_step, "total": take.progress_total,
-                  "fraction": take.progress_step / take.progress_total if take.progress_total else 0.0},
-        attempt_count=take.attempt_count, max_attempts=take.max_attempts, error_class=take.error_class,
-        error_message=take.error_message, created_at=take.created_at, started_at=take.started_at,
+        progress={
+            "step": take.progress_step,
+            "total": take.progress_total,
+            "fraction": take.progress_step / take.progress_total if take.progress_total else 0.0,
+        },
+        attempt_count=take.attempt_count,
+        max_attempts=take.max_attempts,
+        error_class=take.error_class,
+        error_message=take.error_message,
+        created_at=take.created_at,
+        started_at=take.started_at,
         finished_at=take.finished_at,
         attempts=[AttemptPublic.model_validate(a) for a in attempts] if attempts is not None else None,
         outputs=outputs,
@@ -36,9 +63,24 @@ def take_public(take: Take, *, attempts: list[Attempt] | None = None, output: Ou
 def batch_public(session: Session, batch: Batch, with_take_ids: bool = True) -> BatchPublic:
     rows = session.execute(select(Take.state, func.count()).where(Take.batch_id == batch.id).group_by(Take.state)).all()
     counts = Counts(**{state.value: n for state, n in rows})
-    ids = list(session.execute(select(Take.id).where(Take.batch_id == batch.id).order_by(Take.created_at, Take.id))
-               .scalars()) if with_take_ids else None
+    ids = (
+        list(
+            session.execute(
+                select(Take.id).where(Take.batch_id == batch.id).order_by(Take.created_at, Take.id)
+            ).scalars()
+        )
+        if with_take_ids
+        else None
+    )
     project = session.get(Project, batch.project_id)
     finished = all(s in (TakeState.done, TakeState.failed, TakeState.canceled) for s, _ in rows)
-    return BatchPublic(id=batch.id, project=project.name, name=batch.name, producer=batch.producer,
-                       created_at=batch.created_at, take_ids=ids, counts=counts, finished=finished)
+    return BatchPublic(
+        id=batch.id,
+        project=project.name,
+        name=batch.name,
+        producer=batch.producer,
+        created_at=batch.created_at,
+        take_ids=ids,
+        counts=counts,
+        finished=finished,
+    )

@@ -30,8 +30,19 @@ from farm.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = os.environ.get("FARM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("FARM_TEST_REDIS", "redis://127.0.0.1:6379/11")
-TABLES = ("outputs", "attempts", "takes", "batches", "projects", "assets", "workers", "api_tokens", "users",
-          "login_failures", "hero_nights")
+TABLES = (
+    "outputs",
+    "attempts",
+    "takes",
+    "batches",
+    "projects",
+    "assets",
+    "workers",
+    "api_tokens",
+    "users",
+    "login_failures",
+    "hero_nights",
+)
 #: the accounts every farm test has: name -> role (password: "{name}-password-1")
 USERS = {"olga": "operator", "ana": "producer", "bo": "producer", "vic": "viewer"}
 
@@ -82,10 +93,19 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def settings(pg_url, s3_endpoint, weights, tmp_path_factory) -> Settings:
     return Settings(
-        data_dir=tmp_path_factory.mktemp("farm"), database_url=pg_url, broker_url=REDIS_URL,
-        storage_url=f"s3://farm-test-{uuid.uuid4().hex[:6]}/renders", s3_endpoint_url=s3_endpoint,
-        weights_dir=weights, explore_checkpoint="tiny", device="cpu", heartbeat_interval=0.3,
-        worker_timeout=4.0, release_timeout=30.0, release_interval=0.1, progress_interval=0.0,
+        data_dir=tmp_path_factory.mktemp("farm"),
+        database_url=pg_url,
+        broker_url=REDIS_URL,
+        storage_url=f"s3://farm-test-{uuid.uuid4().hex[:6]}/renders",
+        s3_endpoint_url=s3_endpoint,
+        weights_dir=weights,
+        explore_checkpoint="tiny",
+        device="cpu",
+        heartbeat_interval=0.3,
+        worker_timeout=4.0,
+        release_timeout=30.0,
+        release_interval=0.1,
+        progress_interval=0.0,
     )
 
 
@@ -123,7 +143,9 @@ def api(settings, storage) -> Iterator[str]:
     from farm.api.app import create_app
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, storage), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, storage), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, 30, "the API to start")
@@ -185,9 +207,14 @@ class WorkerProcess:
     def __init__(self, settings: Settings, log: Path, pool: str = "explore"):
         self.log = log
         self._out = open(log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "workers", "--pool", pool, "--loglevel", "INFO"],
-                                     cwd=ROOT, env=settings_env(settings), stdout=self._out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers", "--pool", pool, "--loglevel", "INFO"],
+            cwd=ROOT,
+            env=settings_env(settings),
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.settings = settings
 
     def wait_ready(self, sessions) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 
-
-
 def upload(client, path):
     with open(path, "rb") as f:
         return client.post("/assets", files={"file": (path.name, f)})
@@ -33,9 +31,14 @@ def test_upload_sniffs_content_not_names(client, tmp_path):
 
 
 def batch_body(image, audio, n=2, **extra):
-    return {"project": "p1", "name": "b", "producer": "ana",
-            "defaults": {"checkpoint": "tiny", "mode": "TIA", "image": image, "audio": audio},
-            "takes": [{"prompt": f"take {i}", "seed": i} for i in range(n)], **extra}
+    return {
+        "project": "p1",
+        "name": "b",
+        "producer": "ana",
+        "defaults": {"checkpoint": "tiny", "mode": "TIA", "image": image, "audio": audio},
+        "takes": [{"prompt": f"take {i}", "seed": i} for i in range(n)],
+        **extra,
+    }
 
 
 def assets(client, media):
@@ -58,9 +61,16 @@ def test_create_batch_and_idempotent_replay(client, media):
 
 
 def test_sweep_expands_prompts_seeds_checkpoints_with_overrides(client):
-    body = {"producer": "bo", "defaults": {"mode": "T", "steps": 2},
-            "sweep": {"prompts": ["a", "b"], "seeds": [1, 2, 3], "checkpoints": ["tiny", "tiny-concat"],
-                      "overrides": [{"where": {"prompt": "b", "seed": 3}, "set": {"steps": 3, "priority": 9}}]}}
+    body = {
+        "producer": "bo",
+        "defaults": {"mode": "T", "steps": 2},
+        "sweep": {
+            "prompts": ["a", "b"],
+            "seeds": [1, 2, 3],
+            "checkpoints": ["tiny", "tiny-concat"],
+            "overrides": [{"where": {"prompt": "b", "seed": 3}, "set": {"steps": 3, "priority": 9}}],
+        },
+    }
     batch = client.post("/batches", json=body).json()
     assert len(batch["take_ids"]) == 12
     takes = client.get("/takes", params={"batch_id": batch["id"], "limit": 50}).json()["data"]
@@ -76,10 +86,18 @@ def test_bad_batches_name_the_field(client, media):
     cases = [
         ({"takes": [{"prompt": "p", "mode": "T", "width": 100}]}, "takes[0].width", "multiple of 16"),
         ({"takes": [{"prompt": "p", "mode": "T", "frames": 20}]}, "takes[0].frames", "4k+1"),
-        ({"takes": [{"prompt": "p", "mode": "T", "checkpoint": "humo-3b"}]}, "takes[0].checkpoint", "unknown checkpoint"),
+        (
+            {"takes": [{"prompt": "p", "mode": "T", "checkpoint": "humo-3b"}]},
+            "takes[0].checkpoint",
+            "unknown checkpoint",
+        ),
         ({"takes": [{"prompt": "p", "mode": "TA"}]}, "takes[0].audio", "needs an audio track"),
         ({"takes": [{"prompt": "p", "mode": "TI", "image": audio}]}, "takes[0].image", "upload it to /assets"),
-        ({"takes": [{"prompt": "p", "mode": "T", "checkpoint": "tiny", "pool": "hero"}]}, "takes[0].pool", "explore pool"),
+        (
+            {"takes": [{"prompt": "p", "mode": "T", "checkpoint": "tiny", "pool": "hero"}]},
+            "takes[0].pool",
+            "explore pool",
+        ),
         ({"takes": []}, "takes", "no takes"),
     ]
     for body, field, message in cases:
@@ -91,12 +109,16 @@ def test_bad_batches_name_the_field(client, media):
 
 
 def test_list_filter_and_page(client):
-    client.post("/batches", json={"producer": "ana", "sweep": {"prompts": ["x"], "seeds": list(range(7))},
-                                   "defaults": {"mode": "T"}})
+    client.post(
+        "/batches",
+        json={"producer": "ana", "sweep": {"prompts": ["x"], "seeds": list(range(7))}, "defaults": {"mode": "T"}},
+    )
     client.post("/batches", json={"producer": "bo", "takes": [{"prompt": "find me please", "mode": "T"}]})
     seen, cursor = [], None
     while True:
-        page = client.get("/takes", params={"producer": "ana", "limit": 3, **({"cursor": cursor} if cursor else {})}).json()
+        page = client.get(
+            "/takes", params={"producer": "ana", "limit": 3, **({"cursor": cursor} if cursor else {})}
+        ).json()
         seen += [t["id"] for t in page["data"]]
         cursor = page["next_cursor"]
         if not cursor:
@@ -108,7 +130,9 @@ def test_list_filter_and_page(client):
     assert client.get("/takes", params={"cursor": "garbage"}).status_code == 422
     full, light = (client.get("/batches", params={"with_take_ids": flag}).json() for flag in ("true", "false"))
     assert [len(b["take_ids"]) for b in full] == [1, 7]  # newest first
-    assert [b["take_ids"] for b in light] == [None, None] and [b["counts"] for b in light] == [b["counts"] for b in full]
+    assert [b["take_ids"] for b in light] == [None, None] and [b["counts"] for b in light] == [
+        b["counts"] for b in full
+    ]
 
 
 def test_take_actions_and_their_conflicts(client, sessions):

@@ -20,12 +20,28 @@ from .conftest import ROOT, free_port, password, settings_env, wait_for
 from .helpers import make_batch
 
 #: open to anyone: liveness, the sign-in, the page that shows the sign-in form, the API docs
-PUBLIC = {("GET", "/healthz"), ("GET", "/livez"), ("POST", "/auth/login"), ("GET", "/auth/session"), ("GET", "/"),
-          ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("GET", "/livez"),
+    ("POST", "/auth/login"),
+    ("GET", "/auth/session"),
+    ("GET", "/"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+}
 #: changes a viewer may make: only to their own session and tokens
 VIEWER_WRITES = {("POST", "/auth/logout"), ("POST", "/auth/tokens")}
-OPERATOR_ONLY = {("GET", "/users"), ("POST", "/users"), ("GET", "/flower"), ("POST", "/flower"),
-                 ("GET", "/flower/{path}"), ("POST", "/flower/{path}"), ("POST", "/nights/{night}/plan")}
+OPERATOR_ONLY = {
+    ("GET", "/users"),
+    ("POST", "/users"),
+    ("GET", "/flower"),
+    ("POST", "/flower"),
+    ("GET", "/flower/{path}"),
+    ("POST", "/flower/{path}"),
+    ("POST", "/nights/{night}/plan"),
+}
 
 
 def routes(app) -> list[tuple[str, str]]:
@@ -56,8 +72,18 @@ def every_route(settings, storage):
 def test_the_route_list_is_complete(every_route):
     """The checks below walk every route the app has, so a new route is covered the day it lands."""
     paths = {p for _, p in every_route}
-    assert {"/batches", "/takes/{take_id}/cancel", "/assets", "/events", "/workers", "/pools", "/flower/{path}",
-            "/users", "/auth/tokens", "/objects/{key}"} - paths <= {"/objects/{key}"}  # /objects: local stores only
+    assert {
+        "/batches",
+        "/takes/{take_id}/cancel",
+        "/assets",
+        "/events",
+        "/workers",
+        "/pools",
+        "/flower/{path}",
+        "/users",
+        "/auth/tokens",
+        "/objects/{key}",
+    } - paths <= {"/objects/{key}"}  # /objects: local stores only
     assert len(every_route) >= 25
 
 
@@ -110,7 +136,10 @@ def test_producers_manage_only_their_own_takes(client_as, sessions, clean):
     # a producer submits as themselves; only an operator submits on someone's behalf
     r = bo.post("/batches", json={"producer": "ana", "takes": [{"prompt": "x", "mode": "T"}]})
     assert r.status_code == 403 and r.json()["field"] == "producer"
-    assert olga.post("/batches", json={"producer": "bo", "takes": [{"prompt": "x", "mode": "T"}]}).json()["producer"] == "bo"
+    assert (
+        olga.post("/batches", json={"producer": "bo", "takes": [{"prompt": "x", "mode": "T"}]}).json()["producer"]
+        == "bo"
+    )
     assert bo.post(f"/takes/{c}/rerender").status_code == 409  # may re-render anyone's, once it is done
 
 
@@ -135,7 +164,8 @@ def test_dashboard_session_needs_the_csrf_token_for_changes(api, tokens):
 
         value = browser.cookies["farm_session"]
         forged_cookie = URLSafeTimedSerializer("not-the-farm-secret", salt="farm-session").dumps(
-            {"u": browser.get("/auth/me").json()["name"], "c": csrf})
+            {"u": browser.get("/auth/me").json()["name"], "c": csrf}
+        )
         for bad in (forged_cookie, value.rsplit(".", 1)[0] + ".AAAAAAAA"):
             assert httpx.get(f"{api}/auth/me", cookies={"farm_session": bad}).status_code == 401
         assert browser.post("/auth/logout", headers={"X-CSRF-Token": csrf}).status_code == 204
@@ -235,8 +265,15 @@ def test_farm_user_cli(clean, tmp_path):
     env = settings_env(clean)
 
     def farm(*args, stdin=None):
-        return subprocess.run([sys.executable, "-m", "farm.cli", "user", *args], cwd=ROOT, env=env, input=stdin,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "farm.cli", "user", *args],
+            cwd=ROOT,
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     r = farm("create", "kim", "--role", "producer", "--password-stdin", "--token", stdin="kim-password-1\n")
     assert r.returncode == 0 and "user kim created (producer)" in r.stdout and r.stdout.split()[-1].startswith("farm_")
@@ -259,9 +296,11 @@ def test_flower_is_served_to_operators_only(clean, storage, tokens, tmp_path):
     settings = clean.model_copy(update={"flower_port": port})
     env = {**settings_env(settings)}
     log = open(tmp_path / "flower.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "farm.cli", "flower"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "farm.cli", "flower"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
+
         def up():
             assert proc.poll() is None, (tmp_path / "flower.log").read_text()[-2000:]
             try:
@@ -272,9 +311,11 @@ def test_flower_is_served_to_operators_only(clean, storage, tokens, tmp_path):
         wait_for(up, 60, "Flower to listen")
         assert httpx.get(f"http://127.0.0.1:{port}/flower/", timeout=5).status_code == 401  # not without the password
         app = create_app(settings, storage)
-        with TestClient(app) as anon, \
-                TestClient(app, headers={"Authorization": f"Bearer {tokens['ana']}"}) as producer, \
-                TestClient(app, headers={"Authorization": f"Bearer {tokens['olga']}"}) as operator:
+        with (
+            TestClient(app) as anon,
+            TestClient(app, headers={"Authorization": f"Bearer {tokens['ana']}"}) as producer,
+            TestClient(app, headers={"Authorization": f"Bearer {tokens['olga']}"}) as operator,
+        ):
             assert anon.get("/flower/").status_code == 401
             assert producer.get("/flower/").status_code == 403
             page = operator.get("/flower/")

@@ -9,7 +9,9 @@ from .conftest import ROOT
 
 
 def farm(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "farm.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "farm.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_unreachable_api_and_missing_file(tmp_path):

@@ -13,8 +13,15 @@ from .conftest import ROOT, password
 
 SHOTS = ROOT / "out" / "test-artifacts" / "dashboard"
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--autoplay-policy=no-user-gesture-required"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--autoplay-policy=no-user-gesture-required",
+]
 #: records every value a progress bar shows, so the test can tell pushed progress from a reload
 WATCH_PROGRESS = """
 window.__progress = [];
@@ -42,7 +49,9 @@ def open_page(browser, api):
     context = browser.new_context(base_url=api, viewport={"width": 1400, "height": 900})
     page = context.new_page()
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on(
+        "console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None
+    )
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     return page, problems
 
@@ -55,8 +64,9 @@ def sign_in(page, name: str) -> None:
     page.get_by_text(name, exact=True).wait_for()
 
 
-def test_a_producer_submits_watches_plays_compares_and_selects(browser, api, tokens, start_worker, release_loop,
-                                                               media, client_as):
+def test_a_producer_submits_watches_plays_compares_and_selects(
+    browser, api, tokens, start_worker, release_loop, media, client_as
+):
     start_worker()
     page, problems = open_page(browser, api)
     sign_in(page, "ana")
@@ -74,8 +84,10 @@ def test_a_producer_submits_watches_plays_compares_and_selects(browser, api, tok
     page.get_by_label("Audio", exact=True).set_input_files(media["audio"])
     page.locator("audio[controls]").wait_for()
     page.screenshot(path=SHOTS / "02-submit-with-previews.png", full_page=True)
-    unlabelled = page.evaluate("[...document.querySelectorAll('input, select, textarea')]"
-                               ".filter(e => !e.labels.length && !e.getAttribute('aria-label')).map(e => e.outerHTML)")
+    unlabelled = page.evaluate(
+        "[...document.querySelectorAll('input, select, textarea')]"
+        ".filter(e => !e.labels.length && !e.getAttribute('aria-label')).map(e => e.outerHTML)"
+    )
     assert unlabelled == []  # every control has a label a screen reader can read
     page.add_init_script(WATCH_PROGRESS)
     page.evaluate(WATCH_PROGRESS)
@@ -88,7 +100,9 @@ def test_a_producer_submits_watches_plays_compares_and_selects(browser, api, tok
     assert cards.count() == 4
     page.wait_for_function("document.querySelectorAll('article.card[data-state=running]').length > 0", timeout=120_000)
     page.screenshot(path=SHOTS / "03-live-progress.png", full_page=True)
-    page.wait_for_function("document.querySelectorAll('article.card[data-state=done] img').length === 4", timeout=300_000)
+    page.wait_for_function(
+        "document.querySelectorAll('article.card[data-state=done] img').length === 4", timeout=300_000
+    )
     seen = page.evaluate("window.__progress")
     assert any(0 < v < 100 for v in seen), seen  # progress arrived step by step, not only at the end
     page.screenshot(path=SHOTS / "04-batch-done.png", full_page=True)
@@ -100,9 +114,11 @@ def test_a_producer_submits_watches_plays_compares_and_selects(browser, api, tok
     video.wait_for()
     take_id = video.get_attribute("data-clip")
     page.evaluate("document.querySelector('video').play()")
-    page.wait_for_function("(() => { const v = document.querySelector('video');"
-                           " return v.currentTime > 0.3 && v.videoWidth > 0 && v.webkitAudioDecodedByteCount > 0 })()",
-                           timeout=60_000)
+    page.wait_for_function(
+        "(() => { const v = document.querySelector('video');"
+        " return v.currentTime > 0.3 && v.videoWidth > 0 && v.webkitAudioDecodedByteCount > 0 })()",
+        timeout=60_000,
+    )
     page.get_by_text('"frames_sha256"').wait_for()  # the manifest is shown
     page.screenshot(path=SHOTS / "05-take-playing.png", full_page=True)
 
@@ -118,13 +134,19 @@ def test_a_producer_submits_watches_plays_compares_and_selects(browser, api, tok
     page.get_by_role("checkbox", name="compare take").nth(1).check()
     page.get_by_role("button", name="Compare selected (2)").click()
     page.locator(".compare video").nth(1).wait_for()
-    page.wait_for_function("[...document.querySelectorAll('.compare video')].every(v => v.readyState >= 2)", timeout=60_000)
+    page.wait_for_function(
+        "[...document.querySelectorAll('.compare video')].every(v => v.readyState >= 2)", timeout=60_000
+    )
     page.get_by_role("button", name="Play all").click()
-    page.wait_for_function("(() => { const [a, b] = document.querySelectorAll('.compare video');"
-                           " return a.currentTime > 0.4 && b.currentTime > 0.4 && !a.paused && !b.paused })()",
-                           timeout=60_000)
-    drift = page.evaluate("(() => { const [a, b] = document.querySelectorAll('.compare video');"
-                          " return Math.abs(a.currentTime - b.currentTime) })()")
+    page.wait_for_function(
+        "(() => { const [a, b] = document.querySelectorAll('.compare video');"
+        " return a.currentTime > 0.4 && b.currentTime > 0.4 && !a.paused && !b.paused })()",
+        timeout=60_000,
+    )
+    drift = page.evaluate(
+        "(() => { const [a, b] = document.querySelectorAll('.compare video');"
+        " return Math.abs(a.currentTime - b.currentTime) })()"
+    )
     assert drift < 0.25
     page.screenshot(path=SHOTS / "06-compare.png", full_page=True)
 

@@ -19,16 +19,33 @@ def test_farm_up_and_submit_on_embedded_defaults(tmp_path, weights):
     env.update(FARM_DATA_DIR=str(tmp_path / "farm"), FARM_WEIGHTS_DIR=str(weights))
     port = free_port()
     shutil.copytree(ROOT / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("media"))
-    subprocess.run([sys.executable, "examples/make_media.py", "examples/media"], cwd=tmp_path, env=env, check=True,
-                   capture_output=True)
-    made = subprocess.run([sys.executable, "-m", "farm.cli", "user", "create", "demo", "--role", "producer",
-                           "--no-password", "--token"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    subprocess.run(
+        [sys.executable, "examples/make_media.py", "examples/media"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    made = subprocess.run(
+        [sys.executable, "-m", "farm.cli", "user", "create", "demo", "--role", "producer", "--no-password", "--token"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     token = made.stdout.split()[-1]
     auth = {"Authorization": f"Bearer {token}"}
     assert token.startswith("farm_") and "user demo created (producer)" in made.stdout
     log = open(tmp_path / "up.log", "w")
-    up = subprocess.Popen([sys.executable, "-m", "farm.cli", "up", "--port", str(port)], cwd=ROOT, env=env,
-                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "farm.cli", "up", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         api = f"http://127.0.0.1:{port}"
 
@@ -40,8 +57,14 @@ def test_farm_up_and_submit_on_embedded_defaults(tmp_path, weights):
                 return False
 
         wait_for(worker_ready, 180, "farm up to serve and its worker to register")
-        done = subprocess.run([sys.executable, "-m", "farm.cli", "submit", str(tmp_path / "examples" / "batch.yaml"),
-                               "--api", api], cwd=ROOT, env={**env, "FARM_API_TOKEN": token}, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "farm.cli", "submit", str(tmp_path / "examples" / "batch.yaml"), "--api", api],
+            cwd=ROOT,
+            env={**env, "FARM_API_TOKEN": token},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         lines = [line for line in done.stdout.splitlines() if " done " in line]
         assert len(lines) == 4
@@ -51,7 +74,9 @@ def test_farm_up_and_submit_on_embedded_defaults(tmp_path, weights):
             assert clip.status_code == 200 and clip.headers["content-type"] == "video/mp4" and len(clip.content) > 1000
         # nothing but files: the database, the broker folder and the objects live under the data dir
         data = Path(tmp_path / "farm")
-        assert (data / "farm.db").is_file() and (data / "broker").is_dir() and any((data / "objects" / "takes").iterdir())
+        assert (
+            (data / "farm.db").is_file() and (data / "broker").is_dir() and any((data / "objects" / "takes").iterdir())
+        )
     finally:
         up.terminate()
         up.wait(120)

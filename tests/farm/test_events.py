@@ -14,8 +14,7 @@ def test_a_change_after_a_huge_batch_is_still_sent(sessions, clean):
     feed = ChangeFeed(sessions)
     [early] = make_batch(sessions, clean, [{"prompt": "early", "mode": "T"}])
     feed.poll()
-    sweep = make_batch(sessions, clean, [], sweep={"prompts": ["many"], "seed_count": 6000},
-                       defaults={"mode": "T"})
+    sweep = make_batch(sessions, clean, [], sweep={"prompts": ["many"], "seed_count": 6000}, defaults={"mode": "T"})
     first = {c["id"] for c in feed.poll()}
     assert set(sweep) <= first  # all of them, past the page size
     with transaction(sessions) as s:

@@ -12,7 +12,9 @@ from .helpers import make_batch
 def test_takes_finish_on_the_thread_and_stop_drains_them(sessions, clean, tmp_path):
     settings = clean.model_copy(update={"finish_in_background": True})
     runtime = ExploreRuntime(settings, storage=LocalStorage(tmp_path / "objects")).start()
-    a, b = make_batch(sessions, clean, [{"prompt": "a", "mode": "T", "seed": 1}, {"prompt": "b", "mode": "T", "seed": 2}])
+    a, b = make_batch(
+        sessions, clean, [{"prompt": "a", "mode": "T", "seed": 1}, {"prompt": "b", "mode": "T", "seed": 2}]
+    )
     assert runtime.run(a) == "rendered; finishing"
     assert runtime.run(b) == "rendered; finishing"  # waited for a's upload before handing b over
     with sessions() as s:

@@ -21,13 +21,16 @@ from .test_worker import take_state, wait_done
 
 def holder(sessions, take_id: str) -> str | None:
     with sessions() as s:
-        return s.execute(select(Attempt.worker_id).where(Attempt.take_id == take_id, Attempt.state == "running")
-                         ).scalar_one_or_none()
+        return s.execute(
+            select(Attempt.worker_id).where(Attempt.take_id == take_id, Attempt.state == "running")
+        ).scalar_one_or_none()
 
 
 def test_sigkill_mid_render_the_take_completes_once_elsewhere(client, sessions, start_worker, release_loop):
     workers = [start_worker(), start_worker()]
-    take_id = client.post("/batches", json={"takes": [{"prompt": "long", "mode": "T", "steps": 400}]}).json()["take_ids"][0]
+    take_id = client.post("/batches", json={"takes": [{"prompt": "long", "mode": "T", "steps": 400}]}).json()[
+        "take_ids"
+    ][0]
     wait_for(lambda: take_state(client, take_id)["progress"]["step"] >= 3, 60, "the render to make progress")
     victim = next(w for w in workers if w.id == holder(sessions, take_id))
     victim.kill(signal.SIGKILL)
@@ -42,7 +45,9 @@ def test_sigkill_mid_render_the_take_completes_once_elsewhere(client, sessions, 
 
 def test_sigterm_finishes_the_in_flight_take(client, sessions, start_worker, release_loop):
     worker = start_worker()
-    take_id = client.post("/batches", json={"takes": [{"prompt": "deploy", "mode": "T", "steps": 300}]}).json()["take_ids"][0]
+    take_id = client.post("/batches", json={"takes": [{"prompt": "deploy", "mode": "T", "steps": 300}]}).json()[
+        "take_ids"
+    ][0]
     wait_for(lambda: take_state(client, take_id)["progress"]["step"] >= 2, 60, "the render to make progress")
     worker.proc.send_signal(signal.SIGTERM)  # a deploy: warm shutdown
     assert worker.proc.wait(120) == 0
@@ -55,10 +60,24 @@ def test_sigterm_finishes_the_in_flight_take(client, sessions, start_worker, rel
 def test_a_poison_take_fails_after_its_attempts_without_blocking_others(client, sessions, start_worker, release_loop):
     start_worker()
     with sessions() as s:  # an input whose object vanished from the store: every attempt fails
-        s.add(Asset(sha256="e" * 64, kind="image", size=1, key="assets/image/ee/gone", filename="gone.png", media_format="png"))
+        s.add(
+            Asset(
+                sha256="e" * 64,
+                kind="image",
+                size=1,
+                key="assets/image/ee/gone",
+                filename="gone.png",
+                media_format="png",
+            )
+        )
         s.commit()
-    body = {"takes": [{"prompt": "poison", "mode": "TI", "image": "e" * 64}, {"prompt": "good 1", "mode": "T"},
-                      {"prompt": "good 2", "mode": "T"}]}
+    body = {
+        "takes": [
+            {"prompt": "poison", "mode": "TI", "image": "e" * 64},
+            {"prompt": "good 1", "mode": "T"},
+            {"prompt": "good 2", "mode": "T"},
+        ]
+    }
     ids = client.post("/batches", json=body).json()["take_ids"]
     takes = wait_done(client, ids, timeout=180)
     assert [t["state"] for t in takes] == ["failed", "done", "done"]
@@ -86,6 +105,7 @@ def test_a_render_past_its_time_limit_is_stopped_and_classified(sessions, clean,
 def test_gpu_out_of_memory_is_classified_and_retried(sessions, clean, tmp_path, monkeypatch):
     rt = runtime(clean, tmp_path, finish_in_background=False)
     try:
+
         def oom(*args, **kwargs):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
@@ -109,21 +129,25 @@ def test_a_hung_worker_exits_so_its_take_can_be_reclaimed(clean):
         "hb.watch(0.3)\n"
         "threading.Event().wait()\n"  # a GPU call that never returns: only the watchdog ends this process
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=settings_env(clean), capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=settings_env(clean), capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 70 and "the worker is hung" in proc.stderr
 
 
 def test_a_worker_that_keeps_failing_is_kept_off_the_batch(client, sessions, clean, release_loop, tmp_path):
     from .conftest import WorkerProcess
 
-    bad = WorkerProcess(clean.model_copy(update={"render_time_limit": 0.01}), tmp_path / "bad.log")  # every render times out
+    bad = WorkerProcess(
+        clean.model_copy(update={"render_time_limit": 0.01}), tmp_path / "bad.log"
+    )  # every render times out
     good = WorkerProcess(clean, tmp_path / "good.log")
     try:
         bad.wait_ready(sessions)
         good.wait_ready(sessions)
-        ids = client.post("/batches", json={"takes": [{"prompt": f"t{i}", "mode": "T", "steps": 40} for i in range(4)]}
-                          ).json()["take_ids"]
+        ids = client.post(
+            "/batches", json={"takes": [{"prompt": f"t{i}", "mode": "T", "steps": 40} for i in range(4)]}
+        ).json()["take_ids"]
         takes = wait_done(client, ids, timeout=240)
         assert [t["state"] for t in takes] == ["done"] * 4
         attempts = [a for t in takes for a in t["attempts"]]

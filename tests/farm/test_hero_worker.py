@@ -33,8 +33,9 @@ def test_a_hero_take_survives_a_killed_rank(clean, sessions, release_loop, tmp_p
         worker.wait_ready(sessions)
         first = ranks_of(worker.proc.pid)
         assert len(first) == 2
-        [take_id] = make_batch(sessions, settings, [{"prompt": "hero", "checkpoint": "tiny-concat", "mode": "T",
-                                                     "steps": 300}])
+        [take_id] = make_batch(
+            sessions, settings, [{"prompt": "hero", "checkpoint": "tiny-concat", "mode": "T", "steps": 300}]
+        )
 
         def progress():
             with sessions() as s:
@@ -52,7 +53,9 @@ def test_a_hero_take_survives_a_killed_rank(clean, sessions, release_loop, tmp_p
         second = ranks_of(worker.proc.pid)
         assert len(second) == 2 and not set(second) & set(first)  # a whole new group
         with sessions() as s:
-            attempts = s.execute(select(Attempt).where(Attempt.take_id == take_id).order_by(Attempt.number)).scalars().all()
+            attempts = (
+                s.execute(select(Attempt).where(Attempt.take_id == take_id).order_by(Attempt.number)).scalars().all()
+            )
             outputs = s.execute(select(Output).where(Output.take_id == take_id)).scalars().all()
         assert [a.state.value for a in attempts] == ["failed", "done"]
         assert attempts[0].error_class == "GroupFailed" and "rank 1 died" in attempts[0].error_message
@@ -66,4 +69,8 @@ def test_a_hero_take_survives_a_killed_rank(clean, sessions, release_loop, tmp_p
 
 
 def ranks_of_alive(pids: list[int]) -> list[int]:
-    return [p for p in pids if Path(f"/proc/{p}").exists() and b"zombie" not in Path(f"/proc/{p}/status").read_bytes().lower()]
+    return [
+        p
+        for p in pids
+        if Path(f"/proc/{p}").exists() and b"zombie" not in Path(f"/proc/{p}/status").read_bytes().lower()
+    ]

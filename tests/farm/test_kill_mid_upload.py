@@ -39,7 +39,12 @@ class HoldingProxy:
     def _pump(self, src: socket.socket, dst: socket.socket, outbound: bool) -> None:
         try:
             while data := src.recv(65536):
-                if outbound and not self.used and data.startswith(b"PUT ") and b"/clip.mp4" in data.split(b"\r\n", 1)[0]:
+                if (
+                    outbound
+                    and not self.used
+                    and data.startswith(b"PUT ")
+                    and b"/clip.mp4" in data.split(b"\r\n", 1)[0]
+                ):
                     self.used = True
                     self.holding.set()
                     self.release.wait(120)

@@ -21,8 +21,13 @@ class Scrape(dict):
     """{(sample name, sorted labels): value} of one exposition."""
 
     def __init__(self, text: str):
-        super().__init__({(s.name, tuple(sorted(s.labels.items()))): s.value
-                          for family in text_string_to_metric_families(text) for s in family.samples})
+        super().__init__(
+            {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+            }
+        )
 
     def __call__(self, name: str, **labels) -> float:
         return self[name, tuple(sorted(labels.items()))]
@@ -48,8 +53,19 @@ def record(factory, now) -> None:
         session.flush()
 
         def take(id, state, producer="ana", pool="explore", released=None, started=None):
-            session.add(Take(id=id, batch_id=producer, producer=producer, checkpoint="tiny", pool=pool, params={},
-                             state=state, released_at=released and s(released), started_at=started and s(started)))
+            session.add(
+                Take(
+                    id=id,
+                    batch_id=producer,
+                    producer=producer,
+                    checkpoint="tiny",
+                    pool=pool,
+                    params={},
+                    state=state,
+                    released_at=released and s(released),
+                    started_at=started and s(started),
+                )
+            )
 
         take("done", TakeState.done, released=100, started=97)  # waited 3 s
         take("failed", TakeState.failed, producer="bo", released=60, started=59.8)  # 0.2 s
@@ -62,9 +78,19 @@ def record(factory, now) -> None:
         session.flush()
 
         def attempt(take_id, number, state, started, finished, gpu):
-            session.add(Attempt(take_id=take_id, number=number, worker_id="w", host="h", gpu="g", state=state,
-                                started_at=s(started), finished_at=None if finished is None else s(finished),
-                                gpu_seconds=gpu))
+            session.add(
+                Attempt(
+                    take_id=take_id,
+                    number=number,
+                    worker_id="w",
+                    host="h",
+                    gpu="g",
+                    state=state,
+                    started_at=s(started),
+                    finished_at=None if finished is None else s(finished),
+                    gpu_seconds=gpu,
+                )
+            )
 
         attempt("done", 1, AttemptState.done, 97, 57, 40.0)  # 40 s
         attempt("failed", 1, AttemptState.failed, 59.8, 57.8, 2.0)  # 2 s
@@ -72,13 +98,28 @@ def record(factory, now) -> None:
         attempt("run", 1, AttemptState.running, 9.5, None, 0.0)
         attempt("old", 1, AttemptState.done, 7200, 7190, 10.0)  # 10 s
         attempt("hero", 1, AttemptState.done, 2900, 900, 16000.0)  # 2000 s on 8 GPUs
-        workers = (("idle", "explore", 1, False, None), ("busy", "explore", 2, False, "run"),
-                   ("drain", "explore", 1, True, None), ("dead", "explore", 30, False, None),
-                   ("gone", "explore", 40, True, None), ("ancient", "explore", 7200, False, None),
-                   ("h", "hero", 3, False, None))
+        workers = (
+            ("idle", "explore", 1, False, None),
+            ("busy", "explore", 2, False, "run"),
+            ("drain", "explore", 1, True, None),
+            ("dead", "explore", 30, False, None),
+            ("gone", "explore", 40, True, None),
+            ("ancient", "explore", 7200, False, None),
+            ("h", "hero", 3, False, None),
+        )
         for id, pool, age, stopped, current in workers:
-            session.add(Worker(id=id, pool=pool, host="host", gpu="H100", slots=1, heartbeat_at=s(age),
-                               stopped=stopped, current_take_id=current))
+            session.add(
+                Worker(
+                    id=id,
+                    pool=pool,
+                    host="host",
+                    gpu="H100",
+                    slots=1,
+                    heartbeat_at=s(age),
+                    stopped=stopped,
+                    current_take_id=current,
+                )
+            )
 
 
 def check_figures(m: Scrape) -> None:
@@ -145,8 +186,10 @@ def test_figures_move_during_a_real_run(client, client_as, start_worker, release
         return Scrape(r.text)
 
     def submit(producer: str, n: int) -> list[str]:
-        body = {"producer": producer, "takes": [{"prompt": f"{producer} {i}", "mode": "T", "seed": i, "steps": 3}
-                                                for i in range(n)]}
+        body = {
+            "producer": producer,
+            "takes": [{"prompt": f"{producer} {i}", "mode": "T", "seed": i, "steps": 3} for i in range(n)],
+        }
         r = client.post("/batches", json=body)
         assert r.status_code == 201, r.text
         return r.json()["take_ids"]
@@ -160,11 +203,18 @@ def test_figures_move_during_a_real_run(client, client_as, start_worker, release
     assert queued("farm_takes", pool="explore", state="queued") == 4 and queued("farm_queue_depth", pool="explore") == 4
     assert queued("farm_pool_slots", pool="explore") == 0
     assert client_as("vic").get("/metrics/demand").json()["explore"] == {
-        "demand": 4, "queued": 4, "released": 0, "running": 0, "workers": 0, "slots": 0}
+        "demand": 4,
+        "queued": 4,
+        "released": 0,
+        "running": 0,
+        "workers": 0,
+        "slots": 0,
+    }
 
     worker = start_worker()
-    done = wait_for(lambda: (m := scrape())("farm_takes", pool="explore", state="done") == 4 and m, 180,
-                    "the four takes to render")
+    done = wait_for(
+        lambda: (m := scrape())("farm_takes", pool="explore", state="done") == 4 and m, 180, "the four takes to render"
+    )
     assert done("farm_takes", pool="explore", state="queued") == 0 and done("farm_queue_depth", pool="explore") == 0
     assert done("farm_render_seconds_count", pool="explore") == 4
     assert done("farm_render_seconds_sum", pool="explore") > 0
@@ -176,9 +226,11 @@ def test_figures_move_during_a_real_run(client, client_as, start_worker, release
     assert done("farm_worker_heartbeat_age_seconds", worker=worker.id, pool="explore") < 4
 
     submit("ana", 1)
-    again = wait_for(lambda: (m := scrape())("farm_takes", pool="explore", state="done") == 5 and m, 120,
-                     "the fifth take to render")
+    again = wait_for(
+        lambda: (m := scrape())("farm_takes", pool="explore", state="done") == 5 and m, 120, "the fifth take to render"
+    )
     assert again("farm_render_seconds_count", pool="explore") == 5
     assert again("farm_gpu_seconds_total", producer="ana", pool="explore") > ana
     assert again("farm_gpu_seconds_total", producer="bo", pool="explore") == done(
-        "farm_gpu_seconds_total", producer="bo", pool="explore")
+        "farm_gpu_seconds_total", producer="bo", pool="explore"
+    )

@@ -36,10 +36,17 @@ def nightly(clean):
     """Settings with a known window and estimate; no nights recorded."""
     with get_engine(clean.database).begin() as conn:
         conn.execute(text("TRUNCATE hero_nights CASCADE"))
-    return clean.model_copy(update={
-        "nightly_window_start": "22:00", "nightly_window_end": "06:00", "nightly_timezone": "UTC",
-        "nightly_budget_gpu_hours": 10.0, "hero_step_seconds": 36.0, "hero_gpus": 1, "beat_interval": 0.1,
-    })
+    return clean.model_copy(
+        update={
+            "nightly_window_start": "22:00",
+            "nightly_window_end": "06:00",
+            "nightly_timezone": "UTC",
+            "nightly_budget_gpu_hours": 10.0,
+            "hero_step_seconds": 36.0,
+            "hero_gpus": 1,
+            "beat_interval": 0.1,
+        }
+    )
 
 
 def selected(sessions, settings, priorities: list[int], producer: str = "ana") -> list[str]:
@@ -48,9 +55,15 @@ def selected(sessions, settings, priorities: list[int], producer: str = "ana") -
         for sha, kind in ((IMAGE, "image"), (AUDIO, "audio")):
             if session.get(Asset, sha) is None:
                 session.add(Asset(sha256=sha, kind=kind, size=1, key=f"assets/{sha}", filename=kind, media_format="x"))
-    ids = make_batch(sessions, settings, [{"prompt": f"take {i}", "seed": 100 + i, "image": IMAGE, "audio": AUDIO,
-                                           "mode": "TIA", "priority": p} for i, p in enumerate(priorities)],
-                     producer=producer)
+    ids = make_batch(
+        sessions,
+        settings,
+        [
+            {"prompt": f"take {i}", "seed": 100 + i, "image": IMAGE, "audio": AUDIO, "mode": "TIA", "priority": p}
+            for i, p in enumerate(priorities)
+        ],
+        producer=producer,
+    )
     with transaction(sessions) as session:
         session.execute(update(Take).where(Take.id.in_(ids)).values(state=TakeState.done, selected_for_hero=True))
     return ids
@@ -72,8 +85,9 @@ def test_the_window_and_the_night_of_a_moment(nightly):
     assert night_at(datetime(2030, 1, 8, 5, 59, tzinfo=UTC), nightly) == NIGHT
     assert night_at(datetime(2030, 1, 8, 6, 0, tzinfo=UTC), nightly) is None
     assert night_at(OUTSIDE, nightly) is None
-    paris = nightly.model_copy(update={"nightly_timezone": "Europe/Paris", "nightly_window_start": "01:00",
-                                       "nightly_window_end": "05:00"})
+    paris = nightly.model_copy(
+        update={"nightly_timezone": "Europe/Paris", "nightly_window_start": "01:00", "nightly_window_end": "05:00"}
+    )
     assert night_at(datetime(2030, 1, 7, 0, 30, tzinfo=UTC), paris) == NIGHT  # 01:30 in Paris
 
 
@@ -124,8 +138,17 @@ def test_the_database_refuses_a_second_hero_take_of_a_parent_in_one_night(nightl
     plan(sessions, nightly)
     hero = heroes(sessions)[0]
     with pytest.raises(IntegrityError), transaction(sessions) as session:
-        session.add(Take(batch_id=hero.batch_id, producer="ana", checkpoint="humo-17b", pool="hero",
-                         params=hero.params, parent_id=hero.parent_id, hero_night=NIGHT))
+        session.add(
+            Take(
+                batch_id=hero.batch_id,
+                producer="ana",
+                checkpoint="humo-17b",
+                pool="hero",
+                params=hero.params,
+                parent_id=hero.parent_id,
+                hero_night=NIGHT,
+            )
+        )
 
 
 def test_outside_the_window_nothing_happens(nightly, sessions):
@@ -248,8 +271,13 @@ def test_the_report_in_the_api(nightly, sessions, client_as, settings):
     done, failed, running = (t["id"] for t in r.json()["hero_takes"])
     with transaction(sessions) as session:
         attempt = states.claim(session, done, "w", "h", "gpu0")
-        states.finish(session, done, attempt, {"clip_key": "c", "thumbnail_key": "t", "manifest_key": "m",
-                                               "clip_sha256": "0" * 64, "clip_size": 1}, gpu_seconds=1800.0)
+        states.finish(
+            session,
+            done,
+            attempt,
+            {"clip_key": "c", "thumbnail_key": "t", "manifest_key": "m", "clip_sha256": "0" * 64, "clip_size": 1},
+            gpu_seconds=1800.0,
+        )
         attempt = states.claim(session, failed, "w", "h", "gpu0")
         states.fail(session, failed, attempt, RuntimeError("CUDA out of memory"), retryable=False, gpu_seconds=900.0)
         states.claim(session, running, "w", "h", "gpu0")
@@ -317,9 +345,12 @@ def test_of_two_schedulers_only_the_lock_holder_plans(nightly, sessions):
 
 def _advisory_holders(settings) -> int:
     with get_engine(settings.database).connect() as conn:
-        return conn.execute(text(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")).scalar_one()
+        return conn.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        ).scalar_one()
 
 
 def test_two_farm_beat_processes_one_leads_the_other_takes_over(nightly, tmp_path):
@@ -328,9 +359,18 @@ def test_two_farm_beat_processes_one_leads_the_other_takes_over(nightly, tmp_pat
     for i in range(2):
         logs.append(tmp_path / f"beat-{i}.log")
         with open(logs[-1], "w") as out:
-            procs.append(subprocess.Popen([sys.executable, "-m", "farm.cli", "beat"], cwd=ROOT, env=env,
-                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "farm.cli", "beat"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
     try:
+
         def roles() -> list[str] | None:
             texts = [log.read_text() for log in logs]
             for p, t in zip(procs, texts):

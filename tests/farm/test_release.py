@@ -21,7 +21,11 @@ def add_workers(sessions, n: int, pool: str = "explore", heartbeat_age: float = 
     ids = [f"host{'-dead' if heartbeat_age else ''}:{i}:{pool}" for i in range(n)]
     with transaction(sessions) as s:
         for wid in ids:
-            s.add(Worker(id=wid, pool=pool, host="host", gpu="cpu", heartbeat_at=utcnow() - timedelta(seconds=heartbeat_age)))
+            s.add(
+                Worker(
+                    id=wid, pool=pool, host="host", gpu="cpu", heartbeat_at=utcnow() - timedelta(seconds=heartbeat_age)
+                )
+            )
     return ids
 
 

@@ -34,8 +34,10 @@ class RedisServer:
         self.start()
 
     def start(self):
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
         wait_for(lambda: self._ping(), 20, "redis to start")
 
     def _ping(self) -> bool:
@@ -68,12 +70,27 @@ class PostgresServer:
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/farm"
 
     def _pg(self, tool: str, *args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / tool), *args], check=True,
-                       capture_output=True, cwd=self.dir)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(PG_BIN / tool), *args],
+            check=True,
+            capture_output=True,
+            cwd=self.dir,
+        )
 
     def _ctl(self, action: str) -> None:
-        self._pg("pg_ctl", "-D", str(self.dir / "data"), "-w", "-m", "fast", "-l", str(self.dir / "log"),
-                 "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", action)
+        self._pg(
+            "pg_ctl",
+            "-D",
+            str(self.dir / "data"),
+            "-w",
+            "-m",
+            "fast",
+            "-l",
+            str(self.dir / "log"),
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+            action,
+        )
 
     def start(self) -> None:
         self._ctl("start")
@@ -101,7 +118,9 @@ def test_redis_restart_loses_released_messages_and_the_reconciler_sends_them_aga
     try:
         ids = make_batch(sessions, settings, [{"prompt": f"t{i}", "mode": "T"} for i in range(3)])
         with transaction(sessions) as s:  # capacity from a worker that is about to appear
-            s.add(Worker(id="placeholder:0:explore", pool="explore", host="h", gpu="cpu", slots=3, heartbeat_at=utcnow()))
+            s.add(
+                Worker(id="placeholder:0:explore", pool="explore", host="h", gpu="cpu", slots=3, heartbeat_at=utcnow())
+            )
         released = Releaser(sessions, make_celery(settings), settings).release_once()["explore"]
         assert sorted(released) == sorted(ids)
         assert redis.Redis(port=server.port).llen("explore") == 3
@@ -155,8 +174,11 @@ def test_postgres_restart_mid_run_leaves_no_take_stuck(clean, private_pg, tmp_pa
 
         wait_for(progressing, 120, "a render to make progress")
         private_pg.restart()  # every connection of the dispatcher and the worker drops
-        wait_for(lambda: all(_state(factory, t) in (TakeState.done, TakeState.failed) for t in ids), 180,
-                 "every take to finish after the restart")
+        wait_for(
+            lambda: all(_state(factory, t) in (TakeState.done, TakeState.failed) for t in ids),
+            180,
+            "every take to finish after the restart",
+        )
         with factory() as s:
             takes = [s.get(Take, t) for t in ids]
             assert [t.state for t in takes] == [TakeState.done, TakeState.done]

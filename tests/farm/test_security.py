@@ -18,7 +18,9 @@ def test_uploads_over_the_limit_are_refused_before_they_are_read(clean, storage,
     with TestClient(app, headers={"Authorization": f"Bearer {tokens['ana']}"}) as client:
         big = client.post("/assets", files={"file": ("big.wav", b"\0" * 5_000_000)})
         assert big.status_code == 413 and "1000 byte limit" in big.json()["detail"]
-        near = client.post("/assets", files={"file": ("near.wav", b"\0" * 2000)})  # within the envelope: read, then refused
+        near = client.post(
+            "/assets", files={"file": ("near.wav", b"\0" * 2000)}
+        )  # within the envelope: read, then refused
         assert near.status_code == 413 and near.json()["field"] == "file"
 
 
@@ -33,8 +35,13 @@ def test_names_cannot_reach_outside_the_store(clean, media, tokens, tmp_path):
             asset = client.post("/assets", files={"file": ("../../../etc/passwd", f)}).json()
         assert asset["filename"] == "passwd" and asset["kind"] == "image"
         assert (tmp_path / "objects" / "assets" / "image" / asset["sha256"][:2] / asset["sha256"]).is_file()
-        for path in ("/objects/../secret.txt", "/objects/%2e%2e/secret.txt", "/objects/..%2fsecret.txt",
-                     "/objects//etc/passwd", "/objects/assets/../../secret.txt"):
+        for path in (
+            "/objects/../secret.txt",
+            "/objects/%2e%2e/secret.txt",
+            "/objects/..%2fsecret.txt",
+            "/objects//etc/passwd",
+            "/objects/assets/../../secret.txt",
+        ):
             r = client.get(path)
             assert r.status_code == 404 and "do not serve" not in r.text, path
 

@@ -62,7 +62,9 @@ def machine(sessions, clean):
                 return
             attempt = self.attempts[which % len(self.attempts)]
             with transaction(sessions) as s:
-                holds = s.get(Take, self.take).state == S.running and s.get(Take, self.take).attempt_count == attempt.number
+                holds = (
+                    s.get(Take, self.take).state == S.running and s.get(Take, self.take).attempt_count == attempt.number
+                )
             with transaction(sessions) as s:
                 assert states.finish(s, self.take, attempt, OUTPUT, 1.0) == holds
 
@@ -126,5 +128,9 @@ def machine(sessions, clean):
 def test_any_sequence_of_actions_keeps_the_take_consistent(machine):
     from hypothesis.stateful import run_state_machine_as_test
 
-    run_state_machine_as_test(machine, settings=settings(max_examples=25, stateful_step_count=20, deadline=None,
-                                                         suppress_health_check=list(HealthCheck)))
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=25, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck)
+        ),
+    )

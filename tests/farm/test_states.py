@@ -33,8 +33,13 @@ def test_the_happy_path_records_one_attempt_and_one_output(sessions, take):
     with transaction(sessions) as s:
         assert states.progress(s, take, attempt, 2, 4) is False
     with transaction(sessions) as s:
-        assert states.finish(s, take, attempt, {"clip_key": "c", "thumbnail_key": "t", "manifest_key": "m",
-                                                "clip_sha256": "0" * 64, "clip_size": 1}, gpu_seconds=2.5)
+        assert states.finish(
+            s,
+            take,
+            attempt,
+            {"clip_key": "c", "thumbnail_key": "t", "manifest_key": "m", "clip_sha256": "0" * 64, "clip_size": 1},
+            gpu_seconds=2.5,
+        )
     with sessions() as s:
         t = s.get(Take, take)
         assert t.state == S.done and t.finished_at is not None and t.progress_step == 2
@@ -47,8 +52,13 @@ def test_a_second_claim_of_a_running_or_done_take_gets_nothing(sessions, take):
     attempt = claim(sessions, take)
     assert claim(sessions, take, "w2") is None  # duplicate delivery while running
     with transaction(sessions) as s:
-        states.finish(s, take, attempt, {"clip_key": "c", "thumbnail_key": "t", "manifest_key": "m",
-                                         "clip_sha256": "0" * 64, "clip_size": 1}, 1.0)
+        states.finish(
+            s,
+            take,
+            attempt,
+            {"clip_key": "c", "thumbnail_key": "t", "manifest_key": "m", "clip_sha256": "0" * 64, "clip_size": 1},
+            1.0,
+        )
     assert claim(sessions, take, "w3") is None  # duplicate delivery after done
     with sessions() as s:
         assert s.execute(select(Attempt).where(Attempt.take_id == take)).scalars().all()[0].worker_id == "w1"
@@ -106,11 +116,19 @@ def test_retry_reprioritise_and_select(sessions, take):
 def test_illegal_actions_on_a_done_take(sessions, take, action):
     attempt = claim(sessions, take)
     with transaction(sessions) as s:
-        states.finish(s, take, attempt, {"clip_key": "c", "thumbnail_key": "t", "manifest_key": "m",
-                                         "clip_sha256": "0" * 64, "clip_size": 1}, 1.0)
-    call = {"cancel": lambda s: states.cancel(s, take), "retry": lambda s: states.retry(s, take, 1),
-            "reprioritise": lambda s: states.reprioritise(s, take, 1),
-            "select_for_hero": lambda s: states.select_for_hero(s, take, True)}[action]
+        states.finish(
+            s,
+            take,
+            attempt,
+            {"clip_key": "c", "thumbnail_key": "t", "manifest_key": "m", "clip_sha256": "0" * 64, "clip_size": 1},
+            1.0,
+        )
+    call = {
+        "cancel": lambda s: states.cancel(s, take),
+        "retry": lambda s: states.retry(s, take, 1),
+        "reprioritise": lambda s: states.reprioritise(s, take, 1),
+        "select_for_hero": lambda s: states.select_for_hero(s, take, True),
+    }[action]
     if action == "select_for_hero":
         with transaction(sessions) as s:
             call(s)  # legal on a done take
@@ -153,8 +171,13 @@ def test_a_dead_workers_take_is_requeued_with_its_attempt_lost(sessions, take):
         assert s.get(Attempt, attempt.id).state == AttemptState.lost
     # the dead attempt cannot finish any more
     with transaction(sessions) as s:
-        assert not states.finish(s, take, attempt, {"clip_key": "c", "thumbnail_key": "t", "manifest_key": "m",
-                                                    "clip_sha256": "0" * 64, "clip_size": 1}, 1.0)
+        assert not states.finish(
+            s,
+            take,
+            attempt,
+            {"clip_key": "c", "thumbnail_key": "t", "manifest_key": "m", "clip_sha256": "0" * 64, "clip_size": 1},
+            1.0,
+        )
 
 
 def test_a_take_canceled_while_its_worker_died_stays_canceled(sessions, take):

@@ -25,8 +25,12 @@ def endpoints(s3_endpoint) -> tuple[str, str]:
 
 
 def store(tmp_path, internal: str, public: str | None) -> S3Storage:
-    settings = Settings(data_dir=tmp_path, storage_url=f"s3://farm-public-{uuid.uuid4().hex[:6]}/renders",
-                        s3_endpoint_url=internal, s3_public_endpoint_url=public)
+    settings = Settings(
+        data_dir=tmp_path,
+        storage_url=f"s3://farm-public-{uuid.uuid4().hex[:6]}/renders",
+        s3_endpoint_url=internal,
+        s3_public_endpoint_url=public,
+    )
     return open_storage(settings)
 
 

@@ -28,13 +28,20 @@ def wait_done(client, take_ids, timeout=120):
     return wait_for(all_finished, timeout, f"takes {take_ids} to finish")
 
 
-def test_a_batch_over_http_ends_with_clips_in_s3_whose_manifests_match(client, media, storage, start_worker, release_loop):
+def test_a_batch_over_http_ends_with_clips_in_s3_whose_manifests_match(
+    client, media, storage, start_worker, release_loop
+):
     worker = start_worker()
     image, audio = assets(client, media)
-    body = {"producer": "ana", "defaults": {"checkpoint": "tiny", "image": image, "audio": audio},
-            "takes": [{"prompt": "a presenter", "mode": "TIA", "seed": 5},
-                      {"prompt": "a singer", "mode": "TA", "seed": 6, "steps": 3},
-                      {"prompt": "an actor", "mode": "T", "seed": 7, "width": 48, "height": 80}]}
+    body = {
+        "producer": "ana",
+        "defaults": {"checkpoint": "tiny", "image": image, "audio": audio},
+        "takes": [
+            {"prompt": "a presenter", "mode": "TIA", "seed": 5},
+            {"prompt": "a singer", "mode": "TA", "seed": 6, "steps": 3},
+            {"prompt": "an actor", "mode": "T", "seed": 7, "width": 48, "height": 80},
+        ],
+    }
     batch = client.post("/batches", json=body).json()
     takes = wait_done(client, batch["take_ids"])
     assert [t["state"] for t in takes] == ["done"] * 3
@@ -59,7 +66,9 @@ def test_a_batch_over_http_ends_with_clips_in_s3_whose_manifests_match(client, m
 
 def test_cancel_mid_render_stops_between_steps(client, sessions, storage, start_worker, release_loop):
     start_worker()
-    take_id = client.post("/batches", json={"takes": [{"prompt": "long", "mode": "T", "steps": 1000}]}).json()["take_ids"][0]
+    take_id = client.post("/batches", json={"takes": [{"prompt": "long", "mode": "T", "steps": 1000}]}).json()[
+        "take_ids"
+    ][0]
     wait_for(lambda: take_state(client, take_id)["progress"]["step"] >= 2, 60, "the render to make progress")
     assert client.post(f"/takes/{take_id}/cancel").json()["cancel_requested"] is True
     take = wait_done(client, [take_id])[0]
@@ -73,10 +82,15 @@ def test_a_duplicate_delivery_of_a_finished_take_changes_nothing(client, session
     take_id = client.post("/batches", json={"takes": [{"prompt": "once", "mode": "T"}]}).json()["take_ids"][0]
     before = wait_done(client, [take_id])[0]
     send_take(make_celery(clean), take_id, "explore")  # the broker delivers it again
-    wait_for(lambda: f"take {take_id} is done: duplicate or stale delivery dropped" in worker.log.read_text(), 60,
-             "the worker to drop the duplicate")
+    wait_for(
+        lambda: f"take {take_id} is done: duplicate or stale delivery dropped" in worker.log.read_text(),
+        60,
+        "the worker to drop the duplicate",
+    )
     after = take_state(client, take_id)
-    assert after["attempts"] == before["attempts"] and after["outputs"]["clip_sha256"] == before["outputs"]["clip_sha256"]
+    assert (
+        after["attempts"] == before["attempts"] and after["outputs"]["clip_sha256"] == before["outputs"]["clip_sha256"]
+    )
     with sessions() as s:
         assert len(s.execute(select(Attempt).where(Attempt.take_id == take_id)).scalars().all()) == 1
         assert len(s.execute(select(Output).where(Output.take_id == take_id)).scalars().all()) == 1
@@ -85,8 +99,9 @@ def test_a_duplicate_delivery_of_a_finished_take_changes_nothing(client, session
 def test_rerender_from_the_manifest_reproduces_the_clip(client, media, start_worker, release_loop):
     start_worker()
     image, audio = assets(client, media)
-    take_id = client.post("/batches", json={"takes": [{"prompt": "again", "mode": "TIA", "image": image,
-                                                      "audio": audio, "seed": 42}]}).json()["take_ids"][0]
+    take_id = client.post(
+        "/batches", json={"takes": [{"prompt": "again", "mode": "TIA", "image": image, "audio": audio, "seed": 42}]}
+    ).json()["take_ids"][0]
     original = wait_done(client, [take_id])[0]
     batch = client.post(f"/takes/{take_id}/rerender").json()
     copy = wait_done(client, batch["take_ids"])[0]
@@ -106,9 +121,20 @@ def test_a_failing_input_is_recorded_with_its_error(client, sessions, start_work
     from farm.tables import Asset
 
     with sessions() as s:
-        s.add(Asset(sha256="f" * 64, kind="image", size=1, key="assets/image/ff/missing", filename="gone.png", media_format="png"))
+        s.add(
+            Asset(
+                sha256="f" * 64,
+                kind="image",
+                size=1,
+                key="assets/image/ff/missing",
+                filename="gone.png",
+                media_format="png",
+            )
+        )
         s.commit()
-    take_id = client.post("/batches", json={"takes": [{"prompt": "p", "mode": "TI", "image": "f" * 64}]}).json()["take_ids"][0]
+    take_id = client.post("/batches", json={"takes": [{"prompt": "p", "mode": "TI", "image": "f" * 64}]}).json()[
+        "take_ids"
+    ][0]
     take = wait_done(client, [take_id])[0]
     assert take["state"] == "failed" and take["error_class"] == "StorageError"
     assert [a["state"] for a in take["attempts"]] == [AttemptState.failed.value] * 3

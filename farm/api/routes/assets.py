@@ -35,7 +35,9 @@ def sniff(path: Path) -> tuple[str, str]:
     try:
         probe_audio(path)
     except InputError:
-        raise HTTPException(415, "file: neither a supported image (PNG, JPEG, WEBP, BMP, TIFF) nor a readable audio file") from None
+        raise HTTPException(
+            415, "file: neither a supported image (PNG, JPEG, WEBP, BMP, TIFF) nor a readable audio file"
+        ) from None
     import av
 
     with av.open(str(path)) as c:
@@ -43,8 +45,14 @@ def sniff(path: Path) -> tuple[str, str]:
 
 
 @router.post("", status_code=201, response_model=AssetPublic)
-def upload_asset(file: UploadFile, _user: Producer, session: SessionDep, storage: StorageDep, settings: SettingsDep,
-                 response: Response) -> AssetPublic:
+def upload_asset(
+    file: UploadFile,
+    _user: Producer,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    response: Response,
+) -> AssetPublic:
     """Upload an image or audio file. Its kind is read from its bytes, never its name; it is
     stored once under its sha256, whatever it is called."""
     limit = settings.max_upload_bytes
@@ -55,7 +63,9 @@ def upload_asset(file: UploadFile, _user: Producer, session: SessionDep, storage
             while chunk := file.file.read(1 << 20):
                 size += len(chunk)
                 if size > limit:
-                    raise HTTPException(413, f"file: larger than the {limit} byte limit; send a shorter clip or a smaller image")
+                    raise HTTPException(
+                        413, f"file: larger than the {limit} byte limit; send a shorter clip or a smaller image"
+                    )
                 digest.update(chunk)
                 out.write(chunk)
         if size == 0:
@@ -90,8 +100,12 @@ def get_asset(sha256: str, _user: Viewer, session: SessionDep) -> AssetPublic:
 
 
 @router.get("", response_model=list[AssetPublic])
-def list_assets(_user: Viewer, session: SessionDep, kind: Literal["image", "audio"] | None = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AssetPublic]:
+def list_assets(
+    _user: Viewer,
+    session: SessionDep,
+    kind: Literal["image", "audio"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AssetPublic]:
     stmt = select(Asset).order_by(Asset.created_at.desc()).limit(limit)
     if kind:
         stmt = stmt.where(Asset.kind == kind)

@@ -23,8 +23,9 @@ class Login(BaseModel):
 class Me(BaseModel):
     name: str
     role: Role
-    csrf_token: str | None = Field(None, description="send it as X-CSRF-Token with every change made "
-                                                       "through the session cookie")
+    csrf_token: str | None = Field(
+        None, description="send it as X-CSRF-Token with every change made through the session cookie"
+    )
 
 
 class TokenCreate(BaseModel):
@@ -99,8 +100,10 @@ def create_token(body: TokenCreate, user: Viewer, session: SessionDep) -> TokenC
 
 @router.get("/users", response_model=list[UserPublic])
 def list_users(_user: Operator, session: SessionDep) -> list[UserPublic]:
-    return [UserPublic(name=u.name, role=u.role, disabled=u.disabled)
-            for u in session.execute(select(User).order_by(User.name)).scalars()]
+    return [
+        UserPublic(name=u.name, role=u.role, disabled=u.disabled)
+        for u in session.execute(select(User).order_by(User.name)).scalars()
+    ]
 
 
 @router.post("/users", status_code=201, response_model=UserPublic)

@@ -31,17 +31,29 @@ def producer_of(user, body_producer: str | None) -> str:
 
 
 @router.post("", status_code=201, response_model=BatchPublic)
-def create_batch(body: BatchCreate, user: Producer, session: SessionDep, settings: SettingsDep, response: Response,
-                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> BatchPublic:
+def create_batch(
+    body: BatchCreate,
+    user: Producer,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> BatchPublic:
     """Create a batch from a list of takes or a sweep. Replaying the same Idempotency-Key
     with the same body returns the first batch (200) instead of creating another."""
     return _submit(body, user, session, settings, response, idempotency_key)
 
 
 @router.post("/file", status_code=201, response_model=BatchPublic)
-def create_batch_from_file(file: UploadFile, user: Producer, session: SessionDep, settings: SettingsDep,
-                           response: Response, project: Annotated[str | None, Form(max_length=200)] = None,
-                           name: Annotated[str | None, Form(max_length=200)] = None) -> BatchPublic:
+def create_batch_from_file(
+    file: UploadFile,
+    user: Producer,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    project: Annotated[str | None, Form(max_length=200)] = None,
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> BatchPublic:
     """Create a batch from a YAML file (the `farm submit` format, with asset sha256s for
     image and audio) or a CSV file (a header of take fields, one take per row)."""
     data = file.file.read(MAX_FILE + 1)
@@ -71,8 +83,13 @@ def _submit(body: BatchCreate, user, session, settings, response: Response, idem
 
 
 @router.get("", response_model=list[BatchPublic])
-def list_batches(_user: Viewer, session: SessionDep, producer: str | None = None,
-                 limit: Annotated[int, Query(ge=1, le=500)] = 50, with_take_ids: bool = True) -> list[BatchPublic]:
+def list_batches(
+    _user: Viewer,
+    session: SessionDep,
+    producer: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    with_take_ids: bool = True,
+) -> list[BatchPublic]:
     """Batches, newest first, with their counts; with_take_ids=false leaves out the id lists
     (a 20,000-take sweep's ids are most of the answer)."""
     stmt = select(Batch).order_by(Batch.created_at.desc()).limit(limit)

@@ -44,5 +44,14 @@ def demand(_user: Viewer, request: Request) -> dict[str, dict[str, int]]:
     settings = request.app.state.settings
     with request.app.state.sessions() as session:
         figures = metrics.pools(session, utcnow(), settings.worker_timeout)
-    return {p.pool: {"demand": p.demand, "queued": p.queued, "released": p.released, "running": p.running,
-                     "workers": p.workers, "slots": p.slots} for p in figures}
+    return {
+        p.pool: {
+            "demand": p.demand,
+            "queued": p.queued,
+            "released": p.released,
+            "running": p.running,
+            "workers": p.workers,
+            "slots": p.slots,
+        }
+        for p in figures
+    }

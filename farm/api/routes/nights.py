@@ -38,16 +38,26 @@ def _detail(session, night: date) -> NightDetailPublic:
     found = nightly.reports(session, limit=1, night=night)
     if not found:
         raise NotFound(f"night: no hero run for {night}; nights appear once the nightly job has run for them")
-    takes = [NightTakePublic(id=t.id, parent_id=t.parent_id, producer=t.producer, state=t.state.value,
-                             priority=t.priority, gpu_seconds=seconds, error_class=t.error_class,
-                             error_message=t.error_message)
-             for t, seconds in nightly.night_takes(session, night)]
+    takes = [
+        NightTakePublic(
+            id=t.id,
+            parent_id=t.parent_id,
+            producer=t.producer,
+            state=t.state.value,
+            priority=t.priority,
+            gpu_seconds=seconds,
+            error_class=t.error_class,
+            error_message=t.error_message,
+        )
+        for t, seconds in nightly.night_takes(session, night)
+    ]
     return NightDetailPublic(**asdict(found[0]), hero_takes=takes)
 
 
 @router.get("", response_model=list[nightly.NightReport])
-def list_nights(_user: Viewer, session: SessionDep,
-                limit: Annotated[int, Query(ge=1, le=366)] = 60) -> list[nightly.NightReport]:
+def list_nights(
+    _user: Viewer, session: SessionDep, limit: Annotated[int, Query(ge=1, le=366)] = 60
+) -> list[nightly.NightReport]:
     """The latest nights, newest first: takes planned, skipped over budget, their states and GPU hours."""
     return nightly.reports(session, limit)
 
@@ -59,8 +69,9 @@ def get_night(night: date, _user: Viewer, session: SessionDep) -> NightDetailPub
 
 
 @router.post("/{night}/plan", response_model=NightDetailPublic)
-def plan_night(night: date, _user: Operator, session: SessionDep, settings: SettingsDep,
-               force: bool = False) -> NightDetailPublic:
+def plan_night(
+    night: date, _user: Operator, session: SessionDep, settings: SettingsDep, force: bool = False
+) -> NightDetailPublic:
     """Run the nightly job for this night now, as `farm beat` does inside the window. Before
     the window opens it runs only with force=true; the night's hero takes still start only
     inside its window."""
@@ -70,9 +81,13 @@ def plan_night(night: date, _user: Operator, session: SessionDep, settings: Sett
     if nightly.plan_night(session, settings, night, now, force=force) is None:
         start, end = nightly.window(night, settings)
         if now >= end:
-            raise InvalidRequest("night", f"the window of night {night} closed at {end.isoformat()}; "
-                                          "plan tonight or a later night")
-        raise InvalidRequest("force", f"the window of night {night} opens at {start.isoformat()}; pass "
-                                      "force=true to plan it now (its takes still start only inside the window)")
+            raise InvalidRequest(
+                "night", f"the window of night {night} closed at {end.isoformat()}; plan tonight or a later night"
+            )
+        raise InvalidRequest(
+            "force",
+            f"the window of night {night} opens at {start.isoformat()}; pass "
+            "force=true to plan it now (its takes still start only inside the window)",
+        )
     session.commit()
     return _detail(session, night)

@@ -23,18 +23,33 @@ def _cursor(take: Take) -> str:
 
 
 @router.get("", response_model=TakesPublic)
-def list_takes(_user: Viewer, session: SessionDep, storage: StorageDep, settings: SettingsDep,
-               state: Annotated[list[TakeState] | None, Query()] = None, batch_id: str | None = None,
-               producer: str | None = None, pool: str | None = None,
-               checkpoint: str | None = None, selected: bool | None = None, q: str | None = None,
-               limit: Annotated[int, Query(ge=1, le=500)] = 100, cursor: str | None = None) -> TakesPublic:
+def list_takes(
+    _user: Viewer,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    state: Annotated[list[TakeState] | None, Query()] = None,
+    batch_id: str | None = None,
+    producer: str | None = None,
+    pool: str | None = None,
+    checkpoint: str | None = None,
+    selected: bool | None = None,
+    q: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: str | None = None,
+) -> TakesPublic:
     """Takes, newest first, filtered, with their thumbnail URLs; page with `cursor` (the previous
     page's next_cursor)."""
     stmt = select(Take)
     if state:
         stmt = stmt.where(Take.state.in_(state))
-    for column, value in ((Take.batch_id, batch_id), (Take.producer, producer), (Take.pool, pool),
-                          (Take.checkpoint, checkpoint), (Take.selected_for_hero, selected)):
+    for column, value in (
+        (Take.batch_id, batch_id),
+        (Take.producer, producer),
+        (Take.pool, pool),
+        (Take.checkpoint, checkpoint),
+        (Take.selected_for_hero, selected),
+    ):
         if value is not None:
             stmt = stmt.where(column == value)
     if q:
@@ -48,18 +63,28 @@ def list_takes(_user: Viewer, session: SessionDep, storage: StorageDep, settings
     rows = session.execute(stmt.order_by(Take.created_at.desc(), Take.id.desc()).limit(limit + 1)).scalars().all()
     more = len(rows) > limit
     rows = rows[:limit]
-    outputs = {o.take_id: o for o in session.execute(
-        select(Output).where(Output.take_id.in_([t.id for t in rows if t.state == TakeState.done]))).scalars()}
-    data = [take_public(t, output=outputs.get(t.id), storage=storage, seconds=settings.presign_seconds,
-                        thumbnail_only=True) for t in rows]
+    outputs = {
+        o.take_id: o
+        for o in session.execute(
+            select(Output).where(Output.take_id.in_([t.id for t in rows if t.state == TakeState.done]))
+        ).scalars()
+    }
+    data = [
+        take_public(t, output=outputs.get(t.id), storage=storage, seconds=settings.presign_seconds, thumbnail_only=True)
+        for t in rows
+    ]
     return TakesPublic(data=data, count=len(rows), next_cursor=_cursor(rows[-1]) if more else None)
 
 
 @router.get("/{take_id}", response_model=TakePublic)
-def get_take(take_id: str, _user: Viewer, session: SessionDep, storage: StorageDep, settings: SettingsDep) -> TakePublic:
+def get_take(
+    take_id: str, _user: Viewer, session: SessionDep, storage: StorageDep, settings: SettingsDep
+) -> TakePublic:
     """A take with its attempts, live progress and presigned output URLs."""
     take = states.get(session, take_id)
-    attempts = session.execute(select(Attempt).where(Attempt.take_id == take_id).order_by(Attempt.number)).scalars().all()
+    attempts = (
+        session.execute(select(Attempt).where(Attempt.take_id == take_id).order_by(Attempt.number)).scalars().all()
+    )
     output = session.get(Output, take_id)
     return take_public(take, attempts=list(attempts), output=output, storage=storage, seconds=settings.presign_seconds)
 
@@ -110,13 +135,19 @@ def get_manifest(take_id: str, _user: Viewer, session: SessionDep, storage: Stor
 
 
 @router.post("/{take_id}/rerender", status_code=201, response_model=BatchPublic)
-def rerender_take(take_id: str, user: Producer, session: SessionDep, storage: StorageDep, settings: SettingsDep) -> BatchPublic:
+def rerender_take(
+    take_id: str, user: Producer, session: SessionDep, storage: StorageDep, settings: SettingsDep
+) -> BatchPublic:
     """A new take with exactly the manifest's inputs, seed and settings, linked to this one,
     in a new batch of the caller's."""
     manifest = _manifest(session, storage, take_id)
     parent = session.get(Batch, states.get(session, take_id).batch_id)
-    take = {**manifest["request"], "checkpoint": manifest["checkpoint"]["name"],
-            "image": manifest["inputs"].get("image"), "audio": manifest["inputs"].get("audio")}
+    take = {
+        **manifest["request"],
+        "checkpoint": manifest["checkpoint"]["name"],
+        "image": manifest["inputs"].get("image"),
+        "audio": manifest["inputs"].get("audio"),
+    }
     project = session.get(Project, parent.project_id).name
     body = {"project": project, "name": f"re-render of {take_id}", "takes": [take]}
     batch = batches.create_batch(session, body, user.name, settings, parent_ids=[take_id])
