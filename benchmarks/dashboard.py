@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
+from services import PG_ADMIN, temp_database  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from farm import accounts  # noqa: E402
@@ -57,7 +58,6 @@ from farm.db import get_engine, session_factory, transaction  # noqa: E402
 from farm.settings import Settings  # noqa: E402
 from farm.storage import Storage, open_storage  # noqa: E402
 from farm.tables import Role  # noqa: E402
-from services import PG_ADMIN, temp_database  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / f"dashboard_2core-vm_{date.today().isoformat()}.json"
 CHROMIUM = "/usr/bin/chromium"  # Debian's, as tests/farm/test_dashboard.py drives it

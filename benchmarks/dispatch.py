@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import httpx  # noqa: E402
 import redis  # noqa: E402
 import uvicorn  # noqa: E402
+from services import PG_ADMIN, temp_database  # noqa: E402
 from sqlalchemy import select, text, update  # noqa: E402
 
 from farm.db import get_engine, session_factory, transaction  # noqa: E402
@@ -37,7 +38,6 @@ from farm.release import Releaser, free_capacity  # noqa: E402
 from farm.settings import Settings  # noqa: E402
 from farm.storage import LocalStorage  # noqa: E402
 from farm.tables import Take, TakeState, Worker, utcnow  # noqa: E402
-from services import PG_ADMIN, temp_database  # noqa: E402
 
 REDIS = os.environ.get("FARM_BENCH_REDIS", "redis://127.0.0.1:6379/12")
 
@@ -53,10 +53,10 @@ def pct(values: list[float], q: float) -> float:
 
 def start_api(settings: Settings, storage_dir: Path) -> tuple[httpx.Client, uvicorn.Server]:
     """The API over HTTP, and a client signed in as an operator (who may submit for any producer)."""
+    import socket
+
     from farm import accounts
     from farm.api.app import create_app
-
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -79,7 +79,7 @@ def start_api(settings: Settings, storage_dir: Path) -> tuple[httpx.Client, uvic
 def submit(client: httpx.Client, batches: int, per_batch: int) -> float:
     body = lambda b: {
         "producer": f"p{b % 7}",
-        "defaults": {"checkpoint": "tiny", "mode": "T"},  # noqa: E731
+        "defaults": {"checkpoint": "tiny", "mode": "T"},
         "takes": [{"prompt": f"take {b}-{i}", "seed": i} for i in range(per_batch)],
     }
     start = time.perf_counter()
@@ -152,7 +152,7 @@ def claim_latency(settings: Settings, factory, client: httpx.Client, n_workers: 
         app = make_celery(settings)
         r = redis.Redis.from_url(settings.broker)
         sent = {}
-        for i in range(n_takes):
+        for _ in range(n_takes):
             key = uuid.uuid4().hex
             sent[key] = time.time()
             app.send_task("bench.ping", args=[key], queue="explore")

@@ -9,13 +9,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import redis  # noqa: E402
+import redis
 
-from farm import states  # noqa: E402
-from farm.db import session_factory, transaction  # noqa: E402
-from farm.queue import RENDER_TASK, make_celery  # noqa: E402
-from farm.settings import get_settings  # noqa: E402
-from workers.heartbeat import Heartbeat  # noqa: E402
+from farm import states
+from farm.db import session_factory, transaction
+from farm.queue import RENDER_TASK, make_celery
+from farm.settings import get_settings
+from workers.heartbeat import Heartbeat
 
 settings = get_settings()
 app = make_celery(settings)

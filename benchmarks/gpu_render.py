@@ -25,12 +25,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.dit import HumoDiT  # noqa: E402
-from models.guidance import Scales  # noqa: E402
-from models.pipeline import Inputs, Pipeline  # noqa: E402
-from models.request import ResolvedRequest  # noqa: E402
-from models.specs import HUMO_1_7B, HUMO_17B, DiTConfig, ModelSpec  # noqa: E402
-from models.vae import VideoVAE, build_vae  # noqa: E402
+from models.dit import HumoDiT
+from models.guidance import Scales
+from models.pipeline import Inputs, Pipeline
+from models.request import ResolvedRequest
+from models.specs import HUMO_1_7B, HUMO_17B, DiTConfig, ModelSpec
+from models.vae import VideoVAE, build_vae
 
 DEVICE = torch.device("cuda")
 DTYPE = torch.bfloat16
@@ -195,7 +195,7 @@ def bench_diffusers_baseline(frames, height, width, results):
     text = torch.randn(1, 512, 4096, device=DEVICE, generator=g, dtype=DTYPE)
     torch.cuda.reset_peak_memory_stats()
     with torch.no_grad():
-        times = timed(lambda: model(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False))
+        times = timed(lambda: model(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False))  # noqa: F821 (deleted after the timing)
     med = statistics.median(times)
     # the same analytic count without the audio branch
     cfg = HUMO_1_7B.dit
@@ -222,7 +222,7 @@ def bench_vae_decode(frames, height, width, results):
     z = torch.randn(1, 16, frames, height // 8, width // 8, device=DEVICE)
     torch.cuda.reset_peak_memory_stats()
     with torch.no_grad():
-        times = timed(lambda: vae.decode(z), warmup=1, repeat=2)
+        times = timed(lambda: vae.decode(z), warmup=1, repeat=2)  # noqa: F821 (deleted after the timing)
     results["Wan VAE decode, 97 frames"] = {
         "seconds": statistics.median(times),
         "runs": times,
@@ -498,7 +498,7 @@ def main() -> int:
         print(f"{name:58s} {r['seconds']:9.3f} {tf:>8s} {r.get('peak_gib', 0.0):9.1f}")
         for stage, secs in r.get("stages", {}).items():
             print(f"    {stage:54s} {secs:9.3f}")
-    for name, r in results.items():
+    for r in results.values():
         if "fraction_of_bound" in r:
             print(f"fraction of the FLOP bound: {r['fraction_of_bound']:.2f}")
     if forwards:

@@ -15,8 +15,9 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_render import DEVICE, DTYPE, dit_inputs, our_dit, random_init_  # noqa: E402
-from models.specs import HUMO_1_7B  # noqa: E402
+from gpu_render import DEVICE, DTYPE, dit_inputs, our_dit, random_init_
+
+from models.specs import HUMO_1_7B
 
 
 def top_kernels(fn, label: str, rows: int = 18) -> None:
@@ -75,9 +76,8 @@ def audio_attention_variants() -> None:
     import statistics
 
     import torch.nn.functional as F
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     from gpu_render import timed
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     q = torch.randn(26, 12, 1560, 128, device=DEVICE, dtype=DTYPE)
     k = torch.randn(26, 12, 16, 128, device=DEVICE, dtype=DTYPE)

@@ -259,7 +259,8 @@ def main() -> int:
         server.stop()
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(
-        f"\nsoak: {result['takes']} takes, {result['workers']} workers, {result['kills']} SIGKILLs in {result['wall_s']} s"
+        f"\nsoak: {result['takes']} takes, {result['workers']} workers, {result['kills']} SIGKILLs "
+        f"in {result['wall_s']} s"
     )
     for key in ("attempts", "lost_attempts", "lost_takes", "duplicated", "takes_per_s"):
         print(f"  {key:16s} {result[key]}")

@@ -23,16 +23,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
+import torch
 
-from farm.batches import create_batch  # noqa: E402
-from farm.db import session_factory, transaction  # noqa: E402
-from farm.migrate import upgrade  # noqa: E402
-from farm.settings import Settings  # noqa: E402
-from farm.storage import LocalStorage, asset_key  # noqa: E402
-from farm.tables import Asset  # noqa: E402
-from models.media import file_sha256  # noqa: E402
-from workers.explore import ExploreRuntime  # noqa: E402
+from farm.batches import create_batch
+from farm.db import session_factory, transaction
+from farm.migrate import upgrade
+from farm.settings import Settings
+from farm.storage import LocalStorage, asset_key
+from farm.tables import Asset
+from models.media import file_sha256
+from workers.explore import ExploreRuntime
 
 
 def instrument(pipe) -> list[tuple[float, float]]:
@@ -72,6 +72,7 @@ def main() -> int:
     runtime = ExploreRuntime(settings, storage=storage)
     if args.full:
         from gpu_render import our_dit, random_pipeline
+
         from models.specs import HUMO_1_7B
 
         runtime.pipeline = random_pipeline(HUMO_1_7B, our_dit(HUMO_1_7B).compile_blocks(), tmp)

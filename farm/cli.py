@@ -238,7 +238,7 @@ def cmd_submit(args) -> int:
         raw = path.read_bytes()
         body = yaml.safe_load(raw)
     except (OSError, yaml.YAMLError) as exc:
-        raise SystemExit(f"error: {path}: {exc}")
+        raise SystemExit(f"error: {path}: {exc}") from None
     if not isinstance(body, dict):
         raise SystemExit(f"error: {path}: expected a mapping with `takes` or `sweep`")
     if body.pop("api", None):  # a file must not choose where your token is sent
@@ -319,7 +319,7 @@ def _record():
         raise SystemExit(
             f"error: database: cannot read the farm's record at {redact(settings.database)} "
             f"({type(exc.orig).__name__}: {reason}); check FARM_DATABASE_URL and run `farm db upgrade`"
-        )
+        ) from None
 
 
 def _table(rows: list[tuple]) -> None:

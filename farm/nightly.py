@@ -29,7 +29,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -105,8 +105,8 @@ def plan_night(
     """One pass of the nightly job for `night` (see the module's docstring); None, doing
     nothing, outside the night's window (force: before it opens too; never after it closed).
     The caller commits."""
-    now = now.astimezone(timezone.utc)  # instants are stored in UTC (SQLite keeps no offset)
-    start, end = (t.astimezone(timezone.utc) for t in window(night, settings))
+    now = now.astimezone(UTC)  # instants are stored in UTC (SQLite keeps no offset)
+    start, end = (t.astimezone(UTC) for t in window(night, settings))
     if now >= end or (now < start and not force):
         return None
     record = _lock_night(session, night, start, end, now)

@@ -68,7 +68,7 @@ class AudioEncoder:
         self.extractor = extractor
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "AudioEncoder":
+    def from_folder(cls, folder: str | Path) -> AudioEncoder:
         folder = Path(folder)
         if not (folder / "config.json").is_file():
             raise CheckpointError(f"{folder}: not a Whisper folder (no config.json)")

@@ -10,7 +10,6 @@ exists twice in memory. Every missing, unexpected or misshapen key is an error n
 from __future__ import annotations
 
 import hashlib
-
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -121,7 +120,7 @@ def _open_shards(path: Path, shards: dict[Path, list[str] | None]) -> StateSourc
     def stream(wanted: set[str]) -> Tensors:
         for shard in shards:  # one shard open at a time, one tensor in flight
             with safe_open(shard, framework="pt") as f:
-                for key in f.keys():
+                for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
                     if key in wanted:
                         yield key, f.get_tensor(key)
 

@@ -273,7 +273,7 @@ class HumoDiT(nn.Module):
         self.head = Head(cfg)
         self.audio_proj = AudioProjection(cfg)
 
-    def compile_blocks(self) -> "HumoDiT":
+    def compile_blocks(self) -> HumoDiT:
         """torch.compile each block (one shared graph: blocks differ only in weights).
 
         Fuses the float32 norm/modulate/gate/RoPE element-wise work around the matmuls.

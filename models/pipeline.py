@@ -113,7 +113,7 @@ class Pipeline:
         dtype: torch.dtype | None = None,
         compile: bool | None = None,
         fp8: bool = False,
-    ) -> "Pipeline":
+    ) -> Pipeline:
         """Build every model on the meta device and stream the official files into it.
 
         compile: torch.compile the DiT blocks (default: on CUDA; same function, ~20% faster).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
 from .errors import InputError
 from .guidance import Scales, default_scales
 from .media import probe_audio, probe_image
@@ -27,7 +28,7 @@ class RenderRequest:
     scale_audio: float | None = None
     scale_image: float | None = None
 
-    def resolved(self, probe_files: bool = True) -> "ResolvedRequest":
+    def resolved(self, probe_files: bool = True) -> ResolvedRequest:
         """Apply the checkpoint's defaults and check every field.
 
         probe_files: open the image and audio to check they decode (off where the caller
@@ -109,7 +110,7 @@ class ResolvedRequest:
     def latent_frames(self) -> int:
         return (self.frames - 1) // self.spec.vae.stride[0] + 1
 
-    def with_(self, **changes) -> "ResolvedRequest":
+    def with_(self, **changes) -> ResolvedRequest:
         return replace(self, **changes)
 
 

@@ -127,7 +127,7 @@ class SequenceParallelDiT(HumoDiT):
         self._shards: dict[tuple, Shard] = {}
 
     @classmethod
-    def adopt(cls, dit: HumoDiT, group: dist.ProcessGroup | None = None) -> "SequenceParallelDiT":
+    def adopt(cls, dit: HumoDiT, group: dist.ProcessGroup | None = None) -> SequenceParallelDiT:
         """The sequence-parallel twin of a loaded HumoDiT, sharing its modules."""
         init_deepspeed_comm()  # not on the meta device
         with torch.device("meta"):  # a throwaway skeleton: the loaded modules replace its own

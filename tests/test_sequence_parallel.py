@@ -68,7 +68,9 @@ def test_sharded_forward_equals_the_unsharded_one(size, tmp_path):
     for rank in range(size):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         for shape, out, want in zip(SHAPES, got["outputs"], expected):
-            torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5, msg=lambda m: f"rank {rank}, {shape}: {m}")
+            torch.testing.assert_close(
+                out, want, rtol=1e-5, atol=1e-5, msg=lambda m, rank=rank, shape=shape: f"rank {rank}, {shape}: {m}"
+            )
         if size == 4:
             assert "group of 4 ranks cannot split 2 attention heads" in got["error"]
             assert "divides 2: 1, 2" in got["error"]

@@ -80,7 +80,7 @@ class ExploreRuntime:
         self.finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finisher")
         self.pending: Future | None = None
 
-    def start(self) -> "ExploreRuntime":
+    def start(self) -> ExploreRuntime:
         self.pipeline = load_pipeline(self.checkpoint, self.settings.weights_dir, self.settings.device)
         self.heartbeat.start()  # only once the model is loaded: capacity means ready
         log.info("worker %s ready: %s on %s", self.heartbeat.id, self.checkpoint, self.gpu)

@@ -34,7 +34,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
         self._deadline: float | None = None  #: monotonic time by which the render must make progress
 
-    def start(self) -> "Heartbeat":
+    def start(self) -> Heartbeat:
         with transaction(self.factory) as session:
             session.merge(
                 Worker(

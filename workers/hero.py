@@ -20,8 +20,8 @@ from models.specs import get_spec
 from models.weights import weights_dir
 
 from .explore import ExploreRuntime
-from .hero_group import RankGroup
 from .heartbeat import gpu_name
+from .hero_group import RankGroup
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class HeroRuntime(ExploreRuntime):
             take_timeout=settings.render_time_limit,
         )
 
-    def start(self) -> "HeroRuntime":
+    def start(self) -> HeroRuntime:
         self.group.start()
         self.pipeline = GroupPipeline(
             self.group, self.checkpoint, self.settings.weights_dir, self.settings.render_time_limit

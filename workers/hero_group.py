@@ -75,7 +75,7 @@ class RankGroup:
         self._ready = False
         self._cancel = None
 
-    def __enter__(self) -> "RankGroup":
+    def __enter__(self) -> RankGroup:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -90,7 +90,7 @@ class RankGroup:
         return bool(self._ranks) and all(r.process.is_alive() for r in self._ranks)
 
     # -- life cycle -------------------------------------------------------------------------
-    def start(self) -> "RankGroup":
+    def start(self) -> RankGroup:
         """Spawn the ranks and wait until every one has loaded the model."""
         if not self._ranks:
             self._spawn()

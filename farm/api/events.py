@@ -158,7 +158,7 @@ async def stream(request, feed: ChangeFeed, batch_id: str | None, producer: str 
         while not await request.is_disconnected():
             try:
                 change = await asyncio.wait_for(sub.queue.get(), KEEPALIVE)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
             yield f"event: take\ndata: {json.dumps(change)}\n\n"

@@ -21,7 +21,7 @@ def take_public(
 ) -> TakePublic:
     outputs = None
     if output is not None and storage is not None:  # presigning is most of a list's time: lists sign the thumbnail
-        url = lambda key: None if thumbnail_only else storage.url(key, seconds)  # noqa: E731
+        url = lambda key: None if thumbnail_only else storage.url(key, seconds)
         outputs = OutputsPublic(
             clip=url(output.clip_key),
             thumbnail=storage.url(output.thumbnail_key, seconds),

@@ -28,7 +28,8 @@ window.__progress = [];
 new MutationObserver((records) => {
   for (const r of records) {
     const el = r.target;
-    if (el.getAttribute && el.getAttribute('role') === 'progressbar') window.__progress.push(Number(el.getAttribute('aria-valuenow')));
+    if (el.getAttribute && el.getAttribute('role') === 'progressbar')
+      window.__progress.push(Number(el.getAttribute('aria-valuenow')));
   }
 }).observe(document, {subtree: true, attributes: true, attributeFilter: ['aria-valuenow']});
 """

@@ -44,7 +44,7 @@ def collect(factory, settings, now) -> Scrape:
 
 def record(factory, now) -> None:
     """A farm with one of everything, at known times."""
-    s = lambda seconds: now - timedelta(seconds=seconds)  # noqa: E731
+    s = lambda seconds: now - timedelta(seconds=seconds)
     with transaction(factory) as session:
         session.add(Project(id="p", name="p"))
         session.flush()

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text, update
@@ -23,7 +23,7 @@ from farm.tables import Asset, HeroNight, Take, TakeState, Worker
 from .conftest import ROOT, settings_env, wait_for
 from .helpers import make_batch
 
-UTC = timezone.utc
+UTC = UTC
 NIGHT = date(2030, 1, 7)
 INSIDE = datetime(2030, 1, 7, 23, 0, tzinfo=UTC)  #: the window is 22:00-06:00 UTC
 OUTSIDE = datetime(2030, 1, 7, 12, 0, tzinfo=UTC)

@@ -121,7 +121,7 @@ def test_drain_and_resume_errors_are_one_line(sessions, clean):
     for args, message in cases:
         r = farm(settings, *args)
         assert (r.returncode, r.stderr.strip()) == (1, message)
-    out = lambda *args: farm(settings, "workers", *args).stdout.strip()  # noqa: E731
+    out = lambda *args: farm(settings, "workers", *args).stdout.strip()
     assert out("resume", "host-a") == "worker host-a:1:explore is already taking work"
     assert out("drain", "host-a") == "worker host-a:1:explore draining: it claims no new take"
     assert out("drain", "host-a:1:explore") == "worker host-a:1:explore is already draining"

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from typing import Annotated
-
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Header, Query, Response, UploadFile
 from pydantic import ValidationError
@@ -10,8 +9,7 @@ from sqlalchemy import select
 
 from ... import batches
 from ...errors import Forbidden, InvalidRequest, NotFound
-from ...tables import Role
-from ...tables import Batch
+from ...tables import Batch, Role
 from ..auth import Producer, Viewer
 from ..deps import SessionDep, SettingsDep
 from ..schemas import BatchCreate, BatchPublic
