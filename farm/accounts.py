@@ -80,6 +80,11 @@ def get_user(session: Session, name: str) -> User:
     return user
 
 
+def users(session: Session) -> list[User]:
+    """Every account, by name."""
+    return list(session.execute(select(User).order_by(User.name)).scalars())
+
+
 def set_password(session: Session, user: User, password: str) -> None:
     check_password_rules(password)
     user.password_hash = hash_password(password)

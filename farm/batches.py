@@ -9,33 +9,22 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from dataclasses import dataclass
 from datetime import timedelta
 from itertools import product
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from models import InputError, RenderRequest
+from models.params import Param
+from models.request import PARAMS
 
-from .errors import IdempotencyConflict, InvalidRequest
+from . import states
+from .errors import IdempotencyConflict, InvalidRequest, NotFound
 from .settings import Settings
 from .tables import Asset, Batch, Project, Take, TakeState, new_id, utcnow
 
-#: the engine's request fields a take may set
-PARAMS = (
-    "prompt",
-    "negative_prompt",
-    "mode",
-    "seed",
-    "width",
-    "height",
-    "frames",
-    "steps",
-    "shift",
-    "scale_text",
-    "scale_audio",
-    "scale_image",
-)
 MAX_TAKES = 20_000  #: per batch
 
 
@@ -72,26 +61,23 @@ def _validate(i: int, take: dict, assets: dict[str, Asset], settings: Settings) 
     checkpoint = take.get("checkpoint") or (
         settings.hero_checkpoint if take.get("pool") == "hero" else settings.explore_checkpoint
     )
-    mode = take.get("mode") or "T" + ("I" if take.get("image") else "") + ("A" if take.get("audio") else "")
-    params = {k: take[k] for k in PARAMS if take.get(k) is not None}
-    params["mode"] = mode
+    params = {p.name: take[p.name] for p in PARAMS if take.get(p.name) is not None}
     params.setdefault("seed", random.randrange(2**31))  # recorded, so the take is reproducible
-    for kind in ("image", "audio"):
-        sha = take.get(kind)
-        if sha is not None and kind[0].upper() in mode.upper():
-            asset = assets.get(sha)
-            if asset is None or asset.kind != kind:
-                raise InvalidRequest(
-                    f"takes[{i}].{kind}", f"no uploaded {kind} with sha256 {sha}; upload it to /assets first"
-                )
     try:
         resolved = RenderRequest(
             checkpoint=checkpoint, image=take.get("image"), audio=take.get("audio"), **params
         ).resolved(probe_files=False)
     except InputError as exc:
         raise InvalidRequest(f"takes[{i}].{exc.field}", exc.message) from None
-    except TypeError as exc:
-        raise InvalidRequest(f"takes[{i}]", f"invalid value ({exc})") from None
+    params["mode"] = resolved.mode  # recorded: unset, it follows from the inputs given
+    for kind in ("image", "audio"):
+        sha = take.get(kind)
+        if sha is not None and kind[0].upper() in resolved.mode:
+            asset = assets.get(sha)
+            if asset is None or asset.kind != kind:
+                raise InvalidRequest(
+                    f"takes[{i}].{kind}", f"no uploaded {kind} with sha256 {sha}; upload it to /assets first"
+                )
     pool = pool_of(resolved.spec.name, settings)
     if take.get("pool") and take["pool"] != pool:
         raise InvalidRequest(
@@ -177,9 +163,10 @@ def create_batch(
     return batch
 
 
-def parse_batch_file(filename: str, data: bytes) -> dict:
+def parse_batch_file(filename: str, data: bytes, params: tuple[Param, ...] = PARAMS) -> dict:
     """A batch body from an uploaded file: YAML (the `farm submit` format) or CSV (a header
-    row of take fields, then one take per row; empty cells fall back to the defaults)."""
+    row of take fields, then one take per row; empty cells fall back to the defaults). A
+    render parameter's column is read as its type; the API schema checks the other fields."""
     import csv
     import io
 
@@ -195,8 +182,7 @@ def parse_batch_file(filename: str, data: bytes) -> dict:
             raise InvalidRequest(
                 "file", "the CSV has no rows; put the field names (prompt, seed, ...) on the first line"
             )
-        numbers = {"seed", "width", "height", "frames", "steps", "priority"}
-        floats = {"shift", "scale_text", "scale_audio", "scale_image"}
+        types = {p.name: p.type for p in params}
         takes = []
         for i, row in enumerate(rows):
             take = {}
@@ -205,7 +191,7 @@ def parse_batch_file(filename: str, data: bytes) -> dict:
                     continue
                 key, value = key.strip(), value.strip()
                 try:
-                    take[key] = int(value) if key in numbers else float(value) if key in floats else value
+                    take[key] = types.get(key, str)(value)
                 except ValueError:
                     raise InvalidRequest(f"file: row {i + 2}, {key}", f"{value!r} is not a number") from None
             takes.append(take)
@@ -218,3 +204,60 @@ def parse_batch_file(filename: str, data: bytes) -> dict:
         raise InvalidRequest("file", "expected a mapping with `takes` or `sweep` (see examples/batch.yaml)")
     body.pop("api", None)
     return body
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A batch as lists show it: its project, its takes by state, its take ids if asked."""
+
+    project: str
+    counts: dict[TakeState, int]
+    take_ids: list[str] | None
+
+    @property
+    def finished(self) -> bool:
+        return all(state in states.FINISHED for state, n in self.counts.items() if n)
+
+
+def summaries(session: Session, found: list[Batch], with_take_ids: bool = True) -> dict[str, Summary]:
+    """Summaries of many batches in three queries, whatever their number."""
+    ids = [b.id for b in found]
+    counts: dict[str, dict[TakeState, int]] = {i: {} for i in ids}
+    for batch_id, state, n in session.execute(
+        select(Take.batch_id, Take.state, func.count())
+        .where(Take.batch_id.in_(ids))
+        .group_by(Take.batch_id, Take.state)
+    ):
+        counts[batch_id][state] = n
+    take_ids: dict[str, list[str]] = {i: [] for i in ids}
+    if with_take_ids:
+        rows = session.execute(
+            select(Take.batch_id, Take.id).where(Take.batch_id.in_(ids)).order_by(Take.created_at, Take.id)
+        )
+        for batch_id, take_id in rows:
+            take_ids[batch_id].append(take_id)
+    wanted = {b.project_id for b in found}
+    projects = {i: name for i, name in session.execute(select(Project.id, Project.name).where(Project.id.in_(wanted)))}
+    return {
+        b.id: Summary(projects.get(b.project_id, ""), counts[b.id], take_ids[b.id] if with_take_ids else None)
+        for b in found
+    }
+
+
+def summary(session: Session, batch: Batch, with_take_ids: bool = True) -> Summary:
+    return summaries(session, [batch], with_take_ids)[batch.id]
+
+
+def recent(session: Session, producer: str | None, limit: int) -> list[Batch]:
+    """Batches, newest first."""
+    stmt = select(Batch).order_by(Batch.created_at.desc()).limit(limit)
+    if producer:
+        stmt = stmt.where(Batch.producer == producer)
+    return list(session.execute(stmt).scalars())
+
+
+def get(session: Session, batch_id: str) -> Batch:
+    batch = session.get(Batch, batch_id)
+    if batch is None:
+        raise NotFound(f"batch {batch_id} not found")
+    return batch

@@ -1,12 +1,18 @@
-"""Every error the dispatcher raises on purpose, under one root; the API maps each to HTTP."""
+"""Every error the dispatcher raises on purpose, under one root; the API maps each to HTTP
+(farm.api.app's one handler) with the field it names as data: {"detail", "field"}."""
 
 from __future__ import annotations
 
 
 class FarmError(Exception):
-    """Root of the farm's errors."""
+    """Root of the farm's errors. `field` names what is wrong (None: the request as a
+    whole); `message` says it in words, with the fix."""
 
     status = 500
+
+    def __init__(self, message: str, *, field: str | None = None):
+        self.message, self.field = message, field
+        super().__init__(f"{field}: {message}" if field else message)
 
 
 class NotFound(FarmError):
@@ -33,12 +39,29 @@ class InvalidRequest(FarmError):
     status = 422
 
     def __init__(self, field: str, message: str):
-        self.field, self.message = field, message
-        super().__init__(f"{field}: {message}")
+        super().__init__(message, field=field)
+
+
+class PayloadTooLarge(FarmError):
+    """An upload or a body over its size limit (refused before it is read where possible)."""
+
+    status = 413
+
+
+class UnsupportedMedia(FarmError):
+    """An upload that is neither a supported image nor readable audio."""
+
+    status = 415
 
 
 class StorageError(FarmError):
     """The object store failed (after retries)."""
+
+    status = 503
+
+
+class FlowerUnavailable(FarmError):
+    """Flower, behind /flower, does not answer."""
 
     status = 503
 
@@ -63,3 +86,7 @@ class TooManyAttempts(FarmError):
     def __init__(self, message: str, retry_after: int):
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class WorkerLost(FarmError):
+    """The worker holding an attempt vanished (killed, machine lost)."""

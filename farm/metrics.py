@@ -19,7 +19,7 @@ keeps counters: every dispatcher replica reports the same numbers, restarts lose
 - farm_gpu_seconds_total{producer,pool} (counter): GPU seconds of every ended attempt, by the
   producer of the take's batch.
 - farm_worker_heartbeat_age_seconds{worker,pool} (gauge) and farm_workers{pool,state} (gauge,
-  WORKER_STATES): the workers seen in the last SEEN seconds.
+  farm.fleet.STATES): the workers seen in the last fleet.SEEN seconds.
 
 A scrape runs six queries; the two cumulative families scan `attempts` once each.
 """
@@ -42,31 +42,17 @@ from prometheus_client.utils import floatToGoString
 from sqlalchemy import ColumnElement, case, extract, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import fleet, usage
 from .queue import POOLS
 from .settings import Settings
-from .tables import Attempt, AttemptState, Take, TakeState, Worker, as_utc, utcnow
+from .tables import Attempt, AttemptState, Take, TakeState, utcnow
 
 WINDOW = 900.0  #: seconds of claims the release-latency histogram covers
-SEEN = 3600.0  #: seconds: workers whose last heartbeat is older than this are left out
 #: seconds; explore renders take minutes, hero renders up to hours
 RENDER_BUCKETS = (1, 5, 15, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600, 7200, 10800)
 #: seconds between a take's release to Redis and a worker's claim
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-#: a worker is exactly one of these (draining: it finishes its take and claims no new one)
-WORKER_STATES = ("idle", "busy", "draining", "dead", "stopped")
 ENDED = (AttemptState.done, AttemptState.failed, AttemptState.canceled)
-
-
-@dataclass(frozen=True)
-class WorkerRow:
-    id: str
-    pool: str
-    host: str
-    gpu: str
-    slots: int
-    heartbeat_age: float  #: seconds
-    current_take_id: str | None
-    state: str
 
 
 @dataclass(frozen=True)
@@ -90,39 +76,6 @@ class PoolFigures:
         return self.queued + self.released + self.running
 
 
-def worker_state(stopped: bool, heartbeat_age: float, current_take_id: str | None, timeout: float) -> str:
-    """A drained worker keeps heartbeating with `stopped` set; one that exited stops heartbeating."""
-    alive = heartbeat_age <= timeout
-    if stopped:
-        return "draining" if alive else "stopped"
-    if not alive:
-        return "dead"
-    return "busy" if current_take_id else "idle"
-
-
-def workers(session: Session, now: datetime, timeout: float, seen: float | None = SEEN) -> list[WorkerRow]:
-    """Workers heartbeating within `seen` seconds (None: every worker ever registered)."""
-    stmt = select(Worker).order_by(Worker.pool, Worker.host, Worker.id)
-    if seen is not None:
-        stmt = stmt.where(Worker.heartbeat_at >= now - timedelta(seconds=seen))
-    rows = []
-    for w in session.execute(stmt).scalars():
-        age = max(0.0, (now - as_utc(w.heartbeat_at)).total_seconds())
-        rows.append(
-            WorkerRow(
-                w.id,
-                w.pool,
-                w.host,
-                w.gpu,
-                w.slots,
-                age,
-                w.current_take_id,
-                worker_state(w.stopped, age, w.current_take_id, timeout),
-            )
-        )
-    return rows
-
-
 def takes_by_state(session: Session) -> dict[tuple[str, str], int]:
     rows = session.execute(select(Take.pool, Take.state, func.count()).group_by(Take.pool, Take.state))
     return {(pool, TakeState(state).value): n for pool, state, n in rows}
@@ -133,18 +86,18 @@ def pools(
 ) -> list[PoolFigures]:
     """Each pool's live workers and takes (`counts`: takes_by_state, if already read)."""
     counts = takes_by_state(session) if counts is None else counts
-    live = workers(session, now, timeout, seen=timeout)
+    live = fleet.workers(session, now, timeout, seen=timeout)
     out = []
     for pool in _pools(p for p, _ in counts):
         mine = [w for w in live if w.pool == pool]
-        serving = [w for w in mine if w.state in ("idle", "busy")]
+        serving = [w for w in mine if w.state in fleet.SERVING]
         out.append(
             PoolFigures(
                 pool,
                 len(serving),
                 sum(w.slots for w in serving),
                 sum(w.state == "draining" for w in mine),
-                *(counts.get((pool, s), 0) for s in ("queued", "released", "running")),
+                *(counts.get((pool, s.value), 0) for s in (TakeState.queued, TakeState.released, TakeState.running)),
             )
         )
     return out
@@ -241,30 +194,25 @@ class FarmCollector:
             "GPU seconds of ended attempts, by the producer of the take's batch.",
             labels=["producer", "pool"],
         )
-        rows = session.execute(
-            select(Take.producer, Take.pool, func.sum(Attempt.gpu_seconds))
-            .join(Take, Take.id == Attempt.take_id)
-            .group_by(Take.producer, Take.pool)
-        )
-        for producer, pool, seconds in rows:
-            gpu.add_metric([producer, pool], float(seconds or 0.0))
+        for (producer, pool), used in usage.by(session, Take.producer, Take.pool).items():
+            gpu.add_metric([producer, pool], used.gpu_seconds)
         yield from (latency, render, gpu)
 
     def _workers(self, session: Session, now: datetime) -> Iterator[Metric]:
         age = GaugeMetricFamily(
             "farm_worker_heartbeat_age_seconds",
-            f"Seconds since each worker's last heartbeat (workers seen in the last {SEEN:g} s).",
+            f"Seconds since each worker's last heartbeat (workers seen in the last {fleet.SEEN:g} s).",
             labels=["worker", "pool"],
         )
         states = GaugeMetricFamily(
-            "farm_workers", f"Workers seen in the last {SEEN:g} s, by state.", labels=["pool", "state"]
+            "farm_workers", f"Workers seen in the last {fleet.SEEN:g} s, by state.", labels=["pool", "state"]
         )
         count: dict[tuple[str, str], int] = defaultdict(int)
-        rows = workers(session, now, self.settings.worker_timeout)
+        rows = fleet.workers(session, now, self.settings.worker_timeout)
         for w in rows:
             age.add_metric([w.id, w.pool], w.heartbeat_age)
             count[w.pool, w.state] += 1
         for pool in _pools(w.pool for w in rows):
-            for state in WORKER_STATES:
+            for state in fleet.STATES:
                 states.add_metric([pool, state], count[pool, state])
         yield from (age, states)

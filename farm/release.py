@@ -16,30 +16,35 @@ from celery import Celery
 from sqlalchemy import Date, bindparam, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import nightly, states
+from . import fleet, nightly, states
 from .db import transaction
 from .queue import POOLS, send_take
 from .settings import Settings
-from .tables import Take, Worker, utcnow
+from .tables import Take, utcnow
 
 log = logging.getLogger(__name__)
 
 _ORDER = text("""
 WITH active AS (
     SELECT producer, COUNT(*) AS n FROM takes
-    WHERE pool = :pool AND state IN ('released', 'running') GROUP BY producer
+    WHERE pool = :pool AND state IN :active GROUP BY producer
 ), ranked AS (
     SELECT id, producer, priority, created_at,
            ROW_NUMBER() OVER (PARTITION BY producer, priority ORDER BY created_at, id) AS rn
-    FROM takes WHERE pool = :pool AND state = 'queued'
+    FROM takes WHERE pool = :pool AND state = :queued
       AND (hero_night IS NULL OR (hero_night = :night  -- a night's hero takes: inside its window only,
            AND NOT EXISTS (SELECT 1 FROM hero_nights h    -- and not once the budget stopped it
-                           WHERE h.night = takes.hero_night AND h.state = 'stopped')))
+                           WHERE h.night = takes.hero_night AND h.state = :stopped)))
 )
 SELECT ranked.id FROM ranked LEFT JOIN active ON active.producer = ranked.producer
 ORDER BY ranked.priority DESC, ranked.rn + COALESCE(active.n, 0), ranked.created_at, ranked.id
 LIMIT :n
-""").bindparams(bindparam("night", type_=Date))
+""").bindparams(
+    bindparam("night", type_=Date),
+    bindparam("active", value=[s.value for s in states.ACTIVE], expanding=True),
+    bindparam("queued", value=states.S.queued.value),
+    bindparam("stopped", value=nightly.STOPPED),
+)
 
 
 def next_takes(session: Session, pool: str, n: int, night: date | None = None) -> list[str]:
@@ -50,17 +55,8 @@ def next_takes(session: Session, pool: str, n: int, night: date | None = None) -
     return list(session.execute(_ORDER, {"pool": pool, "n": n, "night": night}).scalars())
 
 
-def alive_workers(session: Session, pool: str, now: datetime, timeout: float) -> int:
-    cutoff = now - timedelta(seconds=timeout)
-    return session.execute(
-        select(func.coalesce(func.sum(Worker.slots), 0)).where(
-            Worker.pool == pool, Worker.stopped.is_(False), Worker.heartbeat_at >= cutoff
-        )
-    ).scalar_one()
-
-
 def free_capacity(session: Session, pool: str, now: datetime, settings: Settings) -> int:
-    slots = alive_workers(session, pool, now, settings.worker_timeout)
+    slots = fleet.serving_slots(session, pool, now, settings.worker_timeout)
     if slots == 0:
         return 0
     busy = session.execute(
@@ -110,9 +106,8 @@ class Releaser:
                 self.settings.release_timeout,
             )
             self._send([take_id], pool)
-        cutoff = now - timedelta(seconds=self.settings.worker_timeout)
         with transaction(self.factory) as session:
-            dead = list(session.execute(select(Worker.id).where(Worker.heartbeat_at < cutoff)).scalars())
+            dead = fleet.dead_ids(session, now, self.settings.worker_timeout)
             reclaimed = states.reclaim_from_dead_workers(session, dead, now)
         if reclaimed:
             log.warning("requeued %d takes of workers that stopped heartbeating: %s", len(reclaimed), reclaimed)

@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from .errors import IllegalTransition, NotFound
+from .errors import IllegalTransition, NotFound, WorkerLost
 from .tables import Attempt, AttemptState, Output, Take, TakeState, utcnow
 
 S = TakeState
@@ -29,8 +29,11 @@ TRANSITIONS: dict[TakeState, frozenset[TakeState]] = {
     S.canceled: frozenset({S.queued}),
     S.done: frozenset(),
 }
+#: the named sets of states, written here only
+UNSTARTED = (S.queued, S.released)  #: not yet on a worker: cancel or reprioritise touch only the record
 ACTIVE = (S.released, S.running)  #: holding (or about to hold) a worker
-FINISHED = (S.done, S.failed, S.canceled)
+FINISHED = (S.done, S.failed, S.canceled)  #: nothing more happens unless someone retries
+RETRYABLE = (S.failed, S.canceled)  #: ended without a clip: a retry queues them again
 
 
 def _move(
@@ -95,7 +98,7 @@ def claim(
     moved = _move(
         session,
         take_id,
-        [S.queued, S.released],
+        UNSTARTED,
         S.running,
         now,
         Take.cancel_requested.is_(False),
@@ -189,30 +192,36 @@ def fail(
     gpu_seconds: float = 0.0,
     now: datetime | None = None,
 ) -> TakeState | None:
-    """The attempt failed: back to queued while attempts remain and the error is retryable."""
-    now = now or utcnow()
+    """The attempt failed: the take goes where `_after_failure` says; None if this attempt
+    no longer holds it."""
+    return _end_failed(session, take_id, attempt, AttemptState.failed, error, retryable, gpu_seconds, now or utcnow())
+
+
+def _after_failure(session: Session, take_id: str, retryable: bool) -> TakeState:
+    """The one retry rule: a take whose cancel was requested stays canceled (the producer
+    gave up on it); a retryable failure with attempts left is queued again; else it failed."""
     take = session.execute(
         select(Take.attempt_count, Take.max_attempts, Take.cancel_requested).where(Take.id == take_id)
     ).one()
-    if take.cancel_requested:  # the producer already gave up on it: no retry
-        _end_attempt(session, attempt, AttemptState.failed, now, gpu_seconds, error)
-        moved = _move(
-            session,
-            take_id,
-            [S.running],
-            S.canceled,
-            now,
-            _current(take_id, attempt),
-            finished_at=now,
-            error_class=type(error).__name__,
-            error_message=str(error)[:4000],
-        )
-        return S.canceled if moved else None
-    again = retryable and take.attempt_count < take.max_attempts
-    target = S.queued if again else S.failed
-    values = dict(error_class=type(error).__name__, error_message=str(error)[:4000])
-    values.update({"released_at": None} if again else {"finished_at": now})
-    _end_attempt(session, attempt, AttemptState.failed, now, gpu_seconds, error)
+    if take.cancel_requested:
+        return S.canceled
+    return S.queued if retryable and take.attempt_count < take.max_attempts else S.failed
+
+
+def _end_failed(
+    session: Session,
+    take_id: str,
+    attempt: Attempt,
+    ended: AttemptState,
+    error: BaseException,
+    retryable: bool,
+    gpu_seconds: float,
+    now: datetime,
+) -> TakeState | None:
+    target = _after_failure(session, take_id, retryable)
+    _end_attempt(session, attempt, ended, now, gpu_seconds, error)
+    values: dict = dict(error_class=type(error).__name__, error_message=str(error)[:4000])
+    values.update({"released_at": None} if target == S.queued else {"finished_at": now})
     if _move(session, take_id, [S.running], target, now, _current(take_id, attempt), **values):
         return target
     return None
@@ -231,7 +240,7 @@ def cancel(session: Session, take_id: str, now: datetime | None = None) -> TakeS
     """Cancel: at once if not yet rendering; a running take stops at its next step."""
     now = now or utcnow()
     take = get(session, take_id)
-    if _move(session, take_id, [S.queued, S.released], S.canceled, now, finished_at=now):
+    if _move(session, take_id, UNSTARTED, S.canceled, now, finished_at=now):
         return S.canceled
     stmt = (
         update(Take)
@@ -255,7 +264,7 @@ def cancel_unstarted(
     return _move(
         session,
         take_id,
-        [S.queued, S.released],
+        UNSTARTED,
         S.canceled,
         now,
         finished_at=now,
@@ -270,7 +279,7 @@ def retry(session: Session, take_id: str, extra_attempts: int, now: datetime | N
     if not _move(
         session,
         take_id,
-        [S.failed, S.canceled],
+        RETRYABLE,
         S.queued,
         now or utcnow(),
         cancel_requested=False,
@@ -288,7 +297,7 @@ def reprioritise(session: Session, take_id: str, priority: int, now: datetime | 
     take = get(session, take_id)
     stmt = (
         update(Take)
-        .where(Take.id == take_id, Take.state.in_([S.queued, S.released, S.failed, S.canceled]))
+        .where(Take.id == take_id, Take.state.in_(UNSTARTED + RETRYABLE))
         .values(priority=priority, updated_at=now or utcnow())
         .execution_options(synchronize_session=False)
     )
@@ -330,29 +339,6 @@ def reclaim_from_dead_workers(session: Session, dead_worker_ids: list[str], now:
     reclaimed = []
     for attempt in rows:
         error = WorkerLost(f"worker {attempt.worker_id} stopped heartbeating during attempt {attempt.number}")
-        _end_attempt(session, attempt, AttemptState.lost, now, 0.0, error)
-        take = session.execute(
-            select(Take.attempt_count, Take.max_attempts, Take.cancel_requested).where(Take.id == attempt.take_id)
-        ).one()
-        if take.cancel_requested:  # canceled while its worker died: it stays canceled
-            target = S.canceled
-        else:
-            target = S.queued if take.attempt_count < take.max_attempts else S.failed
-        extra = {"released_at": None} if target == S.queued else {"finished_at": now}
-        if _move(
-            session,
-            attempt.take_id,
-            [S.running],
-            target,
-            now,
-            _current(attempt.take_id, attempt),
-            error_class="WorkerLost",
-            error_message=str(error),
-            **extra,
-        ):
+        if _end_failed(session, attempt.take_id, attempt, AttemptState.lost, error, True, 0.0, now) is not None:
             reclaimed.append(attempt.take_id)
     return reclaimed
-
-
-class WorkerLost(Exception):
-    """The worker holding an attempt vanished (killed, machine lost)."""

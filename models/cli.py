@@ -11,29 +11,23 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import ModelsError
-from .request import RenderRequest
-from .specs import MODES, SPECS
+from .params import Param
+from .request import PARAMS, RenderRequest
+from .specs import SPECS
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(params: tuple[Param, ...] = PARAMS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m models", description="HuMo inference engine")
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("render", help="render one take to an MP4 with its audio")
     r.add_argument("--checkpoint", default="tiny", choices=sorted(SPECS), help="model spec (default: tiny)")
-    r.add_argument("--prompt", required=True)
-    r.add_argument("--negative-prompt", default=None, help="default: the checkpoint's")
-    r.add_argument("--mode", default=None, choices=MODES, help="default: from the inputs given")
     r.add_argument("--image", default=None, help="reference image (modes with I)")
     r.add_argument("--audio", default=None, help="audio track (modes with A)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--width", type=int, default=None)
-    r.add_argument("--height", type=int, default=None)
-    r.add_argument("--frames", type=int, default=None, help="4k+1 (default: the checkpoint's)")
-    r.add_argument("--steps", type=int, default=None)
-    r.add_argument("--shift", type=float, default=None)
-    r.add_argument("--scale-text", type=float, default=None)
-    r.add_argument("--scale-audio", type=float, default=None)
-    r.add_argument("--scale-image", type=float, default=None)
+    for p in params:  # one flag per render parameter, from its definition
+        r.add_argument(
+            "--" + p.name.replace("_", "-"), type=p.type, default=None, choices=p.choices or None,
+            required=bool(p.required), help=p.help,
+        )  # fmt: skip
     r.add_argument("--weights", default=None, help="weights folder in the official layout (or $HUMO_WEIGHTS)")
     r.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     r.add_argument("-o", "--output", required=True, help="the MP4 to write; a .jpg thumbnail goes beside it")
@@ -43,24 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    mode = args.mode or "T" + ("I" if args.image else "") + ("A" if args.audio else "")
-    request = RenderRequest(
-        prompt=args.prompt,
-        checkpoint=args.checkpoint,
-        mode=mode,
-        image=args.image,
-        audio=args.audio,
-        negative_prompt=args.negative_prompt,
-        seed=args.seed,
-        width=args.width,
-        height=args.height,
-        frames=args.frames,
-        steps=args.steps,
-        shift=args.shift,
-        scale_text=args.scale_text,
-        scale_audio=args.scale_audio,
-        scale_image=args.scale_image,
-    )
+    given = {p.name: getattr(args, p.name) for p in PARAMS if getattr(args, p.name) is not None}
+    request = RenderRequest(checkpoint=args.checkpoint, image=args.image, audio=args.audio, **given)
     from . import load_pipeline  # heavy imports after the arguments parse
 
     output = Path(args.output)

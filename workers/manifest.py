@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import platform
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from models import RenderResult
+from models.probe import file_sha256
+
+#: the exact versions `make` installs (pip constraints); its hash makes the software reproducible
+LOCK = Path(__file__).resolve().parents[1] / "requirements.lock"
 
 
 def _version(name: str) -> str | None:
@@ -13,6 +19,15 @@ def _version(name: str) -> str | None:
         return version(name)
     except PackageNotFoundError:
         return None
+
+
+@cache
+def software() -> dict:
+    """The versions that rendered, and the sha256 of the lock file the environment was
+    installed from (None where the package runs without its repository's lock)."""
+    versions = {name: _version(name) for name in ("humo-farm", "torch", "diffusers", "transformers", "av")}
+    lock = file_sha256(LOCK) if LOCK.is_file() else None
+    return versions | {"python": platform.python_version(), "lock_sha256": lock}
 
 
 def build_manifest(
@@ -26,22 +41,9 @@ def build_manifest(
         "producer": take.producer,
         "attempt": attempt.number,
         "checkpoint": {"name": req.spec.name, "dit_sha256": checkpoint_digest},
-        "request": {
-            "prompt": req.prompt,
-            "negative_prompt": req.negative_prompt,
-            "mode": req.mode,
-            "seed": req.seed,
-            "width": req.width,
-            "height": req.height,
-            "frames": req.frames,
-            "steps": req.steps,
-            "shift": req.shift,
-            "scale_text": req.scales.text,
-            "scale_audio": req.scales.audio,
-            "scale_image": req.scales.image,
-        },
+        "request": req.record(),
         "inputs": {"image": take.image_sha256, "audio": take.audio_sha256},
-        "sampler": {"name": "flow-unipc", "order": 2, "steps": req.steps, "shift": req.shift},
+        "engine": result.engine,  #: what the engine ran with (sampler, order, passes), as it reports it
         "audio_fit": {
             "action": result.audio_fit.action,
             "audio_seconds": result.audio_fit.audio_seconds,
@@ -50,7 +52,6 @@ def build_manifest(
         "outputs": outputs,
         "frames_sha256": result.frames_sha256,
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
-        "software": {name: _version(name) for name in ("humo-farm", "torch", "diffusers", "transformers", "av")}
-        | {"python": platform.python_version()},
+        "software": software(),
         "hardware": {"host": host, "gpu": gpu},
     }

@@ -91,17 +91,15 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
 
     @app.exception_handler(FarmError)
     async def farm_error(_request: Request, exc: FarmError) -> JSONResponse:
-        body = {"detail": str(exc)}
+        """Every domain error: its field as data; the detail is the fix in words (an invalid
+        field's detail leaves the field out, as the field says it)."""
+        detail = exc.message if isinstance(exc, InvalidRequest) else str(exc)
         headers = {}
-        if isinstance(exc, InvalidRequest):  # the field apart, the fix in words
-            body = {"detail": exc.message, "field": exc.field}
-        elif ":" in str(exc) and " " not in str(exc).split(":", 1)[0]:
-            body["field"] = str(exc).split(":", 1)[0]
         if isinstance(exc, TooManyAttempts):
             headers["Retry-After"] = str(exc.retry_after)
         if isinstance(exc, Unauthenticated):
             headers["WWW-Authenticate"] = "Bearer"
-        return JSONResponse(body, status_code=exc.status, headers=headers)
+        return JSONResponse({"detail": detail, "field": exc.field}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -126,9 +124,9 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        """Starlette's own (an unknown path, a method not allowed) in the same shape."""
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        field = detail.split(":", 1)[0] if ":" in detail and " " not in detail.split(":", 1)[0] else None
-        return JSONResponse({"detail": detail, "field": field}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse({"detail": detail, "field": None}, status_code=exc.status_code, headers=exc.headers)
 
     for router in (auth.router, assets.router, batches.router, takes.router, ops.router, nights.router):
         app.include_router(router, responses=ERROR_RESPONSES)

@@ -68,8 +68,8 @@ def current_user(request: Request) -> User:
             user = accounts.user_for_token(session, header[7:].strip())
         if user is None:
             raise Unauthenticated(
-                "authorization: the API token is unknown or revoked; create one with "
-                "`farm user token NAME` or on the dashboard"
+                "the API token is unknown or revoked; create one with `farm user token NAME` or on the dashboard",
+                field="authorization",
             )
         request.state.csrf = None
     elif (cookie := _from_cookie(request)) is not None:
@@ -77,14 +77,14 @@ def current_user(request: Request) -> User:
         with sessions() as session:
             user = session.get(User, user_id)
         if user is None or user.disabled or user.session_epoch != epoch:  # signed out, password changed
-            raise Unauthenticated("session: expired or ended; sign in again")
+            raise Unauthenticated("expired or ended; sign in again", field="session")
         if request.method not in SAFE_METHODS and not secrets.compare_digest(
             request.headers.get(CSRF_HEADER, ""), csrf
         ):
-            raise Forbidden(f"csrf: missing or wrong {CSRF_HEADER} header; reload the dashboard")
+            raise Forbidden(f"missing or wrong {CSRF_HEADER} header; reload the dashboard", field="csrf")
         request.state.csrf = csrf
     else:
-        raise Unauthenticated("authorization: sign in on the dashboard or send `Authorization: Bearer <token>`")
+        raise Unauthenticated("sign in on the dashboard or send `Authorization: Bearer <token>`", field="authorization")
     request.state.user = user
     return user
 
@@ -93,11 +93,20 @@ def require(role: Role):
     def guard(request: Request) -> User:
         user = current_user(request)
         if _RANK[user.role] < _RANK[role]:
-            raise Forbidden(f"role: {user.name} is a {user.role.value}; this needs a {role.value} or above")
+            raise Forbidden(f"{user.name} is a {user.role.value}; this needs a {role.value} or above", field="role")
         return user
 
     guard.__name__ = f"require_{role.value}"
     return guard
+
+
+def submitter(user: User, body_producer: str | None) -> str:
+    """The caller submits for themselves; an operator may submit on a producer's behalf."""
+    if body_producer is None or body_producer.strip().lower() == user.name:
+        return user.name
+    if user.role != Role.operator:
+        raise Forbidden("only an operator may submit on behalf of someone else; leave it out", field="producer")
+    return body_producer.strip()[:100]
 
 
 def can_manage(user: User, producer: str) -> bool:
@@ -107,7 +116,7 @@ def can_manage(user: User, producer: str) -> bool:
 
 def check_manage(user: User, producer: str, what: str) -> None:
     if not can_manage(user, producer):
-        raise Forbidden(f"owner: {what} belongs to {producer}; only they or an operator can change it")
+        raise Forbidden(f"{what} belongs to {producer}; only they or an operator can change it", field="owner")
 
 
 Viewer = Annotated[User, Depends(require(Role.viewer))]

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from ..errors import FarmError, NotFound
+from ..errors import FlowerUnavailable, NotFound
 from ..settings import Settings
 from .auth import Operator
 
@@ -38,17 +38,13 @@ def flower_basic_auth(settings: Settings) -> str:
     return "farm:" + hmac.new(settings.session_secret.encode(), b"flower", hashlib.sha256).hexdigest()[:32]
 
 
-class FlowerUnavailable(FarmError):
-    status = 503
-
-
 @router.api_route("/flower", methods=["GET", "POST"])
 @router.api_route("/flower/{path:path}", methods=["GET", "POST"])
 async def flower(request: Request, _user: Operator, path: str = "") -> Response:
     settings: Settings = request.app.state.settings
     client: httpx.AsyncClient = request.app.state.flower_client
     if any(part in (".", "..") for part in path.split("/")):
-        raise NotFound("flower: no such page")  # nothing beside Flower is reachable through here
+        raise NotFound("no such page", field="flower")  # nothing beside Flower is reachable through here
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
     headers["Authorization"] = "Basic " + base64.b64encode(flower_basic_auth(settings).encode()).decode()
     url = f"{settings.flower}/flower/{quote(path, safe='/')}"
@@ -60,7 +56,7 @@ async def flower(request: Request, _user: Operator, path: str = "") -> Response:
             stream=True,
         )
     except httpx.HTTPError:
-        raise FlowerUnavailable("flower: not reachable; `farm up` starts it, or set FARM_FLOWER_URL") from None
+        raise FlowerUnavailable("not reachable; `farm up` starts it, or set FARM_FLOWER_URL", field="flower") from None
     kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS | {"content-encoding"}}
     return StreamingResponse(
         upstream.aiter_bytes(),

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-Mode = Literal["T", "TI", "TA", "TIA"]
+from models.params import Param
+from models.request import PARAMS
+
+from .. import nightly
+from ..tables import Role
 
 
 def _printable(value: str) -> str:
@@ -19,33 +24,37 @@ def _printable(value: str) -> str:
 Text = Annotated[str, AfterValidator(_printable)]
 
 
-class TakeCreate(BaseModel):
-    """One take. Unset fields come from the batch's `defaults`, then the checkpoint's."""
+def _param_field(p: Param) -> tuple[Any, Any]:
+    """A render parameter as an optional API field; the engine checks its value and bounds
+    (so every error names `takes[i].<name>` and the fix), the schema documents them."""
+    kind: Any = Literal[p.choices] if p.choices else Text if p.type is str else p.type
+    bounds = {k: v for k, v in (("minimum", p.minimum), ("maximum", p.maximum)) if v is not None}
+    return kind | None, Field(None, description=p.help, json_schema_extra=bounds or None)
 
-    model_config = ConfigDict(extra="forbid")
-    prompt: Text | None = None
-    negative_prompt: Text | None = None
-    checkpoint: str | None = Field(None, description="humo-1.7b, humo-17b, tiny, ...")
-    pool: Literal["explore", "hero"] | None = None
-    mode: Mode | None = Field(None, description="default: from the inputs given")
-    image: str | None = Field(None, description="sha256 of an uploaded image asset")
-    audio: str | None = Field(None, description="sha256 of an uploaded audio asset")
-    seed: int | None = Field(None, ge=0, lt=2**63, description="default: a random seed, recorded")
-    width: int | None = None
-    height: int | None = None
-    frames: int | None = None
-    steps: int | None = None
-    shift: float | None = None
-    scale_text: float | None = None
-    scale_audio: float | None = None
-    scale_image: float | None = None
-    priority: int | None = Field(None, ge=-1000, le=1000)
+
+def take_create_model(params: tuple[Param, ...] = PARAMS) -> type[BaseModel]:
+    """The API's take: the render parameters plus what the farm adds (checkpoint, pool,
+    assets, priority). Unset fields come from the batch's `defaults`, then the checkpoint's."""
+    return create_model(
+        "TakeCreate",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="One take. Unset fields come from the batch's `defaults`, then the checkpoint's.",
+        checkpoint=(str | None, Field(None, description="humo-1.7b, humo-17b, tiny, ...")),
+        pool=(Literal["explore", "hero"] | None, None),
+        image=(str | None, Field(None, description="sha256 of an uploaded image asset")),
+        audio=(str | None, Field(None, description="sha256 of an uploaded audio asset")),
+        priority=(int | None, Field(None, ge=-1000, le=1000)),
+        **{p.name: _param_field(p) for p in params},
+    )
+
+
+TakeCreate = take_create_model()
 
 
 class SweepOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
     where: dict[str, str | int] = Field(default_factory=dict, description="prompt, seed and/or checkpoint to match")
-    set: TakeCreate
+    set: TakeCreate  # type: ignore[valid-type]
 
 
 class Sweep(BaseModel):
@@ -64,8 +73,8 @@ class BatchCreate(BaseModel):
     project: Text = Field("default", min_length=1, max_length=200)
     name: Text | None = Field(None, max_length=200)
     producer: Text | None = Field(None, max_length=100, description="operators only: submit on this producer's behalf")
-    defaults: TakeCreate | None = None
-    takes: list[TakeCreate] = Field(default_factory=list)
+    defaults: TakeCreate | None = None  # type: ignore[valid-type]
+    takes: list[TakeCreate] = Field(default_factory=list)  # type: ignore[valid-type]
     sweep: Sweep | None = None
 
 
@@ -164,3 +173,88 @@ class SelectUpdate(BaseModel):
 class ErrorPublic(BaseModel):
     detail: str
     field: str | None = None
+
+
+class PoolPublic(BaseModel):
+    workers: int  #: live render slots
+    queued: int
+    released: int
+    running: int
+    gpu_seconds_24h: float
+
+
+class WorkerPublic(BaseModel):
+    id: str
+    pool: str
+    host: str
+    gpu: str
+    alive: bool
+    stopped: bool
+    heartbeat_age: float  #: seconds since its last heartbeat
+    current_take_id: str | None
+    gpu_seconds_24h: float
+    attempts_24h: int
+
+
+class CheckpointPublic(BaseModel):
+    name: str
+    pool: str
+    width: int
+    height: int
+    frames: int
+    steps: int
+    params: list[dict[str, Any]] = Field(description="every render parameter, with its default on this checkpoint")
+
+
+class Login(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class Me(BaseModel):
+    name: str
+    role: Role
+    csrf_token: str | None = Field(
+        None, description="send it as X-CSRF-Token with every change made through the session cookie"
+    )
+
+
+class TokenCreate(BaseModel):
+    name: str = Field("api", min_length=1, max_length=100, description="what the token is for")
+
+
+class TokenCreated(BaseModel):
+    token: str = Field(description="shown once: keep it secret")
+    name: str
+
+
+class UserCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: Role
+    password: str | None = Field(None, max_length=1000, description="none: API tokens only")
+
+
+class UserPublic(BaseModel):
+    name: str
+    role: Role
+    disabled: bool
+
+
+class SessionPublic(BaseModel):
+    user: Me | None
+
+
+class NightTakePublic(BaseModel):
+    id: str
+    parent_id: str
+    producer: str
+    state: str
+    priority: int
+    gpu_seconds: float
+    error_class: str | None
+    error_message: str | None
+
+
+@dataclass
+class NightDetailPublic(nightly.NightReport):
+    hero_takes: list[NightTakePublic] = field(default_factory=list)

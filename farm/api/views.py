@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
+from ..batches import Summary
 from ..storage import Storage
-from ..tables import Attempt, Batch, Output, Project, Take, TakeState
+from ..tables import Attempt, Batch, Output, Take
 from .schemas import AttemptPublic, BatchPublic, Counts, OutputsPublic, TakePublic
 
 
@@ -60,27 +58,14 @@ def take_public(
     )
 
 
-def batch_public(session: Session, batch: Batch, with_take_ids: bool = True) -> BatchPublic:
-    rows = session.execute(select(Take.state, func.count()).where(Take.batch_id == batch.id).group_by(Take.state)).all()
-    counts = Counts(**{state.value: n for state, n in rows})
-    ids = (
-        list(
-            session.execute(
-                select(Take.id).where(Take.batch_id == batch.id).order_by(Take.created_at, Take.id)
-            ).scalars()
-        )
-        if with_take_ids
-        else None
-    )
-    project = session.get(Project, batch.project_id)
-    finished = all(s in (TakeState.done, TakeState.failed, TakeState.canceled) for s, _ in rows)
+def batch_public(batch: Batch, summary: Summary) -> BatchPublic:
     return BatchPublic(
         id=batch.id,
-        project=project.name,
+        project=summary.project,
         name=batch.name,
         producer=batch.producer,
         created_at=batch.created_at,
-        take_ids=ids,
-        counts=counts,
-        finished=finished,
+        take_ids=summary.take_ids,
+        counts=Counts(**{state.value: n for state, n in summary.counts.items()}),
+        finished=summary.finished,
     )

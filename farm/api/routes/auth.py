@@ -3,50 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from ... import accounts
 from ...errors import FarmError, Unauthenticated
-from ...tables import Role, User
+from ...tables import User
 from ..auth import Operator, Viewer, current_user, end_session, start_session
 from ..deps import SessionDep
+from ..schemas import Login, Me, SessionPublic, TokenCreate, TokenCreated, UserCreate, UserPublic
 
 router = APIRouter(tags=["auth"])
-
-
-class Login(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
-    password: str = Field(min_length=1, max_length=1000)
-
-
-class Me(BaseModel):
-    name: str
-    role: Role
-    csrf_token: str | None = Field(
-        None, description="send it as X-CSRF-Token with every change made through the session cookie"
-    )
-
-
-class TokenCreate(BaseModel):
-    name: str = Field("api", min_length=1, max_length=100, description="what the token is for")
-
-
-class TokenCreated(BaseModel):
-    token: str = Field(description="shown once: keep it secret")
-    name: str
-
-
-class UserCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
-    role: Role
-    password: str | None = Field(None, max_length=1000, description="none: API tokens only")
-
-
-class UserPublic(BaseModel):
-    name: str
-    role: Role
-    disabled: bool
 
 
 @router.post("/auth/login", response_model=Me)
@@ -56,7 +21,7 @@ def login(body: Login, request: Request, response: Response, session: SessionDep
     address = request.client.host if request.client else "unknown"
     user = accounts.login(session, body.name, body.password, address)  # records the attempt itself
     if user is None:
-        raise Unauthenticated("password: wrong name or password")
+        raise Unauthenticated("wrong name or password", field="password")
     return Me(name=user.name, role=user.role, csrf_token=start_session(request, response, user))
 
 
@@ -68,10 +33,6 @@ def logout(user: Viewer, response: Response, session: SessionDep) -> Response:
     end_session(response)
     response.status_code = 204
     return response
-
-
-class SessionPublic(BaseModel):
-    user: Me | None
 
 
 @router.get("/auth/session", response_model=SessionPublic)
@@ -100,10 +61,7 @@ def create_token(body: TokenCreate, user: Viewer, session: SessionDep) -> TokenC
 
 @router.get("/users", response_model=list[UserPublic])
 def list_users(_user: Operator, session: SessionDep) -> list[UserPublic]:
-    return [
-        UserPublic(name=u.name, role=u.role, disabled=u.disabled)
-        for u in session.execute(select(User).order_by(User.name)).scalars()
-    ]
+    return [UserPublic(name=u.name, role=u.role, disabled=u.disabled) for u in accounts.users(session)]
 
 
 @router.post("/users", status_code=201, response_model=UserPublic)

@@ -1,3 +1,5 @@
+"""Batches: submit a list of takes, a sweep or a batch file; read them with their counts."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -5,27 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Header, Query, Response, UploadFile
 from pydantic import ValidationError
-from sqlalchemy import select
 
 from ... import batches
-from ...errors import Forbidden, InvalidRequest, NotFound
-from ...tables import Batch, Role
-from ..auth import Producer, Viewer
+from ...errors import InvalidRequest
+from ..auth import Producer, Viewer, submitter
 from ..deps import SessionDep, SettingsDep
 from ..schemas import BatchCreate, BatchPublic
 from ..views import batch_public
 
 router = APIRouter(prefix="/batches", tags=["batches"])
 MAX_FILE = 4 * 1024 * 1024
-
-
-def producer_of(user, body_producer: str | None) -> str:
-    """The caller submits for themselves; an operator may submit on a producer's behalf."""
-    if body_producer is None or body_producer.strip().lower() == user.name:
-        return user.name
-    if user.role != Role.operator:
-        raise Forbidden("producer: only an operator may submit on behalf of someone else; leave it out")
-    return body_producer.strip()[:100]
 
 
 @router.post("", status_code=201, response_model=BatchPublic)
@@ -69,15 +60,15 @@ def create_batch_from_file(
 
 
 def _submit(body: BatchCreate, user, session, settings, response: Response, idempotency_key: str | None) -> BatchPublic:
-    producer = producer_of(user, body.producer)
+    producer = submitter(user, body.producer)
     data = body.model_dump(exclude_none=True)
     replay = batches.find_replay(session, producer, idempotency_key, data)
     if replay is not None:
         response.status_code = 200
-        return batch_public(session, replay)
+        return batch_public(replay, batches.summary(session, replay))
     batch = batches.create_batch(session, data, producer, settings, idempotency_key)
     session.commit()
-    return batch_public(session, batch)
+    return batch_public(batch, batches.summary(session, batch))
 
 
 @router.get("", response_model=list[BatchPublic])
@@ -90,15 +81,12 @@ def list_batches(
 ) -> list[BatchPublic]:
     """Batches, newest first, with their counts; with_take_ids=false leaves out the id lists
     (a 20,000-take sweep's ids are most of the answer)."""
-    stmt = select(Batch).order_by(Batch.created_at.desc()).limit(limit)
-    if producer:
-        stmt = stmt.where(Batch.producer == producer)
-    return [batch_public(session, b, with_take_ids) for b in session.execute(stmt).scalars()]
+    found = batches.recent(session, producer, limit)
+    summaries = batches.summaries(session, found, with_take_ids)
+    return [batch_public(b, summaries[b.id]) for b in found]
 
 
 @router.get("/{batch_id}", response_model=BatchPublic)
 def get_batch(batch_id: str, _user: Viewer, session: SessionDep) -> BatchPublic:
-    batch = session.get(Batch, batch_id)
-    if batch is None:
-        raise NotFound(f"batch {batch_id} not found")
-    return batch_public(session, batch)
+    batch = batches.get(session, batch_id)
+    return batch_public(batch, batches.summary(session, batch))

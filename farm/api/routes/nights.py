@@ -2,42 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
 
 from ... import nightly
 from ...errors import InvalidRequest, NotFound
 from ...tables import utcnow
 from ..auth import Operator, Viewer
 from ..deps import SessionDep, SettingsDep
+from ..schemas import NightDetailPublic, NightTakePublic
 
 router = APIRouter(prefix="/nights", tags=["nights"])
-
-
-class NightTakePublic(BaseModel):
-    id: str
-    parent_id: str
-    producer: str
-    state: str
-    priority: int
-    gpu_seconds: float
-    error_class: str | None
-    error_message: str | None
-
-
-@dataclass
-class NightDetailPublic(nightly.NightReport):
-    hero_takes: list[NightTakePublic] = field(default_factory=list)
 
 
 def _detail(session, night: date) -> NightDetailPublic:
     found = nightly.reports(session, limit=1, night=night)
     if not found:
-        raise NotFound(f"night: no hero run for {night}; nights appear once the nightly job has run for them")
+        raise NotFound(f"no hero run for {night}; nights appear once the nightly job has run for them", field="night")
     takes = [
         NightTakePublic(
             id=t.id,

@@ -1,4 +1,4 @@
-"""What the farm is doing: pools, workers, and the live change feed."""
+"""What the farm is doing: pools, workers, checkpoints, and the live change feed."""
 
 from __future__ import annotations
 
@@ -7,85 +7,54 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
-from sqlalchemy import func, select
 
-from ... import metrics
+from models.request import PARAMS
+from models.specs import SPECS
+
+from ... import fleet, metrics, usage
+from ...batches import pool_of
 from ...queue import POOLS
 from ...tables import Attempt, Take, utcnow
 from ..auth import Viewer
 from ..deps import SessionDep, SettingsDep
 from ..events import stream
+from ..schemas import CheckpointPublic, PoolPublic, WorkerPublic
 
 router = APIRouter(tags=["ops"])
 GPU_WINDOW = timedelta(hours=24)
-
-
-class PoolPublic(BaseModel):
-    workers: int  #: live render slots
-    queued: int
-    released: int
-    running: int
-    gpu_seconds_24h: float
-
-
-class WorkerPublic(BaseModel):
-    id: str
-    pool: str
-    host: str
-    gpu: str
-    alive: bool
-    stopped: bool
-    heartbeat_age: float  #: seconds since its last heartbeat
-    current_take_id: str | None
-    gpu_seconds_24h: float
-    attempts_24h: int
 
 
 @router.get("/pools", response_model=dict[str, PoolPublic])
 def pools(_user: Viewer, session: SessionDep, settings: SettingsDep) -> dict[str, PoolPublic]:
     """Each pool's live workers, the takes waiting, released and running, and its GPU time."""
     now = utcnow()
-    gpu = dict(
-        session.execute(
-            select(Take.pool, func.coalesce(func.sum(Attempt.gpu_seconds), 0.0))
-            .join(Take, Take.id == Attempt.take_id)
-            .where(Attempt.started_at >= now - GPU_WINDOW)
-            .group_by(Take.pool)
-        ).all()
-    )
+    gpu = usage.by(session, Take.pool, since=now - GPU_WINDOW)
     return {
         p.pool: PoolPublic(
             workers=p.slots,
             queued=p.queued,
             released=p.released,
             running=p.running,
-            gpu_seconds_24h=float(gpu.get(p.pool, 0.0)),
+            gpu_seconds_24h=gpu[p.pool].gpu_seconds if p.pool in gpu else 0.0,
         )
         for p in metrics.pools(session, now, settings.worker_timeout)
         if p.pool in POOLS
     }
 
 
-class CheckpointPublic(BaseModel):
-    name: str
-    pool: str
-    width: int
-    height: int
-    frames: int
-    steps: int
-
-
 @router.get("/checkpoints", response_model=list[CheckpointPublic])
 def checkpoints(_user: Viewer, settings: SettingsDep) -> list[CheckpointPublic]:
-    """What takes can render with, each with its pool and default size."""
-    from models.specs import SPECS
-
-    from ...batches import pool_of
-
+    """What takes can render with: each checkpoint's pool, default size, and every render
+    parameter with its default there (the submit form is built from these)."""
     return [
         CheckpointPublic(
-            name=s.name, pool=pool_of(s.name, settings), width=s.width, height=s.height, frames=s.frames, steps=s.steps
+            name=s.name,
+            pool=pool_of(s.name, settings),
+            width=s.width,
+            height=s.height,
+            frames=s.frames,
+            steps=s.steps,
+            params=[p.describe(s) for p in PARAMS],
         )
         for s in SPECS.values()
     ]
@@ -97,24 +66,13 @@ def workers(
 ) -> list[WorkerPublic]:
     """Who renders what: every worker, its heartbeat, its take and its GPU time today."""
     now = utcnow()
-    usage = {
-        row.worker_id: row
-        for row in session.execute(
-            select(
-                Attempt.worker_id,
-                func.coalesce(func.sum(Attempt.gpu_seconds), 0.0).label("seconds"),
-                func.count().label("n"),
-            )
-            .where(Attempt.started_at >= now - GPU_WINDOW)
-            .group_by(Attempt.worker_id)
-        )
-    }
+    used = usage.by(session, Attempt.worker_id, since=now - GPU_WINDOW)
     out = []
-    for w in metrics.workers(session, now, settings.worker_timeout, seen=None):
+    for w in fleet.workers(session, now, settings.worker_timeout, seen=None):
         stopped = w.state in ("draining", "stopped")
         if stopped and not include_stopped:
             continue
-        used = usage.get(w.id)
+        mine = used.get(w.id, usage.Usage(0.0, 0))
         out.append(
             WorkerPublic(
                 id=w.id,
@@ -122,11 +80,11 @@ def workers(
                 host=w.host,
                 gpu=w.gpu,
                 stopped=stopped,
-                alive=w.state in ("idle", "busy"),
+                alive=w.state in fleet.SERVING,
                 heartbeat_age=round(w.heartbeat_age, 1),
                 current_take_id=w.current_take_id,
-                gpu_seconds_24h=float(used.seconds) if used else 0.0,
-                attempts_24h=used.n if used else 0,
+                gpu_seconds_24h=mine.gpu_seconds,
+                attempts_24h=mine.attempts,
             )
         )
     return out

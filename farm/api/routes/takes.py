@@ -1,25 +1,19 @@
+"""Takes: list and read them, act on them through the state machine, re-render exactly."""
+
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select, tuple_
 
-from ... import batches, states
-from ...errors import IllegalTransition, InvalidRequest
-from ...tables import Attempt, Batch, Output, Project, Take, TakeState
+from ... import batches, states, takes
+from ...tables import TakeState
 from ..auth import Producer, Viewer, check_manage
 from ..deps import SessionDep, SettingsDep, StorageDep
 from ..schemas import BatchPublic, PriorityUpdate, SelectUpdate, TakePublic, TakesPublic
 from ..views import batch_public, take_public
 
 router = APIRouter(prefix="/takes", tags=["takes"])
-
-
-def _cursor(take: Take) -> str:
-    return f"{take.created_at.isoformat()}|{take.id}"
 
 
 @router.get("", response_model=TakesPublic)
@@ -40,40 +34,15 @@ def list_takes(
 ) -> TakesPublic:
     """Takes, newest first, filtered, with their thumbnail URLs; page with `cursor` (the previous
     page's next_cursor)."""
-    stmt = select(Take)
-    if state:
-        stmt = stmt.where(Take.state.in_(state))
-    for column, value in (
-        (Take.batch_id, batch_id),
-        (Take.producer, producer),
-        (Take.pool, pool),
-        (Take.checkpoint, checkpoint),
-        (Take.selected_for_hero, selected),
-    ):
-        if value is not None:
-            stmt = stmt.where(column == value)
-    if q:
-        stmt = stmt.where(Take.params["prompt"].as_string().ilike(f"%{q}%"))
-    if cursor:
-        try:
-            at, take_id = cursor.split("|", 1)
-            stmt = stmt.where(tuple_(Take.created_at, Take.id) < (datetime.fromisoformat(at), take_id))
-        except ValueError:
-            raise InvalidRequest("cursor", "not a cursor this API returned; start again without it") from None
-    rows = session.execute(stmt.order_by(Take.created_at.desc(), Take.id.desc()).limit(limit + 1)).scalars().all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    outputs = {
-        o.take_id: o
-        for o in session.execute(
-            select(Output).where(Output.take_id.in_([t.id for t in rows if t.state == TakeState.done]))
-        ).scalars()
-    }
+    filters = takes.Filters(state, batch_id, producer, pool, checkpoint, selected, q)
+    found = takes.page(session, filters, limit, cursor)
     data = [
-        take_public(t, output=outputs.get(t.id), storage=storage, seconds=settings.presign_seconds, thumbnail_only=True)
-        for t in rows
+        take_public(
+            t, output=found.outputs.get(t.id), storage=storage, seconds=settings.presign_seconds, thumbnail_only=True
+        )
+        for t in found.takes
     ]
-    return TakesPublic(data=data, count=len(rows), next_cursor=_cursor(rows[-1]) if more else None)
+    return TakesPublic(data=data, count=len(data), next_cursor=found.next_cursor)
 
 
 @router.get("/{take_id}", response_model=TakePublic)
@@ -81,12 +50,8 @@ def get_take(
     take_id: str, _user: Viewer, session: SessionDep, storage: StorageDep, settings: SettingsDep
 ) -> TakePublic:
     """A take with its attempts, live progress and presigned output URLs."""
-    take = states.get(session, take_id)
-    attempts = (
-        session.execute(select(Attempt).where(Attempt.take_id == take_id).order_by(Attempt.number)).scalars().all()
-    )
-    output = session.get(Output, take_id)
-    return take_public(take, attempts=list(attempts), output=output, storage=storage, seconds=settings.presign_seconds)
+    d = takes.detail(session, take_id)
+    return take_public(d.take, attempts=d.attempts, output=d.output, storage=storage, seconds=settings.presign_seconds)
 
 
 def _act(user, session, take_id: str, transition, *args) -> TakePublic:
@@ -120,18 +85,10 @@ def select_take(take_id: str, body: SelectUpdate, user: Producer, session: Sessi
     return _act(user, session, take_id, states.select_for_hero, body.selected)
 
 
-def _manifest(session, storage, take_id: str) -> dict:
-    take = states.get(session, take_id)
-    output = session.get(Output, take_id)
-    if output is None:
-        raise IllegalTransition(f"take {take_id} is {take.state.value}: it has no manifest until it is done")
-    return json.loads(storage.get_bytes(output.manifest_key))
-
-
 @router.get("/{take_id}/manifest")
 def get_manifest(take_id: str, _user: Viewer, session: SessionDep, storage: StorageDep) -> dict:
     """Everything needed to re-render the clip exactly."""
-    return _manifest(session, storage, take_id)
+    return takes.manifest(session, storage, take_id)
 
 
 @router.post("/{take_id}/rerender", status_code=201, response_model=BatchPublic)
@@ -140,16 +97,6 @@ def rerender_take(
 ) -> BatchPublic:
     """A new take with exactly the manifest's inputs, seed and settings, linked to this one,
     in a new batch of the caller's."""
-    manifest = _manifest(session, storage, take_id)
-    parent = session.get(Batch, states.get(session, take_id).batch_id)
-    take = {
-        **manifest["request"],
-        "checkpoint": manifest["checkpoint"]["name"],
-        "image": manifest["inputs"].get("image"),
-        "audio": manifest["inputs"].get("audio"),
-    }
-    project = session.get(Project, parent.project_id).name
-    body = {"project": project, "name": f"re-render of {take_id}", "takes": [take]}
-    batch = batches.create_batch(session, body, user.name, settings, parent_ids=[take_id])
+    batch = takes.rerender(session, storage, take_id, user.name, settings)
     session.commit()
-    return batch_public(session, batch)
+    return batch_public(batch, batches.summary(session, batch))

@@ -370,8 +370,8 @@ function describe(t) {
 
 function takeBody(t, overrides = {}) {
   const body = { checkpoint: t.checkpoint, image: t.image || undefined, audio: t.audio || undefined };
-  for (const k of ["prompt", "negative_prompt", "mode", "seed", "width", "height", "frames", "steps", "shift",
-                   "scale_text", "scale_audio", "scale_image"]) if (t.params[k] !== undefined && t.params[k] !== null) body[k] = t.params[k];
+  // a take's params hold render parameters only (the API's definition): carry them all
+  for (const [k, v] of Object.entries(t.params)) if (v !== undefined && v !== null) body[k] = v;
   return { ...body, ...overrides };
 }
 
@@ -435,24 +435,38 @@ async function viewSubmit(_arg, view) {
 
   const ckpt = h("select", { id: "checkpoint", name: "checkpoint" }, checkpoints.map((c) =>
     h("option", { value: c.name, selected: (base ? base.checkpoint : "") === c.name }, `${c.name} (${c.pool}, ${c.width}×${c.height})`)));
-  const mode = h("select", { id: "mode", name: "mode" }, h("option", { value: "" }, "from the inputs"),
-    ["T", "TI", "TA", "TIA"].map((m) => h("option", { value: m, selected: p.mode === m }, m)));
+  // every render parameter but the sweep's axes (prompt, seed), described by GET /checkpoints
+  const described = () => (checkpoints.find((c) => c.name === ckpt.value) || checkpoints[0]).params
+    .filter((d) => d.name !== "prompt" && d.name !== "seed");
+  const shown = (d) => (d.type === "string" ? "the checkpoint's default" : `default ${d.default}`);
+  const paramInput = (d) => {
+    const value = p[d.name] !== undefined && p[d.name] !== null ? String(p[d.name]) : "";
+    if (d.choices) return h("select", { id: d.name, name: d.name }, h("option", { value: "" }, d.name === "mode" ? "from the inputs" : "default"),
+      d.choices.map((c) => h("option", { value: c, selected: value === c }, c)));
+    const attrs = { id: d.name, name: d.name, value, placeholder: shown(d), title: d.help };
+    if (d.type !== "string") Object.assign(attrs, { type: "number", step: d.type === "integer" ? "1" : "any" },
+      d.minimum !== undefined ? { min: String(d.minimum) } : {}, d.maximum !== undefined ? { max: String(d.maximum) } : {});
+    return h("input", attrs);
+  };
+  const paramField = (d) => field(d.name, d.label, paramInput(d));
+  ckpt.addEventListener("change", () => described().forEach((d) => {
+    const el = form.querySelector(`#${CSS.escape(d.name)}`);
+    if (el && el.tagName === "INPUT") el.placeholder = shown(d);
+  }));
   const form = h("form", { class: "panel", "aria-labelledby": "submit-title", novalidate: true },
     h("div", { class: "row" }, field("project", "Project", input("project", { value: "default", required: true })),
       field("name", "Batch name", input("name", { placeholder: "optional" }))),
     field("prompt", "Prompt", h("textarea", { id: "prompt", name: "prompt", rows: "3", required: true, "aria-describedby": "prompt-hint" }, p.prompt || ""),
       "One prompt per line: several lines make a sweep (every prompt × every seed)."),
-    field("negative_prompt", "Negative prompt", input("negative_prompt", { value: p.negative_prompt || "", placeholder: "the checkpoint's default" })),
     h("div", { class: "row" },
       field("seeds", "Seeds", input("seeds", { value: base && p.seed !== undefined ? String(p.seed) : "", placeholder: "e.g. 1, 2, 3", "aria-describedby": "seeds-hint" }),
         "A list, or leave empty and give a count."),
       field("seed_count", "Random seeds", input("seed_count", { type: "number", min: "1", max: "10000", value: base ? "" : "4" })),
-      field("checkpoint", "Checkpoint", ckpt), field("mode", "Mode", mode)),
-    h("div", { class: "row" },
-      field("width", "Width", input("width", { type: "number", value: p.width || "", placeholder: "default" })),
-      field("height", "Height", input("height", { type: "number", value: p.height || "", placeholder: "default" })),
-      field("frames", "Frames", input("frames", { type: "number", value: p.frames || "", placeholder: "default" })),
-      field("steps", "Steps", input("steps", { type: "number", value: p.steps || "", placeholder: "default" }))),
+      field("checkpoint", "Checkpoint", ckpt), described().filter((d) => d.choices && !d.advanced).map(paramField)),
+    h("div", { class: "row" }, described().filter((d) => !d.advanced && d.type !== "string").map(paramField)),
+    described().filter((d) => !d.advanced && d.type === "string" && !d.choices).map(paramField),
+    h("details", {}, h("summary", {}, "More settings"),
+      h("div", { class: "row" }, described().filter((d) => d.advanced).map(paramField))),
     h("div", { class: "row" }, h("div", {}, h("label", { for: "image" }, "Reference image"), imageIn, imgPreview),
       h("div", {}, h("label", { for: "audio" }, "Audio"), audioIn, audPreview)),
     err, h("p", {}, h("button", { type: "submit", class: "primary" }, "Submit batch")));
@@ -465,8 +479,10 @@ async function viewSubmit(_arg, view) {
     if (!prompts.length) { err.textContent = "prompt: write at least one prompt"; form.prompt.focus(); return; }
     if (seeds.some((s) => !Number.isInteger(s) || s < 0)) { err.textContent = "seeds: whole numbers ≥ 0, separated by commas"; form.seeds.focus(); return; }
     const defaults = { checkpoint: ckpt.value, image: assets.image || undefined, audio: assets.audio || undefined };
-    for (const k of ["negative_prompt", "mode"]) if (form[k].value) defaults[k] = form[k].value;
-    for (const k of ["width", "height", "frames", "steps"]) if (form[k].value) defaults[k] = Number(form[k].value);
+    for (const d of described()) {
+      const v = form.querySelector(`#${CSS.escape(d.name)}`).value;
+      if (v !== "") defaults[d.name] = d.type === "string" ? v : Number(v);
+    }
     const body = { project: form.project.value || "default", name: form.name.value || undefined, defaults,
       sweep: { prompts, ...(seeds.length ? { seeds } : { seed_count: Number(form.seed_count.value || 1) }) } };
     try {

@@ -1,0 +1,125 @@
+"""The commands that talk to a running farm over its API: `farm submit` and `farm takes`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+DEFAULT_API = "http://127.0.0.1:8000"
+
+
+def api_client(args, timeout: float = 60) -> httpx.Client:
+    """An HTTP client for the farm's API, signed in with --token or FARM_API_TOKEN."""
+    token = getattr(args, "token", None) or os.environ.get("FARM_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def signed_in(response: httpx.Response) -> None:
+        if response.status_code == 401:
+            raise SystemExit(
+                "error: authorization: the farm needs an API token; create one with "
+                "`farm user token NAME` and set FARM_API_TOKEN or pass --token"
+            )
+
+    return httpx.Client(base_url=api_url(args), timeout=timeout, headers=headers, event_hooks={"response": [signed_in]})
+
+
+def api_url(args) -> str:
+    return getattr(args, "api", None) or os.environ.get("FARM_API", DEFAULT_API)
+
+
+def _upload(client: httpx.Client, path: Path) -> str:
+    with open(path, "rb") as f:
+        r = client.post("/assets", files={"file": (path.name, f)})
+    if r.status_code >= 400:
+        raise SystemExit(f"error: uploading {path}: {r.json().get('detail', r.text)}")
+    return r.json()["sha256"]
+
+
+def _resolve_media(client: httpx.Client, take: dict, base: Path) -> dict:
+    out = dict(take)
+    for kind in ("image", "audio"):
+        value = take.get(kind)
+        if isinstance(value, str) and not (len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+            path = (base / value).expanduser()
+            if not path.is_file():
+                raise SystemExit(f"error: {kind}: file not found: {path}")
+            out[kind] = _upload(client, path)
+    return out
+
+
+def cmd_submit(args) -> int:
+    from tqdm import tqdm
+
+    path = Path(args.file)
+    try:
+        raw = path.read_bytes()
+        body = yaml.safe_load(raw)
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"error: {path}: {exc}") from None
+    if not isinstance(body, dict):
+        raise SystemExit(f"error: {path}: expected a mapping with `takes` or `sweep`")
+    if body.pop("api", None):  # a file must not choose where your token is sent
+        print("note: `api:` in a batch file is ignored; pass --api or set FARM_API", file=sys.stderr)
+    api = api_url(args)
+    with api_client(args) as client:
+        if body.get("defaults"):
+            body["defaults"] = _resolve_media(client, body["defaults"], path.parent)
+        body["takes"] = [_resolve_media(client, t, path.parent) for t in body.get("takes") or []]
+        key = args.idempotency_key or hashlib.sha256(raw).hexdigest()[:32]
+        r = client.post("/batches", json=body, headers={"Idempotency-Key": key})
+        if r.status_code >= 400:
+            detail = r.json()
+            raise SystemExit(
+                f"error: {detail.get('field') or 'batch'}: {detail.get('detail')}"
+                if isinstance(detail.get("detail"), str)
+                else f"error: {json.dumps(detail)}"
+            )
+        batch = r.json()
+        print(
+            f"batch {batch['id']}: {len(batch['take_ids'])} takes"
+            + (" (already submitted)" if r.status_code == 200 else "")
+        )
+        if args.no_wait:
+            return 0
+        with tqdm(total=len(batch["take_ids"]), unit="take") as bar:
+            while not batch["finished"]:
+                time.sleep(1)
+                batch = client.get(f"/batches/{batch['id']}").json()
+                c = batch["counts"]
+                bar.set_postfix(queued=c["queued"], running=c["running"] + c["released"], failed=c["failed"])
+                bar.update(c["done"] + c["failed"] + c["canceled"] - bar.n)
+        failed = 0
+        for take_id in batch["take_ids"]:
+            take = client.get(f"/takes/{take_id}").json()
+            if take["outputs"]:
+                clip = take["outputs"]["clip"]
+                print(f"{take_id} done  {clip if clip.startswith('http') else api + clip}")
+            else:
+                failed += 1
+                print(f"{take_id} {take['state']}  {take['error_class'] or ''} {take['error_message'] or ''}".rstrip())
+    return 1 if failed else 0
+
+
+def cmd_takes(args) -> int:
+    params = {"limit": args.limit}
+    if args.state:
+        params["state"] = args.state
+    if args.batch:
+        params["batch_id"] = args.batch
+    with api_client(args, timeout=30) as client:
+        r = client.get("/takes", params=params)
+    r.raise_for_status()
+    for t in r.json()["data"]:
+        p = t["progress"]
+        print(
+            f"{t['id']}  {t['state']:9s} {p['step']:>3}/{p['total']:<3} {t['checkpoint']:10s} "
+            f"seed={t['params'].get('seed')}  {t['params'].get('prompt', '')[:60]}"
+        )
+    return 0
