@@ -4,14 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo render-demo test bench-dispatch soak clean
+.PHONY: install demo render-demo test check lock bench-dispatch soak clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch first, so the range in pyproject.toml is already met
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	# every other package at the version the tests ran with (requirements.lock: pip constraints)
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	# DeepSpeed builds a small C++ op on first start (~40 s); pay it once here, not in a test
 	$(BIN)/python -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()" >/dev/null 2>&1 || echo "DeepSpeed op prebuild skipped"
 	touch $(STAMP)
@@ -40,6 +41,17 @@ render-demo: $(STAMP)
 ## The whole test suite.
 test: $(STAMP) /usr/bin/chromium
 	$(BIN)/python -m pytest
+
+## Lint, format and types: what a maintainer checks before a commit (CI runs it before the tests).
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## Write requirements.lock anew from the installed environment (after changing pyproject.toml).
+lock: $(STAMP)
+	{ sed -n '1,2p' requirements.lock; $(BIN)/pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
 
 ## Dispatch benchmark on the local Postgres and Redis (see benchmarks/dispatch.py).
 bench-dispatch: $(STAMP)

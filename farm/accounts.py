@@ -12,8 +12,9 @@ import hmac
 import re
 import secrets
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from .errors import InvalidRequest, NotFound, TooManyAttempts
@@ -121,8 +122,8 @@ def login(session: Session, name: str, password: str, address: str) -> User | No
             wait = max(int((as_utc(oldest) + LOGIN_WINDOW - now).total_seconds()) + 1, 1)
             raise TooManyAttempts(f"too many failed logins for {name!r}; try again in {wait} s", wait)
     user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
-    ok = verify_password(password, user.password_hash if user else _DUMMY_HASH) and user is not None
-    if not ok or user.disabled:
+    ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
+    if user is None or not ok or user.disabled:
         return None
     session.execute(delete(LoginFailure).where(LoginFailure.name == name, LoginFailure.address == address))
     session.commit()
@@ -153,9 +154,8 @@ def user_for_token(session: Session, token: str) -> User | None:
 
 
 def revoke_tokens(session: Session, user: User) -> int:
-    return session.execute(
-        update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked.is_(False)).values(revoked=True)
-    ).rowcount
+    stmt = update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked.is_(False)).values(revoked=True)
+    return cast(CursorResult, session.execute(stmt)).rowcount
 
 
 def _token_digest(token: str) -> str:

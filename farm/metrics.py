@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -109,6 +110,7 @@ def _pools(found: Iterable[str]) -> list[str]:
 
 def _seconds(session: Session, end, start) -> ColumnElement[float]:
     """end - start in seconds, never negative (worker and dispatcher clocks may differ a little)."""
+    diff: ColumnElement[Any]
     if session.get_bind().dialect.name == "sqlite":  # julianday's doubles: exact to ~50 us, so to the ms
         diff = func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3)
     else:

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
 
     #: signs session cookies; set the same value on every dispatcher replica
     #: (default: a random key kept in {data_dir}/secret_key)
-    secret_key: str = Field("", repr=False)
+    secret_key: str = Field(default="", repr=False)
     session_hours: float = 12.0  #: a dashboard login lasts this long
     #: send the session cookie over HTTPS only (default: when the request came over HTTPS)
     cookie_secure: bool | None = None

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from .errors import IllegalTransition, NotFound, WorkerLost
@@ -47,7 +48,8 @@ def _move(
         .where(Take.id == take_id, Take.state.in_(sources), *where)
         .values(state=target, updated_at=now, **values)
     )
-    return session.execute(stmt.execution_options(synchronize_session=False)).rowcount == 1
+    result = cast(CursorResult, session.execute(stmt.execution_options(synchronize_session=False)))
+    return result.rowcount == 1
 
 
 def get(session: Session, take_id: str) -> Take:
@@ -81,7 +83,8 @@ def rerelease(session: Session, older_than: datetime, now: datetime | None = Non
         .values(released_at=now or utcnow(), updated_at=now or utcnow())
         .returning(Take.id, Take.pool)
     )
-    return [tuple(r) for r in session.execute(stmt.execution_options(synchronize_session=False))]
+    rows = session.execute(stmt.execution_options(synchronize_session=False))
+    return [(take_id, pool) for take_id, pool in rows]
 
 
 def unrelease(session: Session, take_ids: list[str], now: datetime | None = None) -> None:
@@ -248,7 +251,7 @@ def cancel(session: Session, take_id: str, now: datetime | None = None) -> TakeS
         .values(cancel_requested=True, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    if session.execute(stmt).rowcount == 1:
+    if cast(CursorResult, session.execute(stmt)).rowcount == 1:
         return S.running
     raise IllegalTransition(
         f"take {take_id} is {take.state.value}: only queued, released or running takes can be canceled"
@@ -301,7 +304,7 @@ def reprioritise(session: Session, take_id: str, priority: int, now: datetime | 
         .values(priority=priority, updated_at=now or utcnow())
         .execution_options(synchronize_session=False)
     )
-    if session.execute(stmt).rowcount != 1:
+    if cast(CursorResult, session.execute(stmt)).rowcount != 1:
         raise IllegalTransition(f"take {take_id} is {take.state.value}: it can no longer be reprioritised")
 
 
@@ -313,7 +316,7 @@ def select_for_hero(session: Session, take_id: str, selected: bool, now: datetim
         .values(selected_for_hero=selected, updated_at=now or utcnow())
         .execution_options(synchronize_session=False)
     )
-    if session.execute(stmt).rowcount != 1:
+    if cast(CursorResult, session.execute(stmt)).rowcount != 1:
         raise IllegalTransition(f"take {take_id} is {take.state.value}: only finished takes can be selected for hero")
 
 

@@ -102,6 +102,10 @@ def rerender(session: Session, storage: Storage, take_id: str, producer: str, se
         "image": recorded["inputs"].get("image"),
         "audio": recorded["inputs"].get("audio"),
     }
-    project = session.get(Project, parent.project_id).name if parent else "default"
+    project = "default"
+    if parent is not None:
+        owner = session.get(Project, parent.project_id)
+        assert owner is not None, f"batch {parent.id}: project {parent.project_id} missing"  # a non-null foreign key
+        project = owner.name
     body = {"project": project, "name": f"re-render of {take_id}", "takes": [take]}
     return batches.create_batch(session, body, producer, settings, parent_ids=[take_id])

@@ -102,25 +102,20 @@ class RenderRequest:
         spec = get_spec(self.checkpoint)
         values = {p.name: p.resolve(getattr(self, p.name), spec) for p in PARAMS}
         mode = values.pop("mode") or "T" + ("I" if self.image else "") + ("A" if self.audio else "")
-        if "I" in mode and not self.image:
+        image = self.image if "I" in mode else None
+        audio = self.audio if "A" in mode else None
+        if "I" in mode and not image:
             raise InputError(
                 "image", f"mode {mode} needs a reference image; give one or use mode {mode.replace('I', '')}"
             )
-        if "A" in mode and not self.audio:
+        if "A" in mode and not audio:
             raise InputError("audio", f"mode {mode} needs an audio track; give one or use mode {mode.replace('A', '')}")
-        if probe_files and "I" in mode:
-            probe_image(self.image)  # unreadable or unsupported: fail before any model loads
-        if probe_files and "A" in mode:
-            probe_audio(self.audio)
+        if probe_files and image:
+            probe_image(image)  # unreadable or unsupported: fail before any model loads
+        if probe_files and audio:
+            probe_audio(audio)
         scales = Scales(text=values.pop("scale_text"), audio=values.pop("scale_audio"), image=values.pop("scale_image"))
-        return ResolvedRequest(
-            spec=spec,
-            mode=mode,
-            scales=scales,
-            image=self.image if "I" in mode else None,
-            audio=self.audio if "A" in mode else None,
-            **values,
-        )
+        return ResolvedRequest(spec=spec, mode=mode, scales=scales, image=image, audio=audio, **values)
 
 
 #: the render parameters, in their declared order

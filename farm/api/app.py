@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
@@ -27,7 +28,9 @@ from .routes import metrics as metrics_routes
 from .schemas import ErrorPublic
 
 #: every error the API answers has one shape: {"detail": "...", "field": "..." | null}
-ERROR_RESPONSES = {code: {"model": ErrorPublic} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorPublic} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)
+}
 DASHBOARD = Path(__file__).resolve().parent / "dashboard"
 
 

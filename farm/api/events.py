@@ -16,7 +16,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Row, func, select, tuple_
+from sqlalchemy.orm import Session, sessionmaker
 
 from ..tables import Take, as_utc, utcnow
 
@@ -40,7 +41,7 @@ class Subscriber:
 
 @dataclass
 class ChangeFeed:
-    sessions: object
+    sessions: sessionmaker[Session]
     interval: float = 0.5
     subscribers: set[Subscriber] = field(default_factory=set)
     _seen: dict[str, tuple] = field(default_factory=dict)
@@ -100,7 +101,8 @@ class ChangeFeed:
             if self._mark is None:  # first look: from the newest change (re-sending a few is harmless)
                 latest = session.execute(select(func.max(Take.updated_at))).scalar()
                 self._mark = min(as_utc(latest), utcnow()) if latest is not None else utcnow()
-            rows, after = [], None
+            rows: list[Row] = []
+            after: tuple[datetime, str] | None = None
             while True:  # page by (updated_at, id): a 20,000-take batch shares one updated_at
                 stmt_page = stmt.where(Take.updated_at >= self._mark - LOOKBACK)
                 if after is not None:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic.json_schema import JsonDict
 
 from models.params import Param
 from models.request import PARAMS
@@ -28,23 +29,27 @@ def _param_field(p: Param) -> tuple[Any, Any]:
     """A render parameter as an optional API field; the engine checks its value and bounds
     (so every error names `takes[i].<name>` and the fix), the schema documents them."""
     kind: Any = Literal[p.choices] if p.choices else Text if p.type is str else p.type
-    bounds = {k: v for k, v in (("minimum", p.minimum), ("maximum", p.maximum)) if v is not None}
+    bounds: JsonDict = {k: v for k, v in (("minimum", p.minimum), ("maximum", p.maximum)) if v is not None}
     return kind | None, Field(None, description=p.help, json_schema_extra=bounds or None)
 
 
 def take_create_model(params: tuple[Param, ...] = PARAMS) -> type[BaseModel]:
     """The API's take: the render parameters plus what the farm adds (checkpoint, pool,
     assets, priority). Unset fields come from the batch's `defaults`, then the checkpoint's."""
+    # name -> (type, default); typed Any since the stubs' TypeForm does not take a `str | None` value
+    fields: dict[str, Any] = {
+        "checkpoint": (str | None, Field(None, description="humo-1.7b, humo-17b, tiny, ...")),
+        "pool": (Literal["explore", "hero"] | None, None),
+        "image": (str | None, Field(None, description="sha256 of an uploaded image asset")),
+        "audio": (str | None, Field(None, description="sha256 of an uploaded audio asset")),
+        "priority": (int | None, Field(None, ge=-1000, le=1000)),
+        **{p.name: _param_field(p) for p in params},
+    }
     return create_model(
         "TakeCreate",
         __config__=ConfigDict(extra="forbid"),
         __doc__="One take. Unset fields come from the batch's `defaults`, then the checkpoint's.",
-        checkpoint=(str | None, Field(None, description="humo-1.7b, humo-17b, tiny, ...")),
-        pool=(Literal["explore", "hero"] | None, None),
-        image=(str | None, Field(None, description="sha256 of an uploaded image asset")),
-        audio=(str | None, Field(None, description="sha256 of an uploaded audio asset")),
-        priority=(int | None, Field(None, ge=-1000, le=1000)),
-        **{p.name: _param_field(p) for p in params},
+        **fields,
     )
 
 

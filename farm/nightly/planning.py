@@ -138,7 +138,9 @@ def _plan(session: Session, settings: Settings, record: HeroNight, now: datetime
             record.skipped_over_budget = len(parents) - i
             break
         if parent.batch_id not in batch_ids:
-            batch_ids[parent.batch_id] = _hero_batch(session, session.get(Batch, parent.batch_id), record.night, now)
+            batch = session.get(Batch, parent.batch_id)
+            assert batch is not None, f"take {parent.id}: batch {parent.batch_id} missing"  # a non-null foreign key
+            batch_ids[parent.batch_id] = _hero_batch(session, batch, record.night, now)
         row = session.execute(
             _insert(session, Take)
             .values(
@@ -213,10 +215,12 @@ def _hero_batch(session: Session, parent: Batch, night: date, now: datetime) -> 
 def _insert(session: Session, table):
     """INSERT with ON CONFLICT support in the session's dialect."""
     if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
 def _cancel_unstarted(session: Session, where, error_class: str, message: str, now: datetime) -> list[str]:

@@ -46,6 +46,7 @@ def reports(session: Session, limit: int = 60, night: date | None = None) -> lis
         .where(Take.hero_night.in_(nights))
         .group_by(Take.hero_night, Take.state)
     ):
+        assert n is not None  # filtered to the nights above
         counts[n][state] = count
     gpu = usage.by(session, Take.hero_night, where=[Take.hero_night.in_(nights)])
     return [_report(r, counts[r.night], gpu[r.night].gpu_seconds if r.night in gpu else 0.0) for r in records]

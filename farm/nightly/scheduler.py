@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,7 +39,8 @@ class PostgresLock:
     holder's connection ends, however its process died."""
 
     def __init__(self, engine: Engine, key: int = LOCK_KEY):
-        self.engine, self.key, self.conn = engine, key, None
+        self.engine, self.key = engine, key
+        self.conn: Connection | None = None
 
     def acquire(self) -> bool:
         try:
@@ -78,7 +79,8 @@ class FileLock:
     it when the holder's process ends."""
 
     def __init__(self, path: Path):
-        self.path, self.fd = path, None
+        self.path = path
+        self.fd: int | None = None
 
     def acquire(self) -> bool:
         if self.fd is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from ... import accounts
-from ...errors import FarmError, Unauthenticated
+from ...errors import FarmError, NotFound, Unauthenticated
 from ...tables import User
 from ..auth import Operator, Viewer, current_user, end_session, start_session
 from ..deps import SessionDep
@@ -54,7 +54,10 @@ def me(user: Viewer, request: Request) -> Me:
 @router.post("/auth/tokens", status_code=201, response_model=TokenCreated)
 def create_token(body: TokenCreate, user: Viewer, session: SessionDep) -> TokenCreated:
     """A new API token for yourself, with your role."""
-    token = accounts.create_token(session, session.get(User, user.id), body.name)
+    owner = session.get(User, user.id)
+    if owner is None:
+        raise NotFound(f"user {user.name} no longer exists", field="user")
+    token = accounts.create_token(session, owner, body.name)
     session.commit()
     return TokenCreated(token=token, name=body.name)
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from ... import nightly
 from ...errors import InvalidRequest, NotFound
-from ...tables import utcnow
+from ...tables import Take, utcnow
 from ..auth import Operator, Viewer
 from ..deps import SessionDep, SettingsDep
 from ..schemas import NightDetailPublic, NightTakePublic
@@ -22,20 +22,22 @@ def _detail(session, night: date) -> NightDetailPublic:
     found = nightly.reports(session, limit=1, night=night)
     if not found:
         raise NotFound(f"no hero run for {night}; nights appear once the nightly job has run for them", field="night")
-    takes = [
-        NightTakePublic(
-            id=t.id,
-            parent_id=t.parent_id,
-            producer=t.producer,
-            state=t.state.value,
-            priority=t.priority,
-            gpu_seconds=seconds,
-            error_class=t.error_class,
-            error_message=t.error_message,
-        )
-        for t, seconds in nightly.night_takes(session, night)
-    ]
+    takes = [_night_take(t, seconds) for t, seconds in nightly.night_takes(session, night)]
     return NightDetailPublic(**asdict(found[0]), hero_takes=takes)
+
+
+def _night_take(t: Take, seconds: float) -> NightTakePublic:
+    assert t.parent_id is not None, f"hero take {t.id} has no parent"  # the planner always sets it
+    return NightTakePublic(
+        id=t.id,
+        parent_id=t.parent_id,
+        producer=t.producer,
+        state=t.state.value,
+        priority=t.priority,
+        gpu_seconds=seconds,
+        error_class=t.error_class,
+        error_message=t.error_message,
+    )
 
 
 @router.get("", response_model=list[nightly.NightReport])
