@@ -34,7 +34,9 @@ def list_takes(
 ) -> TakesPublic:
     """Takes, newest first, filtered, with their thumbnail URLs; page with `cursor` (the previous
     page's next_cursor)."""
-    filters = takes.Filters(state, batch_id, producer, pool, checkpoint, selected, q)
+    filters = takes.Filters(
+        states=state, batch_id=batch_id, producer=producer, pool=pool, checkpoint=checkpoint, selected=selected, q=q
+    )
     found = takes.page(session, filters, limit, cursor)
     data = [
         take_public(
