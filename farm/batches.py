@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from itertools import product
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from models import InputError, RenderRequest
@@ -222,13 +222,7 @@ class Summary:
 def summaries(session: Session, found: list[Batch], with_take_ids: bool = True) -> dict[str, Summary]:
     """Summaries of many batches in three queries, whatever their number."""
     ids = [b.id for b in found]
-    counts: dict[str, dict[TakeState, int]] = {i: {} for i in ids}
-    for batch_id, state, n in session.execute(
-        select(Take.batch_id, Take.state, func.count())
-        .where(Take.batch_id.in_(ids))
-        .group_by(Take.batch_id, Take.state)
-    ):
-        counts[batch_id][state] = n
+    counts = states.counts(session, Take.batch_id, ids)
     take_ids: dict[str, list[str]] = {i: [] for i in ids}
     if with_take_ids:
         rows = session.execute(

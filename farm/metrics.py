@@ -43,7 +43,7 @@ from prometheus_client.utils import floatToGoString
 from sqlalchemy import ColumnElement, case, extract, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import fleet, usage
+from . import fleet, states, usage
 from .queue import POOLS
 from .settings import Settings
 from .tables import Attempt, AttemptState, Take, TakeState, utcnow
@@ -78,8 +78,8 @@ class PoolFigures:
 
 
 def takes_by_state(session: Session) -> dict[tuple[str, str], int]:
-    rows = session.execute(select(Take.pool, Take.state, func.count()).group_by(Take.pool, Take.state))
-    return {(pool, TakeState(state).value): n for pool, state, n in rows}
+    return {(pool, state.value): n for pool, by_state in states.counts(session, Take.pool).items()
+            for state, n in by_state.items()}  # fmt: skip
 
 
 def pools(
@@ -206,7 +206,7 @@ class FarmCollector:
             f"Seconds since each worker's last heartbeat (workers seen in the last {fleet.SEEN:g} s).",
             labels=["worker", "pool"],
         )
-        states = GaugeMetricFamily(
+        by_state = GaugeMetricFamily(
             "farm_workers", f"Workers seen in the last {fleet.SEEN:g} s, by state.", labels=["pool", "state"]
         )
         count: dict[tuple[str, str], int] = defaultdict(int)
@@ -216,5 +216,5 @@ class FarmCollector:
             count[w.pool, w.state] += 1
         for pool in _pools(w.pool for w in rows):
             for state in fleet.STATES:
-                states.add_metric([pool, state], count[pool, state])
-        yield from (age, states)
+                by_state.add_metric([pool, state], count[pool, state])
+        yield from (age, by_state)

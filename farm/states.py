@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
@@ -35,6 +35,16 @@ UNSTARTED = (S.queued, S.released)  #: not yet on a worker: cancel or reprioriti
 ACTIVE = (S.released, S.running)  #: holding (or about to hold) a worker
 FINISHED = (S.done, S.failed, S.canceled)  #: nothing more happens unless someone retries
 RETRYABLE = (S.failed, S.canceled)  #: ended without a clip: a retry queues them again
+
+
+def counts(session: Session, key: Any, keys: Iterable[Any] | None = None) -> dict[Any, dict[TakeState, int]]:
+    """Takes by state, grouped by a column of Take (`keys`: only these values, each present)."""
+    stmt = select(key, Take.state, func.count()).group_by(key, Take.state)
+    wanted = None if keys is None else list(keys)
+    out: dict[Any, dict[TakeState, int]] = {k: {} for k in wanted or ()}
+    for value, state, n in session.execute(stmt if wanted is None else stmt.where(key.in_(wanted))):
+        out.setdefault(value, {})[state] = n
+    return out
 
 
 def _move(

@@ -17,6 +17,13 @@ from .probe import probe_audio, probe_image
 from .specs import MODES, ModelSpec, get_spec
 
 
+def _guidance(which: str, what: str) -> Any:
+    """A guidance scale parameter: the resolved request holds it in `scales`."""
+    label, help = f"{which.capitalize()} guidance", f"how strongly {what} steers"
+    default = lambda spec: getattr(spec.guidance, which)
+    return param(float, label, help, default=default, minimum=-100, maximum=100, advanced=True, attr=f"scales.{which}")
+
+
 @dataclass(frozen=True)
 class RenderRequest:
     prompt: str = param(
@@ -62,36 +69,9 @@ class RenderRequest:
     shift: float | None = param(
         float, "Shift", "the sampler's timestep shift", default=lambda s: s.shift, positive=True, advanced=True
     )
-    scale_text: float | None = param(
-        float,
-        "Text guidance",
-        "how strongly the prompt steers",
-        default=lambda s: s.guidance.text,
-        minimum=-100,
-        maximum=100,
-        advanced=True,
-        attr="scales.text",
-    )
-    scale_audio: float | None = param(
-        float,
-        "Audio guidance",
-        "how strongly the audio steers",
-        default=lambda s: s.guidance.audio,
-        minimum=-100,
-        maximum=100,
-        advanced=True,
-        attr="scales.audio",
-    )
-    scale_image: float | None = param(
-        float,
-        "Image guidance",
-        "how strongly the reference image steers",
-        default=lambda s: s.guidance.image,
-        minimum=-100,
-        maximum=100,
-        advanced=True,
-        attr="scales.image",
-    )
+    scale_text: float | None = _guidance("text", "the prompt")
+    scale_audio: float | None = _guidance("audio", "the audio")
+    scale_image: float | None = _guidance("image", "the reference image")
 
     def resolved(self, probe_files: bool = True) -> ResolvedRequest:
         """Apply the checkpoint's defaults and check every field.

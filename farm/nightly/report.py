@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import states, usage
@@ -40,14 +40,7 @@ def reports(session: Session, limit: int = 60, night: date | None = None) -> lis
     stmt = select(HeroNight).order_by(HeroNight.night.desc()).limit(limit)
     records = session.execute(stmt if night is None else stmt.where(HeroNight.night == night)).scalars().all()
     nights = [r.night for r in records]
-    counts: dict[date, dict[TakeState, int]] = {n: {} for n in nights}
-    for n, state, count in session.execute(
-        select(Take.hero_night, Take.state, func.count())
-        .where(Take.hero_night.in_(nights))
-        .group_by(Take.hero_night, Take.state)
-    ):
-        assert n is not None  # filtered to the nights above
-        counts[n][state] = count
+    counts = states.counts(session, Take.hero_night, nights)
     gpu = usage.by(session, Take.hero_night, where=[Take.hero_night.in_(nights)])
     return [_report(r, counts[r.night], gpu[r.night].gpu_seconds if r.night in gpu else 0.0) for r in records]
 
