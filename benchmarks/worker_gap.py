@@ -31,7 +31,7 @@ from farm.migrate import upgrade
 from farm.settings import Settings
 from farm.storage import LocalStorage, asset_key
 from farm.tables import Asset
-from models.media import file_sha256
+from models.probe import file_sha256
 from workers.explore import ExploreRuntime
 
 

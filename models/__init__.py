@@ -6,12 +6,16 @@ checkpoints.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import CheckpointError, InputError, ModelsError, RenderCanceled
-from .pipeline import OnStep, Pipeline, RenderResult
 from .request import RenderRequest
 from .specs import MODES, SPECS, ModelSpec, get_spec
+
+if TYPE_CHECKING:
+    from .pipeline import OnStep, Pipeline, RenderResult
 
 __all__ = [
     "MODES",
@@ -30,11 +34,29 @@ __all__ = [
     "render",
 ]
 
+#: imported on first use (PEP 562): the farm's API and dispatcher import this package for its
+#: requests and errors alone, and must not pay for torch, diffusers and transformers
+_FROM_PIPELINE = ("OnStep", "Pipeline", "RenderResult")
+
+
+def __getattr__(name: str):
+    if name not in _FROM_PIPELINE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(".pipeline", __name__), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
 _pipelines: dict[tuple[str, str, str], Pipeline] = {}
 
 
 def load_pipeline(checkpoint: str, weights: str | Path | None = None, device: str | None = None) -> Pipeline:
     """The pipeline for a checkpoint, loaded once per process and reused."""
+    from .pipeline import Pipeline
     from .weights import weights_dir
 
     folder = weights_dir(checkpoint, weights)

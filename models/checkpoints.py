@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -107,7 +107,7 @@ def _open_index(path: Path) -> StateSource:
     return _open_shards(path, shards)
 
 
-def _open_shards(path: Path, shards: dict[Path, list[str] | None]) -> StateSource:
+def _open_shards(path: Path, shards: Mapping[Path, list[str] | None]) -> StateSource:
     keys: list[str] = []
     for shard, listed in shards.items():
         with safe_open(shard, framework="pt") as f:

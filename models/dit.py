@@ -1,7 +1,7 @@
 """The HuMo diffusion transformer: Wan2.1 blocks plus audio cross-attention in every block.
 
-Module and parameter names equal the official checkpoint's keys (see
-shared/reference/humo_checkpoint_keys.json), so a state dict loads with no renaming.
+Module and parameter names equal the official checkpoint's keys (the test's copy of them:
+tests/models/data/humo_checkpoint_keys.json), so a state dict loads with no renaming.
 
 Precision follows Wan: the residual stream, the time embedding, the modulation and the
 output head stay in float32; the big matrix products run in the weights' dtype (bf16 on
@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .errors import ShapeError
 from .specs import DiTConfig
 
 
@@ -57,6 +58,13 @@ def rope_table(grid: tuple[int, int, int], head_dim: int, device: torch.device) 
         dim=-1,
     ).reshape(f * h * w, 1, pairs)
     return torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1).to(device=device, dtype=torch.float32)
+
+
+def float32_sequential(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Run a Sequential with its Linears in float32 whatever the weights' dtype (Wan's time embedding)."""
+    for layer in layers:
+        x = F.linear(x, layer.weight.float(), layer.bias.float()) if isinstance(layer, nn.Linear) else layer(x)
+    return x
 
 
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -201,7 +209,9 @@ class Block(nn.Module):
     def forward(self, x, e, context, audio, rope, frames, shard: SequenceShard | None = None):
         # x [B, L, C] float32; e [B, 6, C] float32; context [B, text_len, C]; audio [B, F*T, A]
         # (with a shard: x and rope hold this process's L/P tokens; audio stays whole)
-        dtype = self.ffn[0].weight.dtype
+        # Wan's pre-norm: norm1 + t modulation -> self-attn (gated), norm3 (affine) -> text cross-attn,
+        # norm1_audio (affine) -> audio cross-attn, norm2 + t modulation -> FFN (gated); t modulates no cross-attn
+        dtype = self.modulation.dtype  # the weights' dtype, the matmuls' (the modulation is applied in float32)
         # six [B, 1, C] float32 modulations; addcmul fuses modulate and gated residual
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).unsqueeze(2).unbind(1)
         h = torch.addcmul(shift1, self.norm1(x), 1 + scale1)
@@ -225,12 +235,15 @@ class Head(nn.Module):
         return F.linear(h, self.head.weight.float(), self.head.bias.float())
 
 
-class AdapterLayer(nn.Module):
+Layer = TypeVar("Layer", bound=nn.Module)
+
+
+class AdapterLayer(nn.Module, Generic[Layer]):
     """Holds one layer under `.layer`, the official audio_proj's key layout."""
 
-    def __init__(self, layer: nn.Module):
+    def __init__(self, layer: Layer):
         super().__init__()
-        self.layer = layer
+        self.layer: Layer = layer
 
     def forward(self, x):
         return self.layer(x)
@@ -273,28 +286,57 @@ class HumoDiT(nn.Module):
         self.head = Head(cfg)
         self.audio_proj = AudioProjection(cfg)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype (load_into casts them all to one); the big matrix products run in it."""
+        return self.patch_embedding.weight.dtype
+
     def compile_blocks(self) -> HumoDiT:
         """torch.compile each block (one shared graph: blocks differ only in weights).
 
         Fuses the float32 norm/modulate/gate/RoPE element-wise work around the matmuls.
         The result is the same function; compile once per process and frame size.
+        forward itself stays eager: its input checks and the embeddings run outside the graphs.
         """
         for block in self.blocks:
             block.compile(dynamic=False)
         return self
 
+    @property
+    def blocks_compiled(self) -> bool:
+        """Whether every block runs through torch.compile (nn.Module.compile sets _compiled_call_impl)."""
+        return all(getattr(block, "_compiled_call_impl", None) is not None for block in self.blocks)
+
+    def check_inputs(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, audio_windows: torch.Tensor) -> None:
+        """Raise ShapeError naming the first input whose shape forward cannot take.
+
+        Only Python ints are compared: nothing syncs the device, and a compiled caller guards on
+        shapes anyway.
+        """
+        c = self.cfg
+        if x.ndim != 5 or x.shape[1] != c.in_dim:
+            raise ShapeError(f"x: expected [B, in_dim={c.in_dim}, F, H, W], got {list(x.shape)}")
+        b, _, f, h, w = x.shape
+        if f % c.patch_size[0] or h % c.patch_size[1] or w % c.patch_size[2]:
+            raise ShapeError(f"x: F, H, W = {f}, {h}, {w} must be multiples of the patch size {c.patch_size}")
+        audio = {"audio_window": c.audio_window, "audio_blocks": c.audio_blocks, "audio_channels": c.audio_channels}
+        for name, tensor, dims in (
+            ("t", t, {"B": b}),
+            ("text", text, {"B": b, "text_len": c.text_len, "text_dim": c.text_dim}),
+            ("audio_windows", audio_windows, {"B": b, "F": f, **audio}),
+        ):
+            if tuple(tensor.shape) != tuple(dims.values()):
+                want = ", ".join(f"{k}={v}" for k, v in dims.items())
+                raise ShapeError(f"{name}: expected [{want}] for x of shape {list(x.shape)}, got {list(tensor.shape)}")
+
     def embed_text(self, text: torch.Tensor) -> torch.Tensor:
         """[B, text_len, text_dim] (zero-padded umT5 states) -> [B, text_len, C]."""
-        return self.text_embedding(text.to(self.text_embedding[0].weight.dtype))
+        return self.text_embedding(text.to(self.dtype))
 
     def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B] timesteps -> e [B, C] and the six modulations e0 [B, 6, C], in float32."""
-        h = sinusoidal_embedding(self.cfg.freq_dim, t).float()
-        for layer in self.time_embedding:
-            h = F.linear(h, layer.weight.float(), layer.bias.float()) if isinstance(layer, nn.Linear) else layer(h)
-        proj = self.time_projection[1]
-        e0 = F.linear(F.silu(h), proj.weight.float(), proj.bias.float()).unflatten(1, (6, -1))
-        return h, e0
+        e = float32_sequential(self.time_embedding, sinusoidal_embedding(self.cfg.freq_dim, t).float())
+        return e, float32_sequential(self.time_projection, e).unflatten(1, (6, -1))
 
     def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """[B, C_in, F, H, W] -> float32 tokens [B, L, C] and their (F, H/2, W/2) grid."""
@@ -324,8 +366,9 @@ class HumoDiT(nn.Module):
         x: [B, in_dim, F, H, W] latents (plus conditioning channels for 17B);
         t: [B] timesteps in [0, 1000); text: [B, text_len, text_dim];
         audio_windows: [B, F, W, 5, A_in] Whisper feature windows, one per latent frame.
-        Returns [B, out_dim, F, H, W] in float32.
+        Returns [B, out_dim, F, H, W] in float32. A wrong shape is a ShapeError naming the input.
         """
+        self.check_inputs(x, t, text, audio_windows)
         # 1. patchify: [B, C, F, H/2, W/2] -> [B, L, C], float32 residual stream
         tokens, grid = self.patchify(x)
         # 2. conditioning

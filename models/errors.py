@@ -29,3 +29,7 @@ class RenderCanceled(ModelsError):
 
 class GroupSizeError(ModelsError, ValueError):
     """The sequence-parallel group size does not divide the model's head count."""
+
+
+class ShapeError(ModelsError, ValueError):
+    """A tensor handed to a model has the wrong shape; the message names it and what was expected."""

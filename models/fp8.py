@@ -10,14 +10,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .dit import HumoDiT
+
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = torch.finfo(E4M3).max
 
 
 def supported(device: torch.device | str = "cuda") -> bool:
-    if not torch.cuda.is_available():
+    """Whether `device` has FP8 tensor cores (CUDA compute capability 8.9+)."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
         return False
-    return torch.cuda.get_device_capability(torch.device(device)) >= (8, 9)
+    return torch.cuda.get_device_capability(device) >= (8, 9)
 
 
 def _quantise_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,6 +33,9 @@ def _quantise_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class FP8Linear(nn.Module):
     """A Linear whose product runs in FP8; keeps the original's parameters for the state dict."""
+
+    weight_fp8: torch.Tensor
+    weight_scale: torch.Tensor
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -48,20 +55,33 @@ class FP8Linear(nn.Module):
         return out.reshape(*shape[:-1], self.out_features)
 
 
-def enable_fp8(dit: nn.Module) -> int:
-    """Swap the per-token linears of every block for FP8Linear; returns how many were swapped."""
+#: the per-token linears of a block, by path. Cross-attention k/v see only the 512 text tokens
+#: (and the audio's the few audio tokens): too little work to gain from fp8.
+TARGETS = (
+    "self_attn.q",
+    "self_attn.k",
+    "self_attn.v",
+    "self_attn.o",
+    "cross_attn.q",
+    "cross_attn.o",
+    "audio_cross_attn_wrapper.audio_cross_attn.q",
+    "audio_cross_attn_wrapper.audio_cross_attn.o",
+    "ffn.0",
+    "ffn.2",
+)
+
+
+def enable_fp8(dit: HumoDiT) -> int:
+    """Swap the TARGETS of every block for FP8Linear; returns how many were swapped.
+
+    A linear whose sizes are not multiples of 16 (what _scaled_mm needs) stays as it is.
+    """
     swapped = 0
     for block in dit.blocks:
-        targets = [(block.self_attn, n) for n in ("q", "k", "v", "o")]
-        targets += [(block.cross_attn, n) for n in ("q", "o")]  # k/v see only 512 text tokens
-        targets += [(block.audio_cross_attn_wrapper.audio_cross_attn, n) for n in ("q", "o")]
-        targets += [(block.ffn, "0"), (block.ffn, "2")]
-        for owner, name in targets:
-            layer = getattr(owner, name) if not name.isdigit() else owner[int(name)]
+        for path in TARGETS:
+            layer = block.get_submodule(path)
             if isinstance(layer, nn.Linear) and layer.in_features % 16 == 0 and layer.out_features % 16 == 0:
-                if name.isdigit():
-                    owner[int(name)] = FP8Linear(layer)
-                else:
-                    setattr(owner, name, FP8Linear(layer))
+                owner, _, name = path.rpartition(".")
+                setattr(block.get_submodule(owner), name, FP8Linear(layer))  # also replaces Sequential's "0"
                 swapped += 1
     return swapped

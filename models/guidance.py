@@ -16,8 +16,30 @@ The reference ships TA and TIA; T and TI follow the same rules without the missi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from .specs import ModelSpec
+
+@dataclass(frozen=True)
+class GuidanceDefaults:
+    """A checkpoint's guidance scales and switch, as its ModelSpec states them."""
+
+    text: float
+    audio: float
+    image: float = 0.0  #: only the 1.7B uses a separate image scale (its TIA has 4 passes)
+    #: 17B: above this timestep the negative keeps the image; below it the negative is fully
+    #: null and the text scale drops by `late_text_drop`. None: no switch (1.7B).
+    switch_timestep: float | None = None
+    late_text_drop: float = 0.0
+
+
+class GuidedSpec(Protocol):
+    """What guidance needs of a checkpoint (models.specs.ModelSpec is one); specs depends on us, not back."""
+
+    @property
+    def image_conditioning(self) -> str: ...  # "overwrite" (1.7B) or "concat" (17B)
+
+    @property
+    def guidance(self) -> GuidanceDefaults: ...
 
 
 @dataclass(frozen=True)
@@ -36,12 +58,12 @@ class Scales:
     image: float
 
 
-def default_scales(spec: ModelSpec) -> Scales:
+def default_scales(spec: GuidedSpec) -> Scales:
     g = spec.guidance
     return Scales(text=g.text, audio=g.audio, image=g.image)
 
 
-def passes_for(spec: ModelSpec, mode: str, t: float, scales: Scales | None = None) -> list[tuple[Condition, float]]:
+def passes_for(spec: GuidedSpec, mode: str, t: float, scales: Scales | None = None) -> list[tuple[Condition, float]]:
     """The chain for one step: [(condition, scale)], the first one's scale unused (0)."""
     s = scales or default_scales(spec)
     image, audio = "I" in mode, "A" in mode

@@ -1,13 +1,11 @@
-"""Reading the reference image and audio, writing the clip (PyAV) and its thumbnail.
+"""Decoding the reference image and audio, writing the clip (PyAV) and its thumbnail.
 
-Inputs are checked here, at the edge: an unreadable or unsupported file is an InputError
+The files are opened through models.probe, so a bad one fails with the same InputError
 naming the field and the format found.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -15,80 +13,13 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .errors import InputError
-
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB chunks."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
+from .probe import open_audio, open_image
 
 AUDIO_RATE = 16_000  #: Hz, what Whisper hears
 MUX_RATE = 48_000  #: Hz, the clip's AAC track
-
-
-@contextmanager
-def _open_image(path: str | Path) -> Iterator[Image.Image]:
-    """Open a supported image, turning every failure into an InputError on `image`."""
-    name = Path(path).name
-    try:
-        with Image.open(path) as img:
-            if img.format not in IMAGE_FORMATS:
-                raise InputError(
-                    "image", f"unsupported image format {img.format}; use one of {', '.join(IMAGE_FORMATS)}"
-                )
-            yield img
-    except FileNotFoundError:
-        raise InputError("image", f"file not found: {path}") from None
-    except UnidentifiedImageError:
-        raise InputError("image", f"{name} is not a readable image; use PNG, JPEG or WEBP") from None
-    except OSError as exc:
-        raise InputError("image", f"{name} could not be decoded ({exc}); re-export it as PNG or JPEG") from None
-
-
-@contextmanager
-def _open_audio(path: str | Path) -> Iterator[tuple[av.container.InputContainer, av.AudioStream]]:
-    """Open a file's first audio stream, turning every failure into an InputError on `audio`."""
-    name = Path(path).name
-    if not Path(path).is_file():
-        raise InputError("audio", f"file not found: {path}")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise InputError(
-                    "audio", f"{name} ({container.format.name}) has no audio stream; give a WAV, MP3, FLAC or M4A file"
-                )
-            yield container, container.streams.audio[0]
-    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise InputError(
-            "audio", f"{name} is not a readable audio file ({exc}); give a WAV, MP3, FLAC or M4A file"
-        ) from None
-
-
-def probe_image(path: str | Path) -> tuple[str, int, int]:
-    """Check the image is readable and supported without decoding it: (format, width, height)."""
-    with _open_image(path) as img:
-        return img.format, img.width, img.height
-
-
-def probe_audio(path: str | Path) -> float:
-    """Check the file holds a decodable audio stream without decoding it all: its seconds."""
-    with _open_audio(path) as (container, stream):
-        if next(container.decode(stream), None) is None:  # the codec really decodes
-            raise InputError("audio", f"{Path(path).name} holds no audio samples")
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        return float(container.duration or 0) / 1e6
 
 
 def load_image(path: str | Path, width: int, height: int) -> torch.Tensor:
@@ -96,7 +27,7 @@ def load_image(path: str | Path, width: int, height: int) -> torch.Tensor:
 
     Returns [3, height, width] float32 in [-1, 1].
     """
-    with _open_image(path) as img:
+    with open_image(path) as img:
         img = ImageOps.exif_transpose(img).convert("RGB")
     scale = min(width / img.width, height / img.height)
     size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
@@ -109,7 +40,7 @@ def load_image(path: str | Path, width: int, height: int) -> torch.Tensor:
 
 def load_audio(path: str | Path, rate: int = AUDIO_RATE) -> torch.Tensor:
     """Decode any audio FFmpeg reads to mono float32 samples at `rate`: [N]."""
-    with _open_audio(path) as (container, stream):
+    with open_audio(path) as (container, stream):
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
         chunks = [
             out.to_ndarray().reshape(-1) for frame in container.decode(stream) for out in resampler.resample(frame)
@@ -156,15 +87,13 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int, audio: torch.Tenso
         video.width, video.height = frames.shape[2], frames.shape[1]
         video.pix_fmt = "yuv420p"
         video.options = {"crf": "18", "preset": "medium"}
-        astream = None
-        if audio is not None:
-            astream = out.add_stream("aac", rate=MUX_RATE, layout="mono")
+        astream = None if audio is None else out.add_stream("aac", rate=MUX_RATE, layout="mono")
         for image in frames:
             for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 out.mux(packet)
         for packet in video.encode():
             out.mux(packet)
-        if astream is not None:
+        if audio is not None:
             _mux_audio(out, astream, audio, audio_rate)
 
 

@@ -6,6 +6,9 @@ render(request, on_step):
 2. Denoise: for each of `steps` timesteps, run the guidance chain's DiT passes, combine
    them, step the UniPC sampler; call on_step(i, n) after every step.
 3. Drop the reference frame, decode with the VAE, fit the audio to the clip.
+
+The result records the engine settings the render used, read from the live scheduler and
+DiT (`RenderResult.engine`), so a manifest states what ran, not what was meant to.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,9 +30,11 @@ from .audio import AudioEncoder, windows
 from .checkpoints import files_sha256, load_into, open_checkpoint
 from .dit import HumoDiT
 from .errors import CheckpointError, InputError
+from .fp8 import FP8Linear, enable_fp8, supported
 from .guidance import Condition, combine, passes_for
+from .probe import file_sha256
 from .request import RenderRequest, ResolvedRequest
-from .sampler import make_scheduler, model_timesteps
+from .sampler import describe, make_scheduler, model_timesteps
 from .specs import ModelSpec, get_spec
 from .text import TextEncoder, build_text_encoder
 from .text import official_key_map as text_key_map
@@ -61,6 +66,8 @@ class RenderResult:
     audio: torch.Tensor | None  #: mono samples fitted to the clip's length
     audio_fit: media.AudioFit
     timings: dict[str, float] = field(default_factory=dict)  #: seconds per stage
+    #: the settings the render ran with, JSON-ready: {"sampler", "passes", "dit"} (Pipeline.engine_settings)
+    engine: dict = field(default_factory=dict)
 
     @cached_property
     def frames(self) -> np.ndarray:
@@ -89,7 +96,7 @@ class Pipeline:
         audio: AudioEncoder,
         *,
         device: torch.device,
-        zero_latent_files: list[Path] = (),
+        zero_latent_files: Sequence[Path] = (),
     ):
         self.spec, self.dit, self.vae, self.text, self.audio = spec, dit.eval(), vae, text, audio
         self.device = torch.device(device)
@@ -101,6 +108,7 @@ class Pipeline:
         self.batch_passes = False
         self.cache_size = 16  #: encodings kept (prompts, audio tracks, reference images)
         self._encodings: dict[tuple, object] = {}
+        self._pinned: set[torch.nn.Module] = set()  #: encoders whose CPU weights are pinned
 
     # -- loading ------------------------------------------------------------------------
     @classmethod
@@ -122,6 +130,8 @@ class Pipeline:
         spec = get_spec(checkpoint)
         weights = Path(weights)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if fp8 and not supported(device):  # before any weights load
+            raise CheckpointError("fp8 needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper)")
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         files = spec.files
         keep_on = device if device.type == "cpu" else torch.device("cpu")  # encoders wait on the CPU
@@ -161,10 +171,6 @@ class Pipeline:
         audio = AudioEncoder.from_folder(weights / files.whisper)
         audio.encoder.to(keep_on, torch.float32)  # the reference runs Whisper in float32
         if fp8:
-            from .fp8 import enable_fp8, supported
-
-            if not supported(device):
-                raise CheckpointError("fp8 needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper)")
             enable_fp8(dit)
         if compile if compile is not None else device.type == "cuda":
             dit.compile_blocks()
@@ -193,11 +199,11 @@ class Pipeline:
             return
         params = list(module.parameters())
         homes = [p.data for p in params]
-        if not getattr(module, "_pinned", False):
+        if module not in self._pinned:
             homes = [h.pin_memory() for h in homes]
             for p, h in zip(params, homes):
                 p.data = h
-            module._pinned = True
+            self._pinned.add(module)
         for p, h in zip(params, homes):
             p.data = h.to(self.device, non_blocking=True)
         try:
@@ -231,21 +237,19 @@ class Pipeline:
         height, width = req.height // 8, req.width // 8
         samples = None
         if req.audio:
-            samples, feats = self._cached(
-                ("audio", media.file_sha256(req.audio)), lambda: self._encode_audio(req.audio)
-            )
+            samples, feats = self._cached(("audio", file_sha256(req.audio)), lambda: self._encode_audio(req.audio))
         else:
             feats = torch.zeros(req.frames, 5, self.spec.dit.audio_channels)
         wins = windows(feats, req.frames)  # [F, 8, 5, A]
         wins = torch.cat([wins, wins.new_zeros(1, *wins.shape[1:])])  # the reference frame hears nothing
         reference = torch.zeros(self.spec.vae.z_dim, 1, height, width, device=self.device)
-        if req.image:
+        if image := req.image:
 
             def encode_image():
-                pixels = media.load_image(req.image, req.width, req.height)
+                pixels = media.load_image(image, req.width, req.height)
                 return self.vae.encode(pixels[None, :, None])[0].to(self.device)
 
-            reference = self._cached(("image", media.file_sha256(req.image), req.width, req.height), encode_image)
+            reference = self._cached(("image", file_sha256(image), req.width, req.height), encode_image)
         zero = None
         if self.spec.image_conditioning == "concat":
             zero = self.zero_latents(req.height, req.width, req.latent_frames + 1)
@@ -283,40 +287,74 @@ class Pipeline:
             ref = inputs.reference if cond.image else torch.zeros_like(inputs.reference)
             return torch.cat([latents[:, :-1], ref], dim=1)
         zero = inputs.zero_latents
+        if zero is None:
+            raise ValueError("channel-concat conditioning needs Inputs.zero_latents (see encode_inputs)")
         mask = torch.zeros(4, *latents.shape[1:], device=latents.device)
         mask[:, -1] = 1
         cond_latent = torch.cat([zero[:, :-1], inputs.reference], dim=1) if cond.image else zero
         return torch.cat([latents, mask, cond_latent], dim=0)
 
-    def _predict(self, latents: torch.Tensor, t: torch.Tensor, chain, inputs: Inputs) -> torch.Tensor:
+    def _predict(
+        self, latents: torch.Tensor, t: torch.Tensor, conds: list[Condition], inputs: Inputs
+    ) -> list[torch.Tensor]:
+        """One DiT prediction per condition: one batched call, or one call each."""
+
         def batch(conds):
             x = torch.stack([self._pass_input(latents, c, inputs) for c in conds])
             text = torch.cat([inputs.text if c.text else inputs.negative for c in conds])
             audio = torch.cat([inputs.audio if c.audio else torch.zeros_like(inputs.audio) for c in conds])
             return self.dit(x, t.expand(len(conds)), text, audio)
 
-        conds, scales = [c for c, _ in chain], [s for _, s in chain]
         if self.batch_passes:
-            preds = list(batch(conds).unbind(0))
-        else:
-            preds = [batch([c])[0] for c in conds]
-        return combine(preds, scales)
+            return list(batch(conds).unbind(0))
+        return [batch([c])[0] for c in conds]
 
     @torch.no_grad()
-    def denoise(self, req: ResolvedRequest, inputs: Inputs, on_step: OnStep | None = None) -> torch.Tensor:
-        """Returns the final latents [16, F+1, h, w] (reference frame still last)."""
+    def denoise(
+        self, req: ResolvedRequest, inputs: Inputs, on_step: OnStep | None = None, engine: dict | None = None
+    ) -> torch.Tensor:
+        """Returns the final latents [16, F+1, h, w] (reference frame still last).
+
+        engine: when given, filled with the settings this loop ran with (see `engine_settings`).
+        """
         shape = (self.spec.vae.z_dim, req.latent_frames + 1, req.height // 8, req.width // 8)
         generator = torch.Generator(device=self.device).manual_seed(req.seed)
         latents = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
         scheduler = make_scheduler(req.steps, req.shift)
         timesteps = model_timesteps(scheduler)
+        passes: list[int] = []  #: DiT predictions made at each step
         for i, t in enumerate(timesteps):
             chain = passes_for(self.spec, req.mode, float(t), req.scales)
-            pred = self._predict(latents, t.to(self.device)[None], chain, inputs)
+            preds = self._predict(latents, t.to(self.device)[None], [c for c, _ in chain], inputs)
+            passes.append(len(preds))
+            pred = combine(preds, [s for _, s in chain])
             latents = scheduler.step(pred[None], scheduler.timesteps[i], latents[None], return_dict=False)[0][0]
             if on_step is not None:
                 on_step(i + 1, len(timesteps))
+        if engine is not None:
+            engine.update(self.engine_settings(scheduler, passes))
         return latents
+
+    def engine_settings(self, scheduler, passes: list[int]) -> dict:
+        """What a denoising loop ran with, read from the live scheduler and DiT (JSON types).
+
+        passes: the DiT predictions made at each step; "each" is their count when every step made
+        the same number (None otherwise).
+        """
+        return {
+            "sampler": {**describe(scheduler), "steps": len(passes)},
+            "passes": {
+                "per_step": passes,
+                "each": passes[0] if len(set(passes)) == 1 else None,
+                "batched": self.batch_passes,
+            },
+            "dit": {
+                "dtype": str(self.dit.dtype).removeprefix("torch."),
+                "device": self.dit.patch_embedding.weight.device.type,
+                "compiled": self.dit.blocks_compiled,
+                "fp8": any(isinstance(m, FP8Linear) for m in self.dit.modules()),
+            },
+        }
 
     # -- the whole take ---------------------------------------------------------------------
     @torch.no_grad()
@@ -339,10 +377,11 @@ class Pipeline:
 
         inputs = self.encode_inputs(req)
         lap("encode")
-        latents = self.denoise(req, inputs, on_step)
+        engine: dict = {}
+        latents = self.denoise(req, inputs, on_step, engine)
         lap("denoise")
         latents = latents[:, :-1]
         video = self.vae.decode(latents[None])[0].cpu()
         lap("decode")
         audio, fit = media.fit_audio(inputs.samples, media.AUDIO_RATE, req.frames, req.spec.fps)
-        return RenderResult(req, video, latents.cpu(), audio, fit, timings)
+        return RenderResult(req, video, latents.cpu(), audio, fit, timings, engine)

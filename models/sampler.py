@@ -33,3 +33,14 @@ def make_scheduler(steps: int, shift: float) -> UniPCMultistepScheduler:
 def model_timesteps(scheduler: UniPCMultistepScheduler) -> torch.Tensor:
     """The integer timesteps Wan's DiT sees at each step."""
     return scheduler.timesteps.to(torch.float64).floor().to(torch.int64)
+
+
+def describe(scheduler: UniPCMultistepScheduler) -> dict:
+    """The sampler's settings as its config holds them (JSON types), for the render's record."""
+    cfg = scheduler.config
+    return {
+        "name": type(scheduler).__name__,
+        "prediction_type": cfg.prediction_type,
+        "solver_order": int(cfg.solver_order),
+        "shift": float(cfg.flow_shift),
+    }

@@ -26,6 +26,7 @@ The group size must divide the head count (HuMo-17B has 40 heads: 2, 4, 5, 8, ..
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -75,7 +76,7 @@ class Shard:
     frames: int  #: F, latent frames in the whole sequence
     frame_tokens: int  #: S, tokens per latent frame
     rope: torch.Tensor  #: [size, 1, D/2, 2] RoPE at the slice's global positions
-    exchange: object = field(repr=False)  #: DistributedAttention over the group
+    exchange: Callable[..., torch.Tensor] = field(repr=False)  #: DistributedAttention over the group
 
     # -- the SequenceShard protocol of models.dit ----------------------------------------
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -156,6 +157,7 @@ class SequenceParallelDiT(HumoDiT):
         self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, audio_windows: torch.Tensor
     ) -> torch.Tensor:
         """HumoDiT.forward's contract; every rank passes the same inputs and gets the whole output."""
+        self.check_inputs(x, t, text, audio_windows)
         # 1. patchify the whole latent, keep this rank's slice [B, L/P, C]
         tokens, grid = self.patchify(x)
         shard = self.shard(grid, tokens.device)

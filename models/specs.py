@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import InputError
+from .guidance import GuidanceDefaults, passes_for
 
 
 @dataclass(frozen=True)
@@ -75,17 +76,6 @@ class WhisperConfig:
 
 
 @dataclass(frozen=True)
-class GuidanceDefaults:
-    text: float
-    audio: float
-    image: float = 0.0  #: only the 1.7B uses a separate image scale (its TIA has 4 passes)
-    #: 17B: above this timestep the negative keeps the image; below it the negative is fully
-    #: null and the text scale drops by `late_text_drop`. None: no switch (1.7B).
-    switch_timestep: float | None = None
-    late_text_drop: float = 0.0
-
-
-@dataclass(frozen=True)
 class WeightFiles:
     """Paths inside a weights folder laid out like the official release."""
 
@@ -130,8 +120,6 @@ class ModelSpec:
 
     @property
     def passes_per_step(self) -> dict[str, int]:
-        from .guidance import passes_for
-
         return {mode: len(passes_for(self, mode, 999)) for mode in MODES}
 
 

@@ -61,12 +61,12 @@ def official_key(key: str, cfg: VAEConfig) -> str:
         per_block = cfg.num_res_blocks + 2
         block, kind = int(rest[1]), rest[2]
         if kind == "resnets":
-            index, tail = block * per_block + int(rest[3]), _resnet_tail(rest[4:])
+            position, tail = block * per_block + int(rest[3]), _resnet_tail(rest[4:])
         elif kind == "upsamplers":
-            index, tail = block * per_block + cfg.num_res_blocks + 1, rest[4:]
+            position, tail = block * per_block + cfg.num_res_blocks + 1, rest[4:]
         else:
             raise KeyError(key)
-        return ".".join([head, "upsamples", str(index), *tail])
+        return ".".join([head, "upsamples", str(position), *tail])
     raise KeyError(key)
 
 

@@ -4,7 +4,7 @@ from models.audio import AudioEncoder, merge_layers, windows
 from models.media import load_audio
 from models.specs import TINY
 
-from .conftest import write_wav
+from ..conftest import write_wav
 
 
 def numbered(frames: int, channels: int = 3) -> torch.Tensor:

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from models.dit import HumoDiT, apply_rope, rope_table
+from models.errors import ModelsError, ShapeError
 from models.specs import HUMO_1_7B, HUMO_17B, TINY
 from models.tiny import random_dit
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "humo_checkpoint_keys.json"
+REFERENCE = Path(__file__).parent / "data" / "humo_checkpoint_keys.json"  #: official key names and shapes
 
 
 @pytest.mark.parametrize("spec,name", [(HUMO_1_7B, "HuMo-1.7B"), (HUMO_17B, "HuMo-17B")])
@@ -79,3 +80,52 @@ def test_rope_rotates_pairs_by_position_and_keeps_norm():
     e, o = x[0, 12, 0, 0], x[0, 12, 0, 1]
     c, s = torch.cos(torch.tensor(1.0)), torch.sin(torch.tensor(1.0))
     torch.testing.assert_close(y[0, 12, 0, :2], torch.stack([e * c - o * s, e * s + o * c]))
+
+
+def reshaped(index: int, shape):
+    """tiny_inputs() with input `index` replaced by zeros of `shape`."""
+    args = list(tiny_inputs())
+    args[index] = torch.zeros(shape, dtype=args[index].dtype)
+    return args
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (reshaped(0, (1, 15, 5, 6, 8)), r"x: expected \[B, in_dim=16, F, H, W\], got \[1, 15, 5, 6, 8\]"),
+        (reshaped(0, (16, 5, 6, 8)), r"x: expected \[B, in_dim=16, F, H, W\], got \[16, 5, 6, 8\]"),
+        (reshaped(0, (1, 16, 5, 7, 8)), r"x: F, H, W = 5, 7, 8 must be multiples of the patch size \(1, 2, 2\)"),
+        (reshaped(1, (2,)), r"t: expected \[B=1\] for x of shape \[1, 16, 5, 6, 8\], got \[2\]"),
+        (reshaped(1, ()), r"t: expected \[B=1\] .* got \[\]"),
+        (reshaped(2, (1, 32, 16)), r"text: expected \[B=1, text_len=32, text_dim=32\] .* got \[1, 32, 16\]"),
+        (reshaped(2, (1, 20, 32)), r"text: expected \[B=1, text_len=32, text_dim=32\] .* got \[1, 20, 32\]"),
+        (
+            reshaped(3, (1, 4, 8, 5, 32)),
+            r"audio_windows: expected \[B=1, F=5, audio_window=8, audio_blocks=5, audio_channels=32\] "
+            r"for x of shape \[1, 16, 5, 6, 8\], got \[1, 4, 8, 5, 32\]",
+        ),
+        (reshaped(3, (2, 5, 8, 5, 32)), r"audio_windows: expected \[B=1, F=5, .* got \[2, 5, 8, 5, 32\]"),
+        (reshaped(3, (1, 5, 8, 5, 16)), r"audio_windows: expected .*audio_channels=32\] .* got \[1, 5, 8, 5, 16\]"),
+    ],
+)
+def test_forward_names_the_input_of_a_wrong_shape(args, message):
+    dit = random_dit(TINY)
+    with pytest.raises(ShapeError, match=message) as info:
+        dit(*args)
+    assert isinstance(info.value, ModelsError) and isinstance(info.value, ValueError)
+
+
+def test_forward_checks_before_it_computes(monkeypatch):
+    dit = random_dit(TINY)
+    monkeypatch.setattr(dit, "patchify", lambda x: pytest.fail("patchify ran on bad input"))
+    with pytest.raises(ShapeError, match="text"):
+        dit(*reshaped(2, (1, 32, 16)))
+
+
+# importing inductor, torch warns about its own use of torch.jit (torch/utils/mkldnn.py), not ours
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compile_blocks_is_reported():
+    dit = random_dit(TINY)
+    assert not dit.blocks_compiled
+    dit.compile_blocks()  # wraps each block in torch.compile; nothing compiles until a call
+    assert dit.blocks_compiled

@@ -1,12 +1,18 @@
 """Rendering on the tiny models: every mode to a playable MP4 with its audio."""
 
+import json
+
 import av
 import numpy as np
 import pytest
 import torch
 
 from models import RenderCanceled, RenderRequest, render
+from models import pipeline as pipeline_module
+from models.guidance import passes_for
 from models.media import load_audio
+from models.sampler import make_scheduler, model_timesteps
+from models.specs import TINY
 
 
 def probe(path):
@@ -175,3 +181,54 @@ def test_encodings_are_reused_across_seeds(pipelines, media, monkeypatch):
     assert torch.equal(pipe.render(RenderRequest(**base, seed=1)).latents, first)  # the cache changes nothing
     pipe.render(RenderRequest(**{**base, "prompt": "another shot"}, seed=1))
     assert calls["text"] == 3 and calls["audio"] == 2
+
+
+#: latents[::2, 2, 3, 4] of the TIA render below, recorded from this code: a silent numerical change
+#: fails here. After an intended change, regenerate them by printing
+#: `[round(v, 6) for v in result.latents[::2, 2, 3, 4].tolist()]` in the test and pasting the values.
+EXPECTED_SLICE = [-0.360458, -0.686484, -1.255388, -2.667668, 1.065091, -0.02114, 0.456284, 0.55021]
+
+
+def test_tiny_tia_render_reproduces_its_recorded_latents(pipelines, media):
+    request = RenderRequest(
+        prompt="a presenter talks to camera", mode="TIA", image=str(media["image"]), audio=str(media["audio"]), seed=3
+    )
+    result = pipelines["tiny"].render(request)
+    assert result.latents.shape == (16, 5, 6, 8)
+    torch.testing.assert_close(result.latents[::2, 2, 3, 4], torch.tensor(EXPECTED_SLICE), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode,passes", [("TA", 3), ("TIA", 4)])
+def test_the_result_reports_the_engine_it_ran(pipelines, media, mode, passes):
+    request = RenderRequest(
+        prompt="p", mode=mode, image=str(media["image"]), audio=str(media["audio"]), steps=3, shift=3.0
+    )
+    engine = pipelines["tiny"].render(request).engine
+    assert json.loads(json.dumps(engine)) == engine  # the manifest writes it as it is
+    scheduler = make_scheduler(3, 3.0)
+    assert engine["sampler"] == {
+        "name": "UniPCMultistepScheduler",
+        "prediction_type": "flow_prediction",
+        "solver_order": scheduler.config.solver_order,
+        "steps": 3,
+        "shift": 3.0,
+    }
+    chains = [passes_for(TINY, mode, float(t)) for t in model_timesteps(scheduler)]
+    assert engine["passes"] == {"per_step": [len(c) for c in chains], "each": passes, "batched": False}
+    assert engine["dit"] == {"dtype": "float32", "device": "cpu", "compiled": False, "fp8": False}
+
+
+def test_the_engine_settings_are_read_from_the_objects_that_ran(pipelines, monkeypatch):
+    pipe = pipelines["tiny"]
+
+    def first_order(steps, shift):
+        scheduler = make_scheduler(steps, shift)
+        scheduler.register_to_config(solver_order=1)
+        return scheduler
+
+    monkeypatch.setattr(pipeline_module, "make_scheduler", first_order)
+    monkeypatch.setattr(pipe, "batch_passes", True)
+    engine = pipe.render(RenderRequest(prompt="p", mode="T", steps=2, shift=2.5)).engine
+    assert engine["sampler"]["solver_order"] == 1 and engine["sampler"]["shift"] == 2.5
+    assert engine["passes"] == {"per_step": [2, 2], "each": 2, "batched": True}
+    assert pipe.engine_settings(make_scheduler(2, 5.0), [3, 2])["passes"]["each"] is None  # unequal steps

@@ -1,0 +1,83 @@
+"""Checking the reference image and audio at the edge, without torch: PIL and PyAV only.
+
+An unreadable or unsupported file is an InputError naming the field and the format found.
+The farm's API and request validation import this module; decoding lives in models.media.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import av
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """Open a supported image, turning every failure into an InputError on `image`."""
+    name = Path(path).name
+    try:
+        with Image.open(path) as img:
+            if img.format not in IMAGE_FORMATS:
+                raise InputError(
+                    "image", f"unsupported image format {img.format}; use one of {', '.join(IMAGE_FORMATS)}"
+                )
+            yield img
+    except FileNotFoundError:
+        raise InputError("image", f"file not found: {path}") from None
+    except UnidentifiedImageError:
+        raise InputError("image", f"{name} is not a readable image; use PNG, JPEG or WEBP") from None
+    except OSError as exc:
+        raise InputError("image", f"{name} could not be decoded ({exc}); re-export it as PNG or JPEG") from None
+
+
+@contextmanager
+def open_audio(path: str | Path) -> Iterator[tuple[av.container.InputContainer, av.AudioStream]]:
+    """Open a file's first audio stream, turning every failure into an InputError on `audio`."""
+    name = Path(path).name
+    if not Path(path).is_file():
+        raise InputError("audio", f"file not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise InputError(
+                    "audio", f"{name} ({container.format.name}) has no audio stream; give a WAV, MP3, FLAC or M4A file"
+                )
+            yield container, container.streams.audio[0]
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise InputError(
+            "audio", f"{name} is not a readable audio file ({exc}); give a WAV, MP3, FLAC or M4A file"
+        ) from None
+
+
+def probe_image(path: str | Path) -> tuple[str, int, int]:
+    """Check the image is readable and supported without decoding it: (format, width, height)."""
+    with open_image(path) as img:
+        assert img.format is not None  # open_image admits only IMAGE_FORMATS
+        return img.format, img.width, img.height
+
+
+def probe_audio(path: str | Path) -> float:
+    """Check the file holds a decodable audio stream without decoding it all: its seconds."""
+    with open_audio(path) as (container, stream):
+        if next(container.decode(stream), None) is None:  # the codec really decodes
+            raise InputError("audio", f"{Path(path).name} holds no audio samples")
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        return float(container.duration or 0) / 1e6
