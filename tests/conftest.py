@@ -1,16 +1,35 @@
-"""Shared fixtures: tiny weights written in the official formats, and generated media."""
+"""Shared fixtures: tiny weights written in the official formats, generated media, and the real
+services the farm and the workers are tested on (Postgres, Redis, an S3 API, the API over
+HTTP, worker processes), each started once per session."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import uuid
 import wave
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
+import psycopg
 import pytest
+import redis
+import uvicorn
 from PIL import Image, ImageDraw
+from sqlalchemy import text
 
+from farm.db import get_engine, session_factory
+from farm.migrate import upgrade
+from farm.queue import make_celery
+from farm.release import Releaser
+from farm.settings import Settings
 from models.specs import TINY, TINY_CONCAT
 from models.tiny import write_weights
+
+from .services import PG_ADMIN, REDIS_URL, TABLES, USERS, WorkerProcess, free_port, password, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +78,145 @@ def media(tmp_path_factory) -> dict[str, Path]:
         "short_audio": write_wav(folder / "short.wav", seconds=0.3),
         "folder": folder,
     }
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"farm_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    upgrade(url)
+    yield url
+    get_engine(url).dispose()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "farm-tests")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", f"secret-{uuid.uuid4().hex}")  # distinctive: grep-able in logs
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(pg_url, s3_endpoint, weights, tmp_path_factory) -> Settings:
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("farm"),
+        database_url=pg_url,
+        broker_url=REDIS_URL,
+        storage_url=f"s3://farm-test-{uuid.uuid4().hex[:6]}/renders",
+        s3_endpoint_url=s3_endpoint,
+        weights_dir=weights,
+        explore_checkpoint="tiny",
+        device="cpu",
+        heartbeat_interval=0.3,
+        worker_timeout=4.0,
+        release_timeout=30.0,
+        release_interval=0.1,
+        progress_interval=0.0,
+    )
+
+
+@pytest.fixture
+def clean(settings) -> Settings:
+    """Empty tables and queues before a test."""
+    with get_engine(settings.database).begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    return settings
+
+
+@pytest.fixture
+def sessions(clean):
+    return session_factory(clean.database)
+
+
+@pytest.fixture(scope="session")
+def storage(settings):
+    from farm.storage import open_storage
+
+    return open_storage(settings)
+
+
+@pytest.fixture(scope="session")
+def api(settings, storage) -> Iterator[str]:
+    from farm.api.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, storage), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 30, "the API to start")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def tokens(clean) -> dict[str, str]:
+    """USERS created afresh; name -> API token."""
+    from farm import accounts
+    from farm.db import transaction
+
+    out = {}
+    with transaction(session_factory(clean.database)) as session:
+        for name, role in USERS.items():
+            out[name] = accounts.create_token(session, accounts.create_user(session, name, role, password(name)))
+    return out
+
+
+@pytest.fixture
+def client_as(api, tokens) -> Iterator[Callable[[str | None], httpx.Client]]:
+    """client_as("ana"): an API client with ana's token; client_as(None): anonymous."""
+    opened = []
+
+    def make(name: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {tokens[name]}"} if name else {}
+        opened.append(httpx.Client(base_url=api, timeout=30, headers=headers))
+        return opened[-1]
+
+    yield make
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture
+def client(client_as) -> httpx.Client:
+    """An operator's client (operators may submit on any producer's behalf)."""
+    return client_as("olga")
+
+
+@pytest.fixture
+def release_loop(clean) -> Iterator[Releaser]:
+    releaser = Releaser(session_factory(clean.database), make_celery(clean), clean)
+    stop = threading.Event()
+    thread = threading.Thread(target=releaser.run, args=(stop,), daemon=True)
+    thread.start()
+    yield releaser
+    stop.set()
+    thread.join(10)
+
+
+@pytest.fixture
+def start_worker(clean, sessions, tmp_path):
+    started: list[WorkerProcess] = []
+
+    def start() -> WorkerProcess:
+        w = WorkerProcess(clean, tmp_path / f"worker-{len(started)}.log")
+        started.append(w)
+        w.wait_ready(sessions)
+        return w
+
+    yield start
+    for w in started:
+        w.kill(signal.SIGTERM)

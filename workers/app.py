@@ -11,19 +11,21 @@ from celery.signals import worker_shutdown
 from farm.queue import RENDER_TASK, make_celery
 from farm.settings import get_settings
 
-from .explore import Declined, Draining, ExploreRuntime
+from .errors import Declined, Draining
+from .explore import ExploreRuntime
+from .runtime import Runtime
 
 app: Celery = make_celery(get_settings())
-_runtime: ExploreRuntime | None = None
+_runtime: Runtime | None = None
 
 
-def runtime() -> ExploreRuntime:
+def runtime() -> Runtime:
     if _runtime is None:
         raise RuntimeError("worker runtime not started")
     return _runtime
 
 
-def start_runtime(pool: str) -> ExploreRuntime:
+def start_runtime(pool: str) -> Runtime:
     global _runtime
     if pool == "hero":
         from .hero import HeroRuntime

@@ -1,15 +1,14 @@
 """The hero pool's worker: one supervisor per host drives a persistent group of N ranks
 (workers/hero_group.py) that hold HuMo-17B split by sequence.
 
-It is the explore runtime with the group in place of the in-process pipeline: the same
-claim, progress, cancel, finisher thread, manifest and failure handling. What differs:
+It is a Runtime (workers/runtime.py) with the group in place of the in-process pipeline: the
+same claim, progress, cancel, finisher thread, manifest and failure handling. What differs:
 a group failure (a rank died, a take passed its deadline) has already killed and respawned
 the group, and the take is retried; GPU seconds count every GPU of the group.
 """
 
 from __future__ import annotations
 
-import logging
 from functools import cached_property
 
 from farm.settings import Settings
@@ -19,11 +18,9 @@ from models.checkpoints import files_sha256, open_checkpoint
 from models.specs import get_spec
 from models.weights import weights_dir
 
-from .explore import ExploreRuntime
 from .heartbeat import gpu_name
 from .hero_group import RankGroup
-
-log = logging.getLogger(__name__)
+from .runtime import Runtime
 
 
 class GroupPipeline:
@@ -41,38 +38,24 @@ class GroupPipeline:
         return files_sha256(files)
 
 
-class HeroRuntime(ExploreRuntime):
+class HeroRuntime(Runtime):
     def __init__(self, settings: Settings, storage: Storage | None = None):
-        super().__init__(settings, "hero", storage)
-        self.gpus_per_take = settings.hero_gpus
+        n = settings.hero_gpus
+        super().__init__(settings, "hero", storage, gpu=f"{n}x {gpu_name(settings.device)}", gpus=n)
         import torch
 
-        device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.gpu = f"{settings.hero_gpus}x {gpu_name(device)}"
-        self.heartbeat.gpu = self.gpu
         # a hung collective never reports a step: the group's own deadline ends the take
         self.group = RankGroup(
             self.checkpoint,
             settings.weights_dir,
-            settings.hero_gpus,
-            device=device,
+            n,
+            device=settings.device or ("cuda" if torch.cuda.is_available() else "cpu"),
             take_timeout=settings.render_time_limit,
         )
 
-    def start(self) -> HeroRuntime:
+    def load(self) -> GroupPipeline:
         self.group.start()
-        self.pipeline = GroupPipeline(
-            self.group, self.checkpoint, self.settings.weights_dir, self.settings.render_time_limit
-        )
-        self.heartbeat.start()
-        log.info(
-            "hero worker %s ready: %s on %d ranks (%s)",
-            self.heartbeat.id,
-            self.checkpoint,
-            self.settings.hero_gpus,
-            self.gpu,
-        )
-        return self
+        return GroupPipeline(self.group, self.checkpoint, self.settings.weights_dir, self.settings.render_time_limit)
 
     def run(self, take_id: str) -> str:
         # a group respawned after a failure reloads here, before the take is claimed: the

@@ -35,16 +35,9 @@ import torch.multiprocessing as mp
 from models import InputError, OnStep, RenderCanceled, RenderRequest, RenderResult, get_spec
 from models.request import ResolvedRequest
 
+from .errors import GroupFailed, RankError
+
 log = logging.getLogger(__name__)
-
-
-class GroupFailed(Exception):
-    """A rank died or raised, or the take passed its deadline: the whole group was killed and
-    a fresh one is loading. The take did not render; retry it."""
-
-
-class RankError(Exception):
-    """What a rank raised, as its formatted traceback (the cause of a GroupFailed)."""
 
 
 @dataclass

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-
-def upload(client, path):
-    with open(path, "rb") as f:
-        return client.post("/assets", files={"file": (path.name, f)})
+from ..helpers import assets, upload
 
 
 def test_upload_is_content_addressed_and_deduplicated(client, media, tmp_path, storage):
@@ -39,10 +36,6 @@ def batch_body(image, audio, n=2, **extra):
         "takes": [{"prompt": f"take {i}", "seed": i} for i in range(n)],
         **extra,
     }
-
-
-def assets(client, media):
-    return upload(client, media["image"]).json()["sha256"], upload(client, media["audio"]).json()["sha256"]
 
 
 def test_create_batch_and_idempotent_replay(client, media):

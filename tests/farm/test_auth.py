@@ -16,8 +16,8 @@ from farm import states
 from farm.api.app import create_app
 from farm.db import transaction
 
-from .conftest import ROOT, free_port, password, settings_env, wait_for
-from .helpers import make_batch
+from ..helpers import make_batch
+from ..services import ROOT, free_port, password, settings_env, wait_for
 
 #: open to anyone: liveness, the sign-in, the page that shows the sign-in form, the API docs
 PUBLIC = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .test_api import assets
+from ..helpers import assets
 
 
 def submit(client, name: str, text: str, **form):

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .conftest import ROOT, password
+from ..services import ROOT, password
 
 SHOTS = ROOT / "out" / "test-artifacts" / "dashboard"
 CHROMIUM = "/usr/bin/chromium"
@@ -159,7 +159,7 @@ def test_a_producer_submits_watches_plays_compares_and_selects(
 
 
 def test_a_viewer_reads_but_cannot_submit(browser, api, tokens, client_as, sessions, clean):
-    from .helpers import make_batch
+    from ..helpers import make_batch
 
     make_batch(sessions, clean, [{"prompt": "someone else's take", "mode": "T"}])
     page, problems = open_page(browser, api)

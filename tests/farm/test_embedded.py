@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import ROOT, free_port, wait_for
+from ..services import ROOT, free_port, wait_for
 
 
 def test_farm_up_and_submit_on_embedded_defaults(tmp_path, weights):

@@ -6,7 +6,7 @@ from farm import states
 from farm.api.events import ChangeFeed
 from farm.db import transaction
 
-from .helpers import make_batch
+from ..helpers import make_batch
 
 
 def test_a_change_after_a_huge_batch_is_still_sent(sessions, clean):

@@ -14,9 +14,8 @@ from farm.storage import LocalStorage
 from farm.tables import Asset, Attempt, Output, Take, Worker
 from workers.explore import ExploreRuntime
 
-from .conftest import ROOT, settings_env, wait_for
-from .helpers import make_batch
-from .test_worker import take_state, wait_done
+from ..helpers import make_batch, take_state, wait_done
+from ..services import ROOT, settings_env, wait_for
 
 
 def holder(sessions, take_id: str) -> str | None:
@@ -136,7 +135,7 @@ def test_a_hung_worker_exits_so_its_take_can_be_reclaimed(clean):
 
 
 def test_a_worker_that_keeps_failing_is_kept_off_the_batch(client, sessions, clean, release_loop, tmp_path):
-    from .conftest import WorkerProcess
+    from ..services import WorkerProcess
 
     bad = WorkerProcess(
         clean.model_copy(update={"render_time_limit": 0.01}), tmp_path / "bad.log"

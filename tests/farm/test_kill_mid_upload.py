@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from farm.tables import Attempt, Output
 
-from .conftest import WorkerProcess, wait_for
-from .test_worker import wait_done
+from ..helpers import wait_done
+from ..services import WorkerProcess, wait_for
 
 
 class HoldingProxy:

@@ -14,7 +14,7 @@ from farm.migrate import upgrade
 from farm.settings import Settings
 from farm.tables import Attempt, AttemptState, Batch, Project, Take, TakeState, Worker, utcnow
 
-from .conftest import wait_for
+from ..services import wait_for
 
 
 class Scrape(dict):

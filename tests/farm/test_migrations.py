@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, inspect
 from farm.migrate import downgrade, upgrade
 from farm.tables import Base
 
-from .conftest import PG_ADMIN
+from ..services import PG_ADMIN
 
 
 @pytest.fixture

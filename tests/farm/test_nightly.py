@@ -20,8 +20,8 @@ from farm.queue import make_celery
 from farm.release import Releaser
 from farm.tables import Asset, HeroNight, Take, TakeState, Worker
 
-from .conftest import ROOT, settings_env, wait_for
-from .helpers import make_batch
+from ..helpers import make_batch
+from ..services import ROOT, settings_env, wait_for
 
 UTC = UTC
 NIGHT = date(2030, 1, 7)

@@ -12,8 +12,8 @@ from farm.db import transaction
 from farm.queue import make_celery, send_take
 from farm.tables import Worker, utcnow
 
-from .conftest import ROOT, settings_env, wait_for
-from .helpers import make_batch, state
+from ..helpers import make_batch, state
+from ..services import ROOT, settings_env, wait_for
 
 
 def farm(settings, *args: str) -> subprocess.CompletedProcess:

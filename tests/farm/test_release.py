@@ -13,8 +13,8 @@ from farm.queue import make_celery
 from farm.release import Releaser, next_takes
 from farm.tables import Take, Worker, utcnow
 
-from .conftest import REDIS_URL
-from .helpers import age, make_batch, state
+from ..helpers import age, make_batch, state
+from ..services import REDIS_URL
 
 
 def add_workers(sessions, n: int, pool: str = "explore", heartbeat_age: float = 0.0) -> list[str]:

@@ -21,8 +21,8 @@ from farm.queue import make_celery
 from farm.release import Releaser
 from farm.tables import Attempt, Take, TakeState, Worker, utcnow
 
-from .conftest import WorkerProcess, free_port, wait_for
-from .helpers import make_batch
+from ..helpers import make_batch
+from ..services import WorkerProcess, free_port, wait_for
 
 PG_BIN = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
 

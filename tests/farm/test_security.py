@@ -8,7 +8,7 @@ from farm.api.app import create_app
 from farm.settings import Settings, redact
 from farm.storage import LocalStorage
 
-from .conftest import wait_for
+from ..services import wait_for
 
 
 def test_uploads_over_the_limit_are_refused_before_they_are_read(clean, storage, tokens, tmp_path):

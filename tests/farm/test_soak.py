@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .conftest import REDIS_URL, ROOT
+from ..services import REDIS_URL, ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 

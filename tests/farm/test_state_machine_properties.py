@@ -14,7 +14,7 @@ from farm.db import get_engine, transaction
 from farm.errors import IllegalTransition
 from farm.tables import Attempt, AttemptState, Output, Take, TakeState
 
-from .helpers import make_batch
+from ..helpers import make_batch
 
 S = TakeState
 OUTPUT = {"clip_key": "c", "thumbnail_key": "t", "manifest_key": "m", "clip_sha256": "0" * 64, "clip_size": 1}

@@ -10,7 +10,7 @@ from farm.db import transaction
 from farm.errors import IllegalTransition, NotFound
 from farm.tables import Attempt, AttemptState, Output, Take, TakeState
 
-from .helpers import make_batch, state
+from ..helpers import make_batch, state
 
 S = TakeState
 

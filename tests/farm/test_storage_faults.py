@@ -10,8 +10,8 @@ from farm.storage import S3Storage, check_key
 from farm.tables import Attempt, Take
 from workers.explore import ExploreRuntime
 
-from .conftest import free_port
-from .helpers import make_batch
+from ..helpers import make_batch
+from ..services import free_port
 
 
 def dead_s3() -> S3Storage:

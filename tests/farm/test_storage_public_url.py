@@ -14,7 +14,7 @@ import pytest
 from farm.settings import Settings
 from farm.storage import S3Storage, open_storage
 
-from .conftest import free_port
+from ..services import free_port
 
 
 @pytest.fixture

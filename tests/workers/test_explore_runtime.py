@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from farm.storage import LocalStorage
 from farm.tables import Output, Take
+from tests.helpers import make_batch
 from workers.explore import ExploreRuntime
-
-from .helpers import make_batch
 
 
 def test_takes_finish_on_the_thread_and_stop_drains_them(sessions, clean, tmp_path):

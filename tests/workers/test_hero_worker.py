@@ -11,9 +11,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from farm.tables import Attempt, Output, Take
-
-from .conftest import WorkerProcess, wait_for
-from .helpers import make_batch
+from tests.helpers import make_batch
+from tests.services import WorkerProcess, wait_for
 
 
 def ranks_of(pid: int) -> list[int]:

@@ -11,21 +11,8 @@ from sqlalchemy import select
 
 from farm.queue import make_celery, send_take
 from farm.tables import Attempt, AttemptState, Output
-
-from .conftest import wait_for
-from .test_api import assets
-
-
-def take_state(client, take_id):
-    return client.get(f"/takes/{take_id}").json()
-
-
-def wait_done(client, take_ids, timeout=120):
-    def all_finished():
-        takes = [take_state(client, t) for t in take_ids]
-        return takes if all(t["state"] in ("done", "failed", "canceled") for t in takes) else None
-
-    return wait_for(all_finished, timeout, f"takes {take_ids} to finish")
+from tests.helpers import assets, take_state, wait_done
+from tests.services import wait_for
 
 
 def test_a_batch_over_http_ends_with_clips_in_s3_whose_manifests_match(

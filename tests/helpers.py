@@ -1,4 +1,4 @@
-"""Small builders for farm tests."""
+"""Small builders and readers for the farm's and the workers' tests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from farm import batches
 from farm.db import transaction
 from farm.settings import Settings
 from farm.tables import Batch, Take
+
+from .services import wait_for
 
 
 def make_batch(sessions, settings: Settings, takes: list[dict], producer: str = "ana", **body) -> list[str]:
@@ -32,3 +34,25 @@ def state(sessions, take_id: str) -> str:
 def batch_of(sessions, batch_id: str) -> Batch:
     with sessions() as session:
         return session.get(Batch, batch_id)
+
+
+def upload(client, path):
+    with open(path, "rb") as f:
+        return client.post("/assets", files={"file": (path.name, f)})
+
+
+def assets(client, media):
+    """The test image and audio uploaded: their sha256s."""
+    return upload(client, media["image"]).json()["sha256"], upload(client, media["audio"]).json()["sha256"]
+
+
+def take_state(client, take_id):
+    return client.get(f"/takes/{take_id}").json()
+
+
+def wait_done(client, take_ids, timeout=120):
+    def all_finished():
+        takes = [take_state(client, t) for t in take_ids]
+        return takes if all(t["state"] in ("done", "failed", "canceled") for t in takes) else None
+
+    return wait_for(all_finished, timeout, f"takes {take_ids} to finish")

@@ -1,0 +1,78 @@
+"""The finisher: a rendered clip becomes stored objects and a done attempt, off the GPU's path.
+
+It writes the MP4 and thumbnail, uploads clip, thumbnail and manifest (last: its presence
+marks the outputs complete) to the take's deterministic keys and records the attempt, while
+the GPU renders the next take. One thread and one take in flight: the next hand-over waits
+for the last upload. An upload that fails after its retries fails the attempt (retried).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from farm.storage import Storage, output_keys
+from models import RenderResult
+from models.probe import file_sha256
+
+from .job import Job
+from .manifest import build_manifest
+
+log = logging.getLogger(__name__)
+
+
+class Finisher:
+    def __init__(self, factory: sessionmaker[Session], storage: Storage, digest: Callable[[], str | None]):
+        """digest: the checkpoint's weights digest, asked when a manifest is written."""
+        self.factory, self.storage, self.digest = factory, storage, digest
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finisher")
+        self._pending: Future | None = None
+
+    def hand_over(self, job: Job, result: RenderResult, background: bool) -> str:
+        """Finish the take on the thread ("rendered; finishing") or here (its outcome)."""
+        self.drain()  # the previous take's upload, if still going
+        if background:
+            self._pending = self._thread.submit(self._finish_safely, job, result)
+            return "rendered; finishing"
+        return self._finish_safely(job, result)
+
+    def drain(self) -> str | None:
+        """Wait for the take in flight; its outcome (None when there was none)."""
+        pending, self._pending = self._pending, None
+        return pending.result() if pending is not None else None
+
+    def close(self) -> None:
+        self.drain()
+        self._thread.shutdown(wait=True)
+
+    def _finish_safely(self, job: Job, result: RenderResult) -> str:
+        try:
+            outcome = self._finish(job, result)
+            log.info("take %s attempt %d: %s", job.take.id, job.attempt.number, outcome)
+        except Exception as exc:  # an upload that failed after its retries: the take goes back
+            outcome = job.failed(self.factory, exc)
+        finally:
+            job.scratch.cleanup()
+        return outcome
+
+    def _finish(self, job: Job, result: RenderResult) -> str:
+        keys = output_keys(job.take.id)
+        clip, thumb = job.folder / "clip.mp4", job.folder / "thumbnail.jpg"
+        result.write(clip, thumb)
+        self.storage.put_file(keys["clip_key"], clip, "video/mp4")
+        self.storage.put_file(keys["thumbnail_key"], thumb, "image/jpeg")
+        clip_sha, clip_size = file_sha256(clip), clip.stat().st_size
+        outputs = {
+            "clip": {"key": keys["clip_key"], "sha256": clip_sha, "size": clip_size},
+            "thumbnail": {"key": keys["thumbnail_key"], "sha256": file_sha256(thumb)},
+        }
+        attempt = job.attempt
+        manifest = build_manifest(job.take, attempt, result, self.digest(), outputs, attempt.host, attempt.gpu)
+        path = job.folder / "manifest.json"
+        path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        self.storage.put_file(keys["manifest_key"], path, "application/json")  # last: it marks complete
+        return job.finished(self.factory, {**keys, "clip_sha256": clip_sha, "clip_size": clip_size})

@@ -1,0 +1,60 @@
+"""The render's per-step callback: progress, cooperative cancel, the time limit, the stall watchdog.
+
+The engine calls it after every denoising step; what it raises stops the render between
+steps (RenderCanceled: the take was canceled; RenderTimeout: it ran past its limit).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from farm import states
+from farm.db import transaction
+from farm.settings import Settings
+from models import RenderCanceled
+
+from .errors import RenderTimeout
+from .heartbeat import Heartbeat
+from .job import Job
+
+log = logging.getLogger(__name__)
+
+
+class Progress:
+    """on_step(i, n) for one render. Inside `with Progress(...) as on_step:` the render must
+    keep making steps (the heartbeat's watchdog) and end within FARM_RENDER_TIME_LIMIT."""
+
+    def __init__(self, factory: sessionmaker[Session], settings: Settings, heartbeat: Heartbeat, job: Job):
+        self.factory, self.settings, self.heartbeat, self.job = factory, settings, heartbeat, job
+        self.deadline = 0.0
+        self.reported = 0.0  #: monotonic time of the last progress write
+
+    def __enter__(self) -> Progress:
+        self.deadline = time.monotonic() + self.settings.render_time_limit
+        self.heartbeat.watch(self.settings.stall_timeout)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.heartbeat.watch(None)  # idle: nothing expected
+
+    def __call__(self, i: int, n: int) -> None:
+        now = time.monotonic()
+        self.heartbeat.watch(self.settings.stall_timeout)  # a step finished: not hung
+        if now > self.deadline:
+            raise RenderTimeout(f"the render passed its {self.settings.render_time_limit:g} s limit at step {i}/{n}")
+        if i < n and now - self.reported < self.settings.progress_interval:
+            return
+        self.reported = now
+        take_id = self.job.take.id
+        try:
+            with transaction(self.factory) as session:
+                stop = states.progress(session, take_id, self.job.attempt, i, n)
+        except DBAPIError as exc:  # the database is away: keep rendering, report later
+            log.warning("progress of take %s not recorded (%s)", take_id, type(exc.orig).__name__)
+            return
+        if stop:
+            raise RenderCanceled(f"take {take_id} canceled at step {i}/{n}")

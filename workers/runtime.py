@@ -1,0 +1,109 @@
+"""A worker's runtime: the model loaded once, delivered takes rendered one at a time.
+
+For each delivered take: hand it back if this worker is drained or blocklisted for its batch
+(workers/admission.py), claim it in SQL (workers/job.py; a duplicate delivery claims nothing),
+render with per-step progress and cooperative cancel (workers/progress.py), then hand the
+clip to the finisher thread (workers/finisher.py) while the GPU takes the next take. Failures
+go to the state machine, which requeues a retryable one while attempts remain.
+
+The Celery message is acked when the GPU part ends. A worker killed while finishing leaves
+its take running under a worker that stops heartbeating, which the reconciler requeues; the
+keys are deterministic and the output row unique, so a second attempt never duplicates.
+
+Subclasses say how the model is held: ExploreRuntime in this process, HeroRuntime as a group
+of ranks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from farm.db import session_factory
+from farm.settings import Settings
+from farm.storage import Storage, open_storage
+from models import RenderRequest, RenderResult
+
+from .admission import admit
+from .errors import is_oom
+from .finisher import Finisher
+from .heartbeat import Heartbeat
+from .job import Job, claim
+from .progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, pool: str, storage: Storage | None, *, gpu: str, gpus: int = 1):
+        """gpu: the hardware as recorded on attempts; gpus: how many the take holds (GPU seconds)."""
+        self.settings, self.pool, self.gpu, self.gpus_per_take = settings, pool, gpu, gpus
+        self.factory = session_factory(settings.database)
+        self.storage = storage or open_storage(settings)
+        self.checkpoint = settings.explore_checkpoint if pool == "explore" else settings.hero_checkpoint
+        self.heartbeat = Heartbeat(self.factory, pool, gpu, settings.heartbeat_interval)
+        self.pipeline = None  #: what renders: render(request, on_step) and checkpoint_digest
+        # the digest is asked on the finisher thread: hashing the weights never holds up the GPU
+        self.finisher = Finisher(self.factory, self.storage, lambda: self.pipeline.checkpoint_digest)
+
+    def load(self):
+        """Load the model; the pipeline that renders with it."""
+        raise NotImplementedError
+
+    def start(self) -> Runtime:
+        self.pipeline = self.load()
+        self.heartbeat.start()  # only once the model is loaded: capacity means ready
+        log.info("%s worker %s ready: %s on %s", self.pool, self.heartbeat.id, self.checkpoint, self.gpu)
+        return self
+
+    def stop(self) -> None:
+        """Finish what was rendered (SIGTERM: the in-flight take is finished, never lost)."""
+        self.finisher.close()
+        self.heartbeat.stop()
+
+    def drain(self) -> str | None:
+        """Wait for the take the finisher holds; its outcome."""
+        return self.finisher.drain()
+
+    def run(self, take_id: str) -> str:
+        """Claim and render one delivered take; its finishing continues in the background.
+        Raises Declined (or Draining) when the take must go back to the queue."""
+        admit(self.factory, self.settings, self.pool, self.heartbeat.id, take_id)
+        job = claim(self.factory, take_id, self.heartbeat, self.gpus_per_take)
+        if job is None:
+            return "dropped"
+        self.heartbeat.beat(current_take_id=take_id)
+        try:
+            result = self._render(job)
+        except BaseException as exc:
+            job.scratch.cleanup()
+            if is_oom(exc):
+                _free_gpu_memory()
+            return job.failed(self.factory, exc)
+        finally:
+            self.heartbeat.beat(current_take_id=None)  # the GPU is free again
+        return self.finisher.hand_over(job, result, background=self.settings.finish_in_background)
+
+    def _render(self, job: Job) -> RenderResult:
+        files = {}
+        for kind, asset in job.inputs.items():
+            files[kind] = job.folder / f"{kind}-{asset.sha256[:12]}"
+            self.storage.get_file(asset.key, files[kind])
+        request = RenderRequest(
+            checkpoint=job.take.checkpoint,
+            image=str(files["image"]) if "image" in files else None,
+            audio=str(files["audio"]) if "audio" in files else None,
+            **job.take.params,
+        )
+        with Progress(self.factory, self.settings, self.heartbeat, job) as on_step:
+            return self.pipeline.render(request, on_step)
+
+
+def _free_gpu_memory() -> None:
+    """After an out-of-memory error the allocator holds freed blocks: hand them back."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
