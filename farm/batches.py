@@ -14,13 +14,14 @@ from datetime import timedelta
 from itertools import product
 
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import InputError, RenderRequest
 from models.params import Param
 from models.request import PARAMS
 
-from . import states
+from . import db, states
 from .errors import IdempotencyConflict, InvalidRequest, NotFound
 from .settings import Settings
 from .tables import Asset, Batch, Project, Take, TakeState, new_id, utcnow
@@ -112,6 +113,26 @@ def find_replay(session: Session, producer: str, key: str | None, body: dict) ->
     return batch
 
 
+def submit(
+    session: Session, body: dict, producer: str, settings: Settings, idempotency_key: str | None = None
+) -> tuple[Batch, bool]:
+    """The batch a request makes, committed: (batch, created). Replaying an Idempotency-Key
+    answers with the batch it made, even when the two requests race."""
+    replay = find_replay(session, producer, idempotency_key, body)
+    if replay is not None:
+        return replay, False
+    try:
+        batch = create_batch(session, body, producer, settings, idempotency_key)
+        session.commit()
+        return batch, True
+    except IntegrityError:
+        session.rollback()  # a concurrent request with the same key committed first
+        replay = find_replay(session, producer, idempotency_key, body)
+        if replay is None:
+            raise
+        return replay, False
+
+
 def create_batch(
     session: Session,
     body: dict,
@@ -129,13 +150,12 @@ def create_batch(
     )
     rows = [_validate(i, t, assets, settings) for i, t in enumerate(takes)]
     project_name = body.get("project") or "default"
-    project = session.execute(select(Project).where(Project.name == project_name)).scalar_one_or_none()
-    if project is None:
-        project = Project(name=project_name)
-        session.add(project)
-        session.flush()
+    # a project first named by two submits at once: one row, both use it
+    session.execute(db.insert(session, Project).values(id=new_id(), name=project_name, created_at=utcnow())
+                    .on_conflict_do_nothing(index_elements=["name"]))  # fmt: skip
+    project_id = session.execute(select(Project.id).where(Project.name == project_name)).scalar_one()
     batch = Batch(
-        project_id=project.id,
+        project_id=project_id,
         name=body.get("name") or f"batch of {len(rows)}",
         producer=producer,
         request={**body, "_digest": body_digest(body)},

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, aliased
 from models import InputError, RenderRequest
 from models.request import PARAMS
 
-from .. import states, usage
+from .. import db, states, usage
 from ..batches import pool_of
 from ..settings import Settings
 from ..tables import Batch, HeroNight, Take, TakeState, new_id
@@ -96,7 +96,7 @@ def plan_night(
 def _lock_night(session: Session, night: date, start: datetime, end: datetime, now: datetime) -> HeroNight:
     """The night's row, created if absent, locked until commit: planners take turns."""
     session.execute(
-        _insert(session, HeroNight)
+        db.insert(session, HeroNight)
         .values(
             night=night,
             state=PLANNED,
@@ -142,7 +142,7 @@ def _plan(session: Session, settings: Settings, record: HeroNight, now: datetime
             assert batch is not None, f"take {parent.id}: batch {parent.batch_id} missing"  # a non-null foreign key
             batch_ids[parent.batch_id] = _hero_batch(session, batch, record.night, now)
         row = session.execute(
-            _insert(session, Take)
+            db.insert(session, Take)
             .values(
                 id=new_id(),
                 batch_id=batch_ids[parent.batch_id],
@@ -195,7 +195,7 @@ def _hero_batch(session: Session, parent: Batch, night: date, now: datetime) -> 
     """The night's batch for the hero takes of one parent batch (same producer and project)."""
     key = f"hero-night:{night.isoformat()}:{parent.id}"
     session.execute(
-        _insert(session, Batch)
+        db.insert(session, Batch)
         .values(
             id=new_id(),
             project_id=parent.project_id,
@@ -210,17 +210,6 @@ def _hero_batch(session: Session, parent: Batch, night: date, now: datetime) -> 
     return session.execute(
         select(Batch.id).where(Batch.producer == parent.producer, Batch.idempotency_key == key)
     ).scalar_one()
-
-
-def _insert(session: Session, table):
-    """INSERT with ON CONFLICT support in the session's dialect."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table)
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table)
 
 
 def _cancel_unstarted(session: Session, where, error_class: str, message: str, now: datetime) -> list[str]:

@@ -61,13 +61,9 @@ def create_batch_from_file(
 
 def _submit(body: BatchCreate, user, session, settings, response: Response, idempotency_key: str | None) -> BatchPublic:
     producer = submitter(user, body.producer)
-    data = body.model_dump(exclude_none=True)
-    replay = batches.find_replay(session, producer, idempotency_key, data)
-    if replay is not None:
+    batch, created = batches.submit(session, body.model_dump(exclude_none=True), producer, settings, idempotency_key)
+    if not created:
         response.status_code = 200
-        return batch_public(replay, batches.summary(session, replay))
-    batch = batches.create_batch(session, data, producer, settings, idempotency_key)
-    session.commit()
     return batch_public(batch, batches.summary(session, batch))
 
 
