@@ -62,6 +62,8 @@ def store_upload(
         sha = digest.hexdigest()
         existing = session.get(Asset, sha)
         if existing is not None:
+            if not storage.exists(existing.key):  # the same bytes again repair a lost object
+                storage.put_file(existing.key, path, content_type or "application/octet-stream")
             return existing, False
         kind, fmt = sniff(path)
         key = asset_key(sha, kind)

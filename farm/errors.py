@@ -60,6 +60,13 @@ class StorageError(FarmError):
     status = 503
 
 
+class ObjectMissing(StorageError):
+    """An object the record names is not in the store (deleted, or lost with a bucket):
+    retrying cannot bring it back."""
+
+    status = 404
+
+
 class FlowerUnavailable(FarmError):
     """Flower, behind /flower, does not answer."""
 

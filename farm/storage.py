@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
 
-from .errors import StorageError
+from .errors import ObjectMissing, StorageError
 from .settings import Settings
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
@@ -78,13 +78,13 @@ class LocalStorage:
         try:
             shutil.copyfile(self.path(key), path)
         except FileNotFoundError:
-            raise StorageError(f"object {key} not found") from None
+            raise ObjectMissing(f"object {key} not found") from None
 
     def get_bytes(self, key: str) -> bytes:
         try:
             return self.path(key).read_bytes()
         except FileNotFoundError:
-            raise StorageError(f"object {key} not found") from None
+            raise ObjectMissing(f"object {key} not found") from None
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -143,7 +143,7 @@ class S3Storage:
             return fn(*args, **kwargs)
         except ClientError as exc:
             if key and exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                raise StorageError(f"object {key} not found in s3://{self.bucket}") from exc
+                raise ObjectMissing(f"object {key} not found in s3://{self.bucket}") from exc
             raise StorageError(f"S3 {what} failed: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 {what} failed: {exc}") from exc

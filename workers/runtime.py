@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 
 from farm.db import session_factory
+from farm.errors import ObjectMissing
 from farm.settings import Settings
 from farm.storage import Storage, open_storage
-from models import RenderRequest, RenderResult
+from models import InputError, RenderRequest, RenderResult
 
 from .admission import admit
 from .errors import is_oom
@@ -87,7 +88,14 @@ class Runtime:
         files = {}
         for kind, asset in job.inputs.items():
             files[kind] = job.folder / f"{kind}-{asset.sha256[:12]}"
-            self.storage.get_file(asset.key, files[kind])
+            try:
+                self.storage.get_file(asset.key, files[kind])
+            except ObjectMissing:  # no retry brings it back: the take fails once, saying how to mend it
+                raise InputError(
+                    kind,
+                    f"the uploaded {kind} {asset.sha256[:12]} is missing from the store; upload the same "
+                    "file again (it is repaired in place), then retry the take",
+                ) from None
         request = RenderRequest(
             checkpoint=job.take.checkpoint,
             image=str(files["image"]) if "image" in files else None,
