@@ -7,15 +7,17 @@ so the rate limit holds across every dispatcher replica.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import cast
 
 from sqlalchemy import CursorResult, delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from .errors import InvalidRequest, NotFound, TooManyAttempts
 from .tables import ApiToken, LoginFailure, Role, User, as_utc, utcnow
@@ -26,7 +28,12 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 LOGIN_FAILURES, LOGIN_WINDOW = 5, timedelta(minutes=15)
 #: failed logins for one name from all addresses together (guessing from many addresses)
 LOGIN_FAILURES_PER_NAME = 50
+#: failed logins from one address whatever the names (unknown names cost a hash too)
+LOGIN_FAILURES_PER_ADDRESS = 100
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+#: scrypt runs on these threads only (one per core here): logins queue for them, and never hold
+#: the threads that serve the rest of the API
+HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrypt")
 
 
 def hash_password(password: str) -> str:
@@ -104,28 +111,53 @@ def login(session: Session, name: str, password: str, address: str) -> User | No
     password is, so parallel guesses count against each other: of any number sent at once,
     at most the limit are tried. A success clears its own. Refused with TooManyAttempts: a
     name tried LOGIN_FAILURES times from one address, or LOGIN_FAILURES_PER_NAME from
-    anywhere, within LOGIN_WINDOW."""
+    anywhere, or LOGIN_FAILURES_PER_ADDRESS names from one address, within LOGIN_WINDOW."""
+    user, stored = begin_login(session, name, address)
+    return end_login(session, user, address, verify_password(password, stored))
+
+
+async def login_async(factory: sessionmaker[Session], name: str, password: str, address: str) -> User | None:
+    """`login` for the API: the database work on the server's threads, the hash on HASHING."""
+    from starlette.concurrency import run_in_threadpool
+
+    with factory() as session:
+        user, stored = await run_in_threadpool(begin_login, session, name, address)
+    # no database connection is held while the login waits for its hash
+    ok = await asyncio.wrap_future(HASHING.submit(verify_password, password, stored))
+    with factory() as session:
+        return await run_in_threadpool(end_login, session, user, address, ok)
+
+
+def begin_login(session: Session, name: str, address: str) -> tuple[User | None, str]:
+    """Record the attempt and check the limits; the user (None if unknown) and the hash to
+    check the password against (a dummy one for unknown names: they cost the same time)."""
     name, address = name.strip().lower()[:100], address[:64]
     now = utcnow()
     since = now - LOGIN_WINDOW
     session.add(LoginFailure(name=name, address=address))
     session.execute(delete(LoginFailure).where(LoginFailure.at < since))  # keep the table small
     session.commit()
-    for where, limit in (
-        ((LoginFailure.name == name, LoginFailure.address == address), LOGIN_FAILURES),
-        ((LoginFailure.name == name,), LOGIN_FAILURES_PER_NAME),
+    for where, limit, what in (
+        ((LoginFailure.name == name, LoginFailure.address == address), LOGIN_FAILURES, f"for {name!r}"),
+        ((LoginFailure.name == name,), LOGIN_FAILURES_PER_NAME, f"for {name!r}"),
+        ((LoginFailure.address == address,), LOGIN_FAILURES_PER_ADDRESS, "from this address"),
     ):
         count, oldest = session.execute(
             select(func.count(), func.min(LoginFailure.at)).where(*where, LoginFailure.at > since)
         ).one()
         if count > limit:
             wait = max(int((as_utc(oldest) + LOGIN_WINDOW - now).total_seconds()) + 1, 1)
-            raise TooManyAttempts(f"too many failed logins for {name!r}; try again in {wait} s", wait)
+            raise TooManyAttempts(f"too many failed logins {what}; try again in {wait} s", wait)
     user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
-    ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
-    if user is None or not ok or user.disabled:
+    return user, (user.password_hash if user and user.password_hash else _DUMMY_HASH)
+
+
+def end_login(session: Session, user: User | None, address: str, password_ok: bool) -> User | None:
+    """The user when the password matched and the account is enabled; a success clears its
+    own failures."""
+    if user is None or not password_ok or user.disabled:
         return None
-    session.execute(delete(LoginFailure).where(LoginFailure.name == name, LoginFailure.address == address))
+    session.execute(delete(LoginFailure).where(LoginFailure.name == user.name, LoginFailure.address == address[:64]))
     session.commit()
     return user
 

@@ -11,7 +11,8 @@ import json
 import random
 from dataclasses import dataclass
 from datetime import timedelta
-from itertools import product
+from itertools import islice, product
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +28,19 @@ from .settings import Settings
 from .tables import Asset, Batch, Project, Take, TakeState, new_id, utcnow
 
 MAX_TAKES = 20_000  #: per batch
+MAX_CHECKPOINTS = 50  #: listed in one sweep
+#: per sweep: each is matched against every take of the sweep
+MAX_OVERRIDES = 100
+#: values (keys, scalars, lists, mappings) in one YAML batch file: 20 per take of MAX_TAKES
+MAX_YAML_NODES = 20 * MAX_TAKES
+MAX_YAML_DEPTH = 32  #: nesting of lists and mappings in a YAML batch file (a batch needs 5)
+
+
+def sweep_factors(sweep: dict) -> tuple[int, int, int]:
+    """A sweep's prompts, seeds and checkpoints: its takes are their product (counted here,
+    never built to be counted)."""
+    seeds = len(sweep.get("seeds") or []) or int(sweep.get("seed_count") or 1)
+    return len(sweep.get("prompts") or []), seeds, len(sweep.get("checkpoints") or []) or 1
 
 
 def pool_of(checkpoint: str, settings: Settings) -> str:
@@ -34,10 +48,26 @@ def pool_of(checkpoint: str, settings: Settings) -> str:
 
 
 def expand(body: dict, settings: Settings) -> list[dict]:
-    """The batch body -> one flat dict per take (defaults applied, sweep expanded)."""
-    defaults = {k: v for k, v in (body.get("defaults") or {}).items() if v is not None}
-    takes = [{**defaults, **{k: v for k, v in t.items() if v is not None}} for t in body.get("takes") or []]
+    """The batch body -> one flat dict per take (defaults applied, sweep expanded). The
+    batch's size is counted before anything is built: over MAX_TAKES costs nothing."""
+    listed = body.get("takes") or []
+    if len(listed) > MAX_TAKES:
+        raise InvalidRequest("takes", f"{len(listed)} takes in one batch; split it into batches of at most {MAX_TAKES}")
     sweep = body.get("sweep")
+    if sweep:
+        factors = sweep_factors(sweep)
+        size = factors[0] * factors[1] * factors[2] + len(listed)
+        if size > MAX_TAKES:
+            named = zip(("prompt", "seed", "checkpoint"), factors)
+            counts = " x ".join(f"{n} {what}{'s' if n != 1 else ''}" for what, n in named)
+            also = f" + {len(listed)} listed takes" if listed else ""
+            raise InvalidRequest(
+                "sweep",
+                f"{counts}{also} = {size} takes; at most {MAX_TAKES} in one batch: "
+                "sweep fewer prompts, seeds or checkpoints, or split it into several batches",
+            )
+    defaults = {k: v for k, v in (body.get("defaults") or {}).items() if v is not None}
+    takes = [{**defaults, **{k: v for k, v in t.items() if v is not None}} for t in listed]
     if sweep:
         seeds = sweep.get("seeds") or []
         if not seeds and sweep.get("seed_count"):
@@ -183,6 +213,34 @@ def create_batch(
     return batch
 
 
+def load_yaml(text: str | bytes) -> Any:
+    """A YAML batch file (an upload to /batches/file, the file of `farm submit`) read safely
+    and at a bounded cost: anchors and aliases are refused (a 1 KB "billion laughs" file of
+    aliases expands to gigabytes), and so is a file of more than MAX_YAML_NODES values or
+    nested deeper than MAX_YAML_DEPTH. Its events are checked in one streaming pass before
+    anything is built. Bad syntax is a yaml.YAMLError; what is refused, InvalidRequest("file")."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where present: the same values, faster
+    nodes = depth = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise InvalidRequest("file", "YAML anchors and aliases are not accepted; write the takes out")
+        if isinstance(event, yaml.NodeEvent):
+            nodes += 1
+            if nodes > MAX_YAML_NODES:
+                raise InvalidRequest(
+                    "file", f"more than {MAX_YAML_NODES} YAML values; split the batch, use a sweep or send a CSV"
+                )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise InvalidRequest("file", f"lists and mappings nested over {MAX_YAML_DEPTH} deep; a batch needs 5")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return yaml.load(text, Loader=loader)
+
+
 def parse_batch_file(filename: str, data: bytes, params: tuple[Param, ...] = PARAMS) -> dict:
     """A batch body from an uploaded file: YAML (the `farm submit` format) or CSV (a header
     row of take fields, then one take per row; empty cells fall back to the defaults). A
@@ -197,7 +255,9 @@ def parse_batch_file(filename: str, data: bytes, params: tuple[Param, ...] = PAR
     except UnicodeDecodeError:
         raise InvalidRequest("file", "not UTF-8 text; save the CSV or YAML as UTF-8") from None
     if filename.lower().endswith(".csv"):
-        rows = list(csv.DictReader(io.StringIO(text)))
+        rows = list(islice(csv.DictReader(io.StringIO(text)), MAX_TAKES + 1))
+        if len(rows) > MAX_TAKES:
+            raise InvalidRequest("file", f"more than {MAX_TAKES} rows; split it into batches of at most {MAX_TAKES}")
         if not rows:
             raise InvalidRequest(
                 "file", "the CSV has no rows; put the field names (prompt, seed, ...) on the first line"
@@ -217,7 +277,7 @@ def parse_batch_file(filename: str, data: bytes, params: tuple[Param, ...] = PAR
             takes.append(take)
         return {"takes": takes}
     try:
-        body = yaml.safe_load(text)
+        body = load_yaml(text)
     except yaml.YAMLError as exc:
         raise InvalidRequest("file", f"not valid YAML ({str(exc).splitlines()[0]}); or send a .csv") from None
     if not isinstance(body, dict):

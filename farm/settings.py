@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     #: the S3 endpoint as browsers reach it; presigned URLs are signed for it (default: s3_endpoint_url)
     s3_public_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
+    #: seconds to reach Postgres and sign in (whole seconds, at least 2); a pooled connection
+    #: must also answer its check-out ping within this, or it is replaced
+    db_connect_timeout: int = Field(default=5, ge=2)
+    #: seconds a statement may run before Postgres cancels it (0: no limit); a connection
+    #: that stays silent db_connect_timeout longer than this is closed by the client
+    db_statement_timeout: float = Field(default=30.0, ge=0)
+    db_pool_timeout: float = Field(default=10.0, gt=0)  #: seconds a request waits for a free pooled connection
 
     #: seconds a released take may wait unclaimed before the reconciler releases it again
     release_timeout: float = 120.0
@@ -38,8 +45,11 @@ class Settings(BaseSettings):
     #: seconds: Redis redelivers an unacked task after this; above the longest render
     visibility_timeout: int = 6 * 3600
     max_attempts: int = 3  #: attempts per take before it fails
-    #: a worker with this many failed attempts on a batch is kept off that batch (0: never)
+    #: a worker with this many failed attempts on a batch is kept off that batch (0: never);
+    #: only failures it may have caused count (farm.states.NOT_THE_WORKERS_FAULT do not)
     blocklist_failures: int = 2
+    #: seconds: only failures this recent count towards the blocklist; older ones are forgiven
+    blocklist_window: float = 900.0
     progress_interval: float = 0.5  #: seconds between progress writes of a render
     #: write and upload a finished clip on a thread while the GPU starts the next take
     finish_in_background: bool = True
@@ -49,6 +59,9 @@ class Settings(BaseSettings):
     stall_timeout: float = 900.0
     presign_seconds: int = 3600  #: lifetime of presigned output URLs
     max_upload_bytes: int = 512 * 1024 * 1024  #: largest accepted image or audio upload
+    #: bytes: the largest request body other than an upload or a batch file (a JSON batch
+    #: of takes, a form); counted as it arrives, with or without a Content-Length
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
 
     #: signs session cookies; set the same value on every dispatcher replica
     #: (default: a random key kept in {data_dir}/secret_key)

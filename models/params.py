@@ -35,6 +35,7 @@ class Param:
     minimum: float | None = None
     maximum: float | None = None
     positive: bool = False  #: > 0 (an open lower bound)
+    max_length: int | None = None  #: characters, for text (None: no bound)
     rule: Callable[[Any], str | None] | None = None  #: a further check: the message, or None when fine
     upper: bool = False  #: compared in upper case (modes)
     hero: Hero = "checkpoint"
@@ -62,7 +63,11 @@ class Param:
         if self.choices and value not in self.choices:
             return f"unknown {self.name} {value!r}; choose one of {', '.join(self.choices)}"
         if self.type is str:
-            return None if isinstance(value, str) else f"{value!r} must be text"
+            if not isinstance(value, str):
+                return f"{value!r} must be text"
+            if self.max_length is not None and len(value) > self.max_length:
+                return f"{len(value)} characters; at most {self.max_length}; shorten it"
+            return None
         if self.rule is not None:
             return self.rule(value)
         default = self.default(spec) if self.default else None
@@ -100,7 +105,12 @@ class Param:
         }
         out.update(
             (k, v)
-            for k, v in (("choices", list(self.choices)), ("minimum", self.minimum), ("maximum", self.maximum))
+            for k, v in (
+                ("choices", list(self.choices)),
+                ("minimum", self.minimum),
+                ("maximum", self.maximum),
+                ("max_length", self.max_length),
+            )
             if v not in (None, [])
         )
         return out

@@ -33,12 +33,18 @@ class RenderRequest:
         required="the prompt is empty; describe the shot in words",
         hero="keep",
         long=True,
+        max_length=4000,  # characters: past the 512 umT5 tokens the text encoder reads (specs.text_len)
     )
     checkpoint: str = "tiny"
     image: str | None = None  #: path to the reference image (modes with I)
     audio: str | None = None  #: path to the audio track (modes with A)
     negative_prompt: str | None = param(
-        str, "Negative prompt", "what the shot must not show", default=lambda s: s.negative_prompt, hero="keep"
+        str,
+        "Negative prompt",
+        "what the shot must not show",
+        default=lambda s: s.negative_prompt,
+        hero="keep",
+        max_length=4000,
     )
     mode: str | None = param(
         str,

@@ -3,11 +3,14 @@ processes) and the one way tests wait for them. CI starts Postgres and Redis; no
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -105,3 +108,109 @@ class WorkerProcess:
             os.killpg(self.proc.pid, sig)
         self.proc.wait(60)
         self._out.close()
+
+
+class TcpProxy:
+    """A TCP proxy between a client and a server, which the test turns into a fault:
+
+    - refuse(): the port is closed (connecting is refused) and every open connection reset;
+    - freeze(): a network partition as the client sees it: connections, open and new, are
+      accepted and kept open, and nothing is forwarded either way;
+    - heal(): forwarding again; connections held through a freeze or refusal are reset
+      (as a long partition's would be), new ones reach the server.
+
+    One asyncio loop on a thread of its own; the controls return once the proxy is in the
+    new mode."""
+
+    def __init__(self, host: str, port: int):
+        self.target = (host, port)
+        self.port = free_port()
+        self.mode = "forward"
+        self._links: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="tcp-proxy")
+        self._thread.start()
+        self._call(self._listen)
+
+    def refuse(self) -> None:
+        self._call(self._refuse)
+
+    def freeze(self) -> None:
+        self._call(self._freeze)
+
+    def heal(self) -> None:
+        self._call(self._heal)
+
+    def close(self) -> None:
+        self._call(self._refuse)
+        self._call(self._cancel_pumps)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+        self._loop.close()
+
+    def _call(self, step) -> None:
+        asyncio.run_coroutine_threadsafe(step(), self._loop).result(30)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
+
+    async def _refuse(self) -> None:
+        self.mode = "refuse"
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self._reset_all()
+
+    async def _cancel_pumps(self) -> None:
+        pumps = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _freeze(self) -> None:
+        self.mode = "freeze"
+
+    async def _heal(self) -> None:
+        self._reset_all()
+        self.mode = "forward"
+        if self._server is None:
+            await self._listen()
+
+    def _reset_all(self) -> None:
+        for writer in list(self._links):
+            sock = writer.get_extra_info("socket")
+            if sock is not None:  # an RST, not a FIN: the connection is gone, not ended
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        self._links.clear()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "refuse":  # accepted before the port closed
+            writer.transport.abort()
+            return
+        self._links.add(writer)
+        if self.mode == "freeze":  # the server is out of reach: take the bytes, answer nothing
+            await self._pump(reader, None)
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            self._links.discard(writer)
+            writer.transport.abort()
+            return
+        self._links.add(up_writer)
+        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None) -> None:
+        try:
+            while data := await reader.read(65536):
+                if writer is not None and self.mode == "forward":
+                    writer.write(data)
+                    await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if writer is not None and writer in self._links:
+                self._links.discard(writer)
+                writer.transport.abort()

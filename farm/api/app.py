@@ -11,11 +11,12 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..db import session_factory
+from ..errors import InvalidRequest
 from ..settings import Settings, get_settings
 from ..storage import LocalStorage, Storage, open_storage
 from . import flower, handlers
 from .events import ChangeFeed
-from .handlers import UploadLimit
+from .handlers import ENVELOPE, BodyLimit, Limit
 from .routes import assets, auth, batches, nights, ops, site, takes
 from .routes import metrics as metrics_routes
 
@@ -42,7 +43,11 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.state.storage = storage or open_storage(settings)
     app.state.feed = ChangeFeed(app.state.sessions)
 
-    app.add_middleware(UploadLimit, limit=settings.max_upload_bytes)
+    # the route's own answer (a 422) to a file over MAX_FILE
+    batch_file = InvalidRequest("file", f"larger than {batches.MAX_FILE // 1024} KiB; split the batch")
+    app.add_middleware(
+        BodyLimit, settings=settings, routes={"/batches/file": Limit(batches.MAX_FILE + ENVELOPE, batch_file)}
+    )
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):

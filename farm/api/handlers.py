@@ -1,20 +1,31 @@
 """Errors into HTTP answers, in the API's one shape: {"detail": "...", "field": "..." | null}.
 
 Domain errors (farm.errors) carry their field as data; FastAPI's own validation errors name
-theirs by location; a value the database refuses is the client's input, not a 500.
+theirs by location; a value the database refuses is the client's input, not a 500; a
+database that is away (refused, frozen, restarting) is a 503 to try again, not a 500.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from ..db import unreachable
 from ..errors import FarmError, InvalidRequest, PayloadTooLarge, TooManyAttempts, Unauthenticated
+from ..settings import Settings
 from .schemas import ErrorPublic
+
+log = logging.getLogger(__name__)
+DATABASE_AWAY = "the farm's database is not answering; try again shortly"
+DATABASE_BUSY = "the farm's database is busy (every connection in use); try again shortly"
+RETRY_AFTER = "5"  #: seconds a client is told to wait before it tries again after a 503
 
 #: documented on every route: each of these answers has the one shape
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -53,6 +64,24 @@ async def _data_error(_request: Request, _exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail, "field": None}, status_code=422)
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """The database refused the connection, stopped answering or dropped it: 503, retry.
+    Any other database error is not the client's to retry: it stays a logged 500."""
+    assert isinstance(exc, DBAPIError)
+    if not unreachable(exc):
+        raise exc
+    log.warning(
+        "%s %s: database unreachable (%s: %s)", request.method, request.url.path, type(exc.orig).__name__, exc.orig
+    )
+    return JSONResponse({"detail": DATABASE_AWAY, "field": None}, status_code=503, headers={"Retry-After": RETRY_AFTER})
+
+
+async def _pool_timeout(request: Request, _exc: Exception) -> JSONResponse:
+    """No pooled connection came free within db_pool_timeout."""
+    log.warning("%s %s: no free database connection", request.method, request.url.path)
+    return JSONResponse({"detail": DATABASE_BUSY, "field": None}, status_code=503, headers={"Retry-After": RETRY_AFTER})
+
+
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own (an unknown path, a method not allowed)."""
     assert isinstance(exc, HTTPException)
@@ -63,24 +92,99 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(FarmError, _farm_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(DataError, _data_error)  # the most specific class's handler wins
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PoolTimeout, _pool_timeout)
     app.add_exception_handler(HTTPException, _http_error)
 
 
-class UploadLimit:
-    """ASGI middleware: refuse an upload whose Content-Length is over the limit before its
-    body is read (Starlette would spool it to disk first). Bodies without a length are
-    counted as they are read (farm.assets)."""
+ENVELOPE = 1024 * 1024  #: bytes a multipart form may add around the file it carries
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+
+@dataclass(frozen=True)
+class Limit:
+    """A request body's limit: the bytes accepted, and the answer past them (a 413, or the
+    route's own answer to a body too large where it has one)."""
+
+    size: int
+    error: FarmError
+
+
+class _BodyTooLarge(Exception):
+    """Raised from `receive` once the body has passed its limit: the app reads no further."""
+
+
+class BodyLimit:
+    """ASGI middleware: every request body has a limit, applied as it arrives. A Content-Length
+    over it is refused before anything is read; a body without one (chunked) is counted as it
+    is received and refused (413) as soon as the count passes the limit, before the app has
+    it whole (Starlette spools a multipart upload whole before a route sees it). The limit is
+    the route's in `routes` (by path), settings.max_body_bytes for any other; /assets accepts
+    settings.max_upload_bytes plus the multipart envelope (farm.assets counts the file itself).
+    What the client sends after the answer is discarded unread (uvicorn)."""
+
+    def __init__(self, app, settings: Settings, routes: dict[str, Limit] | None = None):
+        upload = settings.max_upload_bytes
+        self.app = app
+        self.default = Limit(
+            settings.max_body_bytes,
+            PayloadTooLarge(
+                f"the request body is over the {settings.max_body_bytes} byte limit; "
+                "send fewer takes per batch (or a sweep, or a batch file)"
+            ),
+        )
+        self.routes = {
+            "/assets": Limit(
+                upload + ENVELOPE,
+                PayloadTooLarge(
+                    f"larger than the {upload} byte limit; send a shorter clip or a smaller image", field="file"
+                ),
+            ),
+            **(routes or {}),
+        }
+
+    def limit_of(self, scope) -> Limit:
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        return self.routes.get(path, self.default)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/assets":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.limit + 1024 * 1024:  # room for the multipart envelope
-                too_large = PayloadTooLarge(
-                    f"larger than the {self.limit} byte limit; send a shorter clip or a smaller image", field="file"
-                )
-                return await error_response(too_large)(scope, receive, send)
-        return await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.limit_of(scope)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit.size:
+            return await error_response(limit.error)(scope, receive, send)
+        received, over, started, replaced = 0, False, False, False
+
+        async def counted():
+            nonlocal received, over
+            if over:
+                raise _BodyTooLarge
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit.size:
+                    over = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded(message):
+            # past the limit, the app answers whatever its body parser made of the error
+            # (FastAPI: 400); the client gets the 413 instead
+            nonlocal started, replaced
+            if message["type"] == "http.response.start":
+                started = True
+                if over:
+                    replaced = True
+                    return await error_response(limit.error)(scope, receive, send)
+            if not replaced:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await error_response(limit.error)(scope, receive, send)

@@ -13,6 +13,7 @@ from models.params import Param
 from models.request import PARAMS
 
 from .. import nightly
+from ..batches import MAX_CHECKPOINTS, MAX_OVERRIDES, MAX_TAKES
 from ..tables import Role
 
 
@@ -29,7 +30,8 @@ def _param_field(p: Param) -> tuple[Any, Any]:
     """A render parameter as an optional API field; the engine checks its value and bounds
     (so every error names `takes[i].<name>` and the fix), the schema documents them."""
     kind: Any = Literal[p.choices] if p.choices else Text if p.type is str else p.type
-    bounds: JsonDict = {k: v for k, v in (("minimum", p.minimum), ("maximum", p.maximum)) if v is not None}
+    facts = (("minimum", p.minimum), ("maximum", p.maximum), ("maxLength", p.max_length))
+    bounds: JsonDict = {k: v for k, v in facts if v is not None}
     return kind | None, Field(None, description=p.help, json_schema_extra=bounds or None)
 
 
@@ -56,9 +58,15 @@ def take_create_model(params: tuple[Param, ...] = PARAMS) -> type[BaseModel]:
 TakeCreate = take_create_model()
 
 
+#: a sweep's prompt, bounded as a take's prompt is
+SweepPrompt = Annotated[Text, Field(max_length=next(p.max_length for p in PARAMS if p.name == "prompt"))]
+
+
 class SweepOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    where: dict[str, str | int] = Field(default_factory=dict, description="prompt, seed and/or checkpoint to match")
+    where: dict[str, str | int] = Field(
+        default_factory=dict, max_length=20, description="prompt, seed and/or checkpoint to match"
+    )
     set: TakeCreate  # type: ignore[valid-type]
 
 
@@ -66,11 +74,11 @@ class Sweep(BaseModel):
     """prompts x seeds x checkpoints, every combination one take."""
 
     model_config = ConfigDict(extra="forbid")
-    prompts: list[Text] = Field(min_length=1)
-    seeds: list[int] | None = None
+    prompts: list[SweepPrompt] = Field(min_length=1, max_length=MAX_TAKES)
+    seeds: list[int] | None = Field(None, max_length=MAX_TAKES)
     seed_count: int | None = Field(None, ge=1, le=10_000)
-    checkpoints: list[str] | None = None
-    overrides: list[SweepOverride] = Field(default_factory=list)
+    checkpoints: list[str] | None = Field(None, max_length=MAX_CHECKPOINTS)
+    overrides: list[SweepOverride] = Field(default_factory=list, max_length=MAX_OVERRIDES)
 
 
 class BatchCreate(BaseModel):
@@ -79,7 +87,7 @@ class BatchCreate(BaseModel):
     name: Text | None = Field(None, max_length=200)
     producer: Text | None = Field(None, max_length=100, description="operators only: submit on this producer's behalf")
     defaults: TakeCreate | None = None  # type: ignore[valid-type]
-    takes: list[TakeCreate] = Field(default_factory=list)  # type: ignore[valid-type]
+    takes: list[TakeCreate] = Field(default_factory=list, max_length=MAX_TAKES)  # type: ignore[valid-type]
     sweep: Sweep | None = None
 
 

@@ -12,6 +12,9 @@ from pathlib import Path
 import httpx
 import yaml
 
+from ..batches import load_yaml
+from ..errors import InvalidRequest
+
 DEFAULT_API = "http://127.0.0.1:8000"
 
 
@@ -60,9 +63,11 @@ def cmd_submit(args) -> int:
     path = Path(args.file)
     try:
         raw = path.read_bytes()
-        body = yaml.safe_load(raw)
+        body = load_yaml(raw)  # anchors and aliases refused: a 1 KB file must not become a 300 MB body
     except (OSError, yaml.YAMLError) as exc:
         raise SystemExit(f"error: {path}: {exc}") from None
+    except InvalidRequest as exc:
+        raise SystemExit(f"error: {path}: {exc.message}") from None
     if not isinstance(body, dict):
         raise SystemExit(f"error: {path}: expected a mapping with `takes` or `sweep`")
     if body.pop("api", None):  # a file must not choose where your token is sent

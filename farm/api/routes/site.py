@@ -22,15 +22,17 @@ objects = APIRouter(tags=["objects"], include_in_schema=False)  #: only where th
 
 @router.get("/healthz", tags=["ops"], responses={503: {"model": ErrorPublic}})
 def healthz(request: Request) -> dict:
-    """Readiness: the dispatcher can reach its database (open to anyone, like /livez)."""
+    """Readiness: the dispatcher can reach its database (open to anyone, like /livez); a 503
+    within seconds when it cannot (refused or silent: farm.db's timeouts, api.handlers)."""
     with request.app.state.sessions() as session:
         session.execute(text("SELECT 1"))
     return {"ok": True, "version": __version__}
 
 
 @router.get("/livez", tags=["ops"])
-def livez() -> dict:
-    """Liveness of the process alone (no database): open to anyone, like /healthz."""
+async def livez() -> dict:
+    """Liveness of the process alone (no database; on the event loop, so no busy thread pool
+    delays it): open to anyone, like /healthz."""
     return {"ok": True}
 
 
