@@ -9,6 +9,7 @@ columns, the nightly hero take, the manifest and the dashboard's submit form.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter
@@ -67,12 +68,12 @@ class Param:
                 return f"{value!r} must be text"
             if self.max_length is not None and len(value) > self.max_length:
                 return f"{len(value)} characters; at most {self.max_length}; shorten it"
-            return None
-        if self.rule is not None:
-            return self.rule(value)
+            return text_problem(value)
+        if self.rule is not None and (problem := self.rule(value)):
+            return problem
         default = self.default(spec) if self.default else None
         hint = f" (the default is {default})" if default is not None else ""
-        number = isinstance(value, int | float) and not isinstance(value, bool)
+        number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         fits = number and (self.type is float or isinstance(value, int))
         low, high = self.minimum, self.maximum
         if not fits or (low is not None and value < low) or (high is not None and value > high):
@@ -85,6 +86,8 @@ class Param:
     def _range(self) -> str:
         if self.minimum is not None and self.maximum is not None:
             return f" from {_number(self.minimum)} to {_number(self.maximum)}"
+        if self.maximum is not None:
+            return f" up to {_number(self.maximum)}"
         return ""
 
     def read(self, resolved: Any) -> Any:
@@ -125,6 +128,18 @@ def param(type: type, label: str, help: str, *, value: Any = None, **facts: Any)
 def params_of(cls: type) -> tuple[Param, ...]:
     """The parameters a request class declares, in field order."""
     return tuple(Param(name=f.name, **f.metadata["param"]) for f in dataclasses.fields(cls) if "param" in f.metadata)
+
+
+def text_problem(value: str) -> str | None:
+    """Why a string cannot be stored and shown as text (None: it can): control characters
+    other than tab and newlines, or a lone surrogate (not Unicode; the record would refuse it)."""
+    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+        return "control characters are not allowed; remove them"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode text (a lone surrogate); send UTF-8 text"
+    return None
 
 
 def _number(value: float) -> str:

@@ -16,6 +16,9 @@ from .params import Param, four_k_plus_1, multiple_of_16, param, params_of
 from .probe import probe_audio, probe_image
 from .specs import MODES, ModelSpec, get_spec
 
+MAX_SIDE = 2048  #: pixels: a 1080p frame either way up fits; nothing larger is a take's
+MAX_FRAMES = 1501  #: 60 s at 25 fps
+
 
 def _guidance(which: str, what: str) -> Any:
     """A guidance scale parameter: the resolved request holds it in `scales`."""
@@ -58,23 +61,27 @@ class RenderRequest:
         int, "Seed", "the noise seed", value=0, default=lambda s: 0, minimum=0, maximum=2**63 - 1, hero="keep"
     )
     width: int | None = param(
-        int, "Width", "pixels, a multiple of 16", default=lambda s: s.width, rule=multiple_of_16, hero="resolve"
-    )
+        int, "Width", "pixels, a multiple of 16", default=lambda s: s.width, rule=multiple_of_16, hero="resolve",
+        maximum=MAX_SIDE,
+    )  # fmt: skip
     height: int | None = param(
-        int, "Height", "pixels, a multiple of 16", default=lambda s: s.height, rule=multiple_of_16, hero="resolve"
-    )
+        int, "Height", "pixels, a multiple of 16", default=lambda s: s.height, rule=multiple_of_16, hero="resolve",
+        maximum=MAX_SIDE,
+    )  # fmt: skip
     frames: int | None = param(
         int,
         "Frames",
         "video frames at 25 fps, of the form 4k+1",
         default=lambda s: s.frames,
         rule=four_k_plus_1,
+        maximum=MAX_FRAMES,
         hero="keep",
     )
     steps: int | None = param(int, "Steps", "denoising steps", default=lambda s: s.steps, minimum=1, maximum=1000)
     shift: float | None = param(
-        float, "Shift", "the sampler's timestep shift", default=lambda s: s.shift, positive=True, advanced=True
-    )
+        float, "Shift", "the sampler's timestep shift", default=lambda s: s.shift, positive=True, maximum=100,
+        advanced=True,
+    )  # fmt: skip
     scale_text: float | None = _guidance("text", "the prompt")
     scale_audio: float | None = _guidance("audio", "the audio")
     scale_image: float | None = _guidance("image", "the reference image")

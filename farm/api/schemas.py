@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import JsonDict
 
-from models.params import Param
+from models.params import Param, text_problem
 from models.request import PARAMS
 
 from .. import nightly
@@ -18,8 +18,9 @@ from ..tables import Role
 
 
 def _printable(value: str) -> str:
-    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
-        raise ValueError("control characters are not allowed")
+    problem = text_problem(value)  # the engine's rule for text, at the door for every string field
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -40,10 +41,10 @@ def take_create_model(params: tuple[Param, ...] = PARAMS) -> type[BaseModel]:
     assets, priority). Unset fields come from the batch's `defaults`, then the checkpoint's."""
     # name -> (type, default); typed Any since the stubs' TypeForm does not take a `str | None` value
     fields: dict[str, Any] = {
-        "checkpoint": (str | None, Field(None, description="humo-1.7b, humo-17b, tiny, ...")),
+        "checkpoint": (Text | None, Field(None, max_length=100, description="humo-1.7b, humo-17b, tiny, ...")),
         "pool": (Literal["explore", "hero"] | None, None),
-        "image": (str | None, Field(None, description="sha256 of an uploaded image asset")),
-        "audio": (str | None, Field(None, description="sha256 of an uploaded audio asset")),
+        "image": (Text | None, Field(None, max_length=64, description="sha256 of an uploaded image asset")),
+        "audio": (Text | None, Field(None, max_length=64, description="sha256 of an uploaded audio asset")),
         "priority": (int | None, Field(None, ge=-1000, le=1000)),
         **{p.name: _param_field(p) for p in params},
     }
@@ -64,7 +65,7 @@ SweepPrompt = Annotated[Text, Field(max_length=next(p.max_length for p in PARAMS
 
 class SweepOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    where: dict[str, str | int] = Field(
+    where: dict[Text, Annotated[Text, Field(max_length=4000)] | int] = Field(
         default_factory=dict, max_length=20, description="prompt, seed and/or checkpoint to match"
     )
     set: TakeCreate  # type: ignore[valid-type]
@@ -77,7 +78,7 @@ class Sweep(BaseModel):
     prompts: list[SweepPrompt] = Field(min_length=1, max_length=MAX_TAKES)
     seeds: list[int] | None = Field(None, max_length=MAX_TAKES)
     seed_count: int | None = Field(None, ge=1, le=10_000)
-    checkpoints: list[str] | None = Field(None, max_length=MAX_CHECKPOINTS)
+    checkpoints: list[Annotated[Text, Field(max_length=100)]] | None = Field(None, max_length=MAX_CHECKPOINTS)
     overrides: list[SweepOverride] = Field(default_factory=list, max_length=MAX_OVERRIDES)
 
 
@@ -220,8 +221,8 @@ class CheckpointPublic(BaseModel):
 
 
 class Login(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
-    password: str = Field(min_length=1, max_length=1000)
+    name: Text = Field(min_length=1, max_length=100)
+    password: Text = Field(min_length=1, max_length=1000)
 
 
 class Me(BaseModel):
@@ -233,7 +234,7 @@ class Me(BaseModel):
 
 
 class TokenCreate(BaseModel):
-    name: str = Field("api", min_length=1, max_length=100, description="what the token is for")
+    name: Text = Field("api", min_length=1, max_length=100, description="what the token is for")
 
 
 class TokenCreated(BaseModel):
@@ -242,9 +243,9 @@ class TokenCreated(BaseModel):
 
 
 class UserCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: Text = Field(min_length=1, max_length=100)
     role: Role
-    password: str | None = Field(None, max_length=1000, description="none: API tokens only")
+    password: Text | None = Field(None, max_length=1000, description="none: API tokens only")
 
 
 class UserPublic(BaseModel):
