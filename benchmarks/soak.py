@@ -121,8 +121,8 @@ def check(factory, storage, take_ids: list[str]) -> dict:
         problems["done_attempts_not_one"] += sum(a.state == AttemptState.done for a in tries) != 1
         problems["attempt_count_mismatch"] += take.attempt_count != len(tries)
         problems["attempts_left_running"] += sum(a.state == AttemptState.running for a in tries)
-        keys = [f"takes/{take_id}/{name}" for name in ("clip.mp4", "thumbnail.jpg", "manifest.json")]
-        present = [storage.exists(k) for k in keys]
+        keys = [outs[0].clip_key, outs[0].thumbnail_key, outs[0].manifest_key] if outs else []
+        present = [storage.exists(k) for k in keys] or [False] * 3
         problems["missing_objects"] += (take.state == TakeState.done) * present.count(False)
         if all(present) and outs:
             manifest = json.loads(storage.get_bytes(keys[2]))
@@ -132,10 +132,11 @@ def check(factory, storage, take_ids: list[str]) -> dict:
     listed = storage.client.get_paginator("list_objects_v2").paginate(
         Bucket=storage.bucket, Prefix=f"{storage.prefix}/takes/"
     )
+    current = {storage._key(k) for outs in outputs.values() for o in outs
+               for k in (o.clip_key, o.thumbnail_key, o.manifest_key)}  # fmt: skip
     for page in listed:
         for obj in page.get("Contents", []):
-            take_id = obj["Key"].split("/")[-2]
-            problems["orphaned_objects"] += take_id not in takes or takes[take_id].state != TakeState.done
+            problems["orphaned_objects"] += obj["Key"] not in current  # an object no done take names
     return problems
 
 

@@ -33,9 +33,12 @@ def asset_key(sha256: str, kind: str) -> str:
     return f"assets/{kind}/{sha256[:2]}/{sha256}"
 
 
-def output_keys(take_id: str) -> dict[str, str]:
-    """Deterministic keys of a take's outputs: a retry overwrites, never duplicates."""
-    base = f"takes/{take_id}"
+def output_keys(take_id: str, attempt: int) -> dict[str, str]:
+    """The keys one attempt writes its outputs to. Each attempt has its own: an attempt that
+    lost the take (paused, declared lost, resumed) never overwrites the winner's objects, and
+    the take's outputs are the keys its Output row names, set in the transaction that makes
+    it done."""
+    base = f"takes/{take_id}/{attempt}"
     return {
         "clip_key": f"{base}/clip.mp4",
         "thumbnail_key": f"{base}/thumbnail.jpg",
@@ -49,6 +52,7 @@ class Storage(Protocol):
     def get_file(self, key: str, path: Path) -> None: ...
     def get_bytes(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None: ...
     def url(self, key: str, seconds: int) -> str: ...
 
 
@@ -88,6 +92,9 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
 
     def url(self, key: str, seconds: int) -> str:
         return f"{self.public_base}/{check_key(key)}"
@@ -181,6 +188,9 @@ class S3Storage:
 
     def get_bytes(self, key: str) -> bytes:
         return self._call("get", self.client.get_object, Bucket=self.bucket, Key=self._key(key), key=key)["Body"].read()
+
+    def delete(self, key: str) -> None:
+        self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=self._key(key))
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

@@ -1,7 +1,8 @@
 """The finisher: a rendered clip becomes stored objects and a done attempt, off the GPU's path.
 
 It writes the MP4 and thumbnail, uploads clip, thumbnail and manifest (last: its presence
-marks the outputs complete) to the take's deterministic keys and records the attempt, while
+marks the outputs complete) to its attempt's own keys and records the attempt (the record
+names them the take's outputs only if the attempt still holds the take), while
 the GPU renders the next take. One thread and one take in flight: the next hand-over waits
 for the last upload. An upload that fails after its retries fails the attempt (retried).
 """
@@ -60,7 +61,7 @@ class Finisher:
         return outcome
 
     def _finish(self, job: Job, result: RenderResult) -> str:
-        keys = output_keys(job.take.id)
+        keys = output_keys(job.take.id, job.attempt.number)
         clip, thumb = job.folder / "clip.mp4", job.folder / "thumbnail.jpg"
         result.write(clip, thumb)
         self.storage.put_file(keys["clip_key"], clip, "video/mp4")
@@ -75,4 +76,11 @@ class Finisher:
         path = job.folder / "manifest.json"
         path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
         self.storage.put_file(keys["manifest_key"], path, "application/json")  # last: it marks complete
-        return job.finished(self.factory, {**keys, "clip_sha256": clip_sha, "clip_size": clip_size})
+        outcome = job.finished(self.factory, {**keys, "clip_sha256": clip_sha, "clip_size": clip_size})
+        # what a losing attempt wrote is nobody's: the loser removes its own (it may resume after
+        # the winner), the winner what earlier attempts left (one killed mid-upload)
+        losers = [job.attempt.number] if outcome != "done" else range(1, job.attempt.number)
+        for number in losers:
+            for key in output_keys(job.take.id, number).values():
+                self.storage.delete(key)
+        return outcome

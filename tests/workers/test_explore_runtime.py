@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from farm.storage import LocalStorage
+from farm.storage import LocalStorage, output_keys
 from farm.tables import Output, Take
 from tests.helpers import make_batch
 from workers.explore import ExploreRuntime
@@ -21,7 +21,7 @@ def test_takes_finish_on_the_thread_and_stop_drains_them(sessions, clean, tmp_pa
     runtime.stop()  # SIGTERM path: the in-flight take is finished, not lost
     with sessions() as s:
         assert s.get(Take, b).state.value == "done" and s.get(Output, b) is not None
-    assert (tmp_path / "objects" / "takes" / b / "manifest.json").is_file()
+    assert (tmp_path / "objects" / output_keys(b, 1)["manifest_key"]).is_file()
 
 
 def test_inline_finishing_reports_the_outcome(sessions, clean, tmp_path):

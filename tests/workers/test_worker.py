@@ -10,6 +10,7 @@ import httpx
 from sqlalchemy import select
 
 from farm.queue import make_celery, send_take
+from farm.storage import output_keys
 from farm.tables import Attempt, AttemptState, Output
 from tests.helpers import assets, take_state, wait_done
 from tests.services import wait_for
@@ -40,7 +41,7 @@ def test_a_batch_over_http_ends_with_clips_in_s3_whose_manifests_match(
         with av.open(io.BytesIO(clip.content)) as c:
             assert c.streams.video[0].codec_context.name == "h264"
             assert bool(c.streams.audio) == ("A" in spec["mode"])
-        manifest = json.loads(storage.get_bytes(f"takes/{take['id']}/manifest.json"))
+        manifest = json.loads(storage.get_bytes(output_keys(take["id"], 1)["manifest_key"]))
         assert manifest["take_id"] == take["id"] and manifest["checkpoint"]["name"] == "tiny"
         assert manifest["request"]["seed"] == spec["seed"] and manifest["request"]["prompt"] == spec["prompt"]
         assert manifest["request"]["mode"] == spec["mode"]
@@ -61,7 +62,7 @@ def test_cancel_mid_render_stops_between_steps(client, sessions, storage, start_
     take = wait_done(client, [take_id])[0]
     assert take["state"] == "canceled" and take["progress"]["step"] < 1000
     assert [a["state"] for a in take["attempts"]] == ["canceled"]
-    assert not storage.exists(f"takes/{take_id}/manifest.json") and take["outputs"] is None
+    assert not storage.exists(output_keys(take_id, 1)["manifest_key"]) and take["outputs"] is None
 
 
 def test_a_duplicate_delivery_of_a_finished_take_changes_nothing(client, sessions, clean, start_worker, release_loop):
@@ -103,7 +104,8 @@ def test_rerender_from_the_manifest_reproduces_the_clip(client, media, start_wor
 
 
 def test_a_failing_input_is_recorded_with_its_error(client, sessions, start_worker, release_loop, storage):
-    """An asset whose stored object vanished: the attempt fails with a reason, retried, then failed."""
+    """An asset whose stored object vanished: the take fails once, naming the input (no retry
+    can bring the object back; uploading the same bytes again repairs it)."""
     start_worker()
     from farm.tables import Asset
 
@@ -123,5 +125,6 @@ def test_a_failing_input_is_recorded_with_its_error(client, sessions, start_work
         "take_ids"
     ][0]
     take = wait_done(client, [take_id])[0]
-    assert take["state"] == "failed" and take["error_class"] == "StorageError"
-    assert [a["state"] for a in take["attempts"]] == [AttemptState.failed.value] * 3
+    assert take["state"] == "failed" and take["error_class"] == "InputError"
+    assert take["error_message"].startswith("image: ") and "missing from the store" in take["error_message"]
+    assert [a["state"] for a in take["attempts"]] == [AttemptState.failed.value]
