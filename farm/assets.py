@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import InputError
-from models.probe import probe_audio, probe_image
+from models.probe import looks_like_image, probe_audio, probe_image
 
 from .errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedMedia
 from .storage import Storage, asset_key
@@ -21,27 +21,39 @@ from .tables import Asset
 CHUNK = 1 << 20  #: bytes read at a time: an upload is never held whole in memory
 
 
-def sniff(path: Path) -> tuple[str, str]:
-    """(kind, format) by content, never by the file name."""
-    try:
-        fmt, _, _ = probe_image(path)
+def sniff(path: Path, max_audio_seconds: float) -> tuple[str, str]:
+    """(kind, format) by content, never by the file name; an image decoded whole, audio no
+    longer than `max_audio_seconds`."""
+    if looks_like_image(path):
+        try:
+            fmt, _, _ = probe_image(path)
+        except InputError as exc:  # an image, but one we refuse (format, size, truncated): say why
+            raise InvalidRequest("file", exc.message) from None
         return "image", fmt.lower()
-    except InputError:
-        pass
     try:
-        probe_audio(path)
+        seconds = probe_audio(path)
     except InputError:
         raise UnsupportedMedia(
             "neither a supported image (PNG, JPEG, WEBP, BMP, TIFF) nor a readable audio file", field="file"
         ) from None
     import av
 
+    if seconds > max_audio_seconds:
+        raise InvalidRequest(
+            "file", f"the audio is {seconds:.0f} s long; at most {max_audio_seconds:.0f} s: cut it to the takes' span"
+        )
     with av.open(str(path)) as c:
         return "audio", c.format.name.split(",")[0]
 
 
 def store_upload(
-    session: Session, storage: Storage, stream: BinaryIO, filename: str | None, content_type: str | None, limit: int
+    session: Session,
+    storage: Storage,
+    stream: BinaryIO,
+    filename: str | None,
+    content_type: str | None,
+    limit: int,
+    max_audio_seconds: float,
 ) -> tuple[Asset, bool]:
     """Hash, check and store an upload once; (its asset, whether this call created it).
     The caller's transaction is committed here: the object is stored before its row."""
@@ -65,7 +77,7 @@ def store_upload(
             if not storage.exists(existing.key):  # the same bytes again repair a lost object
                 storage.put_file(existing.key, path, content_type or "application/octet-stream")
             return existing, False
-        kind, fmt = sniff(path)
+        kind, fmt = sniff(path, max_audio_seconds)
         key = asset_key(sha, kind)
         if not storage.exists(key):
             storage.put_file(key, path, content_type or "application/octet-stream")

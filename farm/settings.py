@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     stall_timeout: float = 900.0
     presign_seconds: int = 3600  #: lifetime of presigned output URLs
     max_upload_bytes: int = 512 * 1024 * 1024  #: largest accepted image or audio upload
+    max_audio_seconds: float = 600.0  #: longest accepted audio upload (a take hears at most its own span)
     #: bytes: the largest request body other than an upload or a batch file (a JSON batch
     #: of takes, a form); counted as it arrives, with or without a Content-Length
     max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)

@@ -7,6 +7,7 @@ The farm's API and request validation import this module; decoding lives in mode
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
 
+MAX_IMAGE_PIXELS = 40_000_000  #: a reference image over this is refused before it is decoded
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 
 
@@ -33,7 +35,10 @@ def open_image(path: str | Path) -> Iterator[Image.Image]:
     """Open a supported image, turning every failure into an InputError on `image`."""
     name = Path(path).name
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # Pillow's own bomb guard: an error here, not a warning
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             if img.format not in IMAGE_FORMATS:
                 raise InputError(
                     "image", f"unsupported image format {img.format}; use one of {', '.join(IMAGE_FORMATS)}"
@@ -41,6 +46,8 @@ def open_image(path: str | Path) -> Iterator[Image.Image]:
             yield img
     except FileNotFoundError:
         raise InputError("image", f"file not found: {path}") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise InputError("image", f"{name} is too many pixels to decode safely; scale it down") from None
     except UnidentifiedImageError:
         raise InputError("image", f"{name} is not a readable image; use PNG, JPEG or WEBP") from None
     except OSError as exc:
@@ -66,10 +73,30 @@ def open_audio(path: str | Path) -> Iterator[tuple[av.container.InputContainer, 
         ) from None
 
 
+def looks_like_image(path: str | Path) -> bool:
+    """Pillow recognises the file as an image (of any format, supported or not)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.open(path).close()
+    except Image.DecompressionBombError:
+        return True  # an image, and far too large
+    except (UnidentifiedImageError, OSError):
+        return False
+    return True
+
+
 def probe_image(path: str | Path) -> tuple[str, int, int]:
-    """Check the image is readable and supported without decoding it: (format, width, height)."""
+    """Check the image is supported, not over MAX_IMAGE_PIXELS, and decodes to its last row
+    (a truncated file fails here, not on a worker): (format, width, height)."""
     with open_image(path) as img:
         assert img.format is not None  # open_image admits only IMAGE_FORMATS
+        if img.width * img.height > MAX_IMAGE_PIXELS:  # checked before decoding: a bomb costs nothing
+            raise InputError(
+                "image", f"{img.width}x{img.height} is {img.width * img.height / 1e6:.0f} megapixels; at most "
+                f"{MAX_IMAGE_PIXELS / 1e6:.0f}: scale it down (a take renders at most 2048 pixels a side)"
+            )  # fmt: skip
+        img.load()  # the whole image: open_image turns a truncated or corrupt file into an InputError
         return img.format, img.width, img.height
 
 

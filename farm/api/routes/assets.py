@@ -26,8 +26,9 @@ def upload_asset(
     """Upload an image or audio file. Its kind is read from its bytes, never its name; it is
     stored once under its sha256, whatever it is called."""
     asset, created = assets.store_upload(
-        session, storage, file.file, file.filename, file.content_type, settings.max_upload_bytes
-    )
+        session, storage, file.file, file.filename, file.content_type, settings.max_upload_bytes,
+        settings.max_audio_seconds,
+    )  # fmt: skip
     if not created:
         response.status_code = 200
     return AssetPublic.model_validate(asset).model_copy(update={"created": created})
