@@ -29,6 +29,11 @@ class GPUOutOfMemory(WorkerError):
     """The GPU ran out of memory during the render (retried: the next attempt may fit)."""
 
 
+class HostOutOfMemory(WorkerError):
+    """The host ran out of memory during the render: the same take on the same kind of host
+    runs out again, so it is not retried (a smaller size or fewer frames fits)."""
+
+
 class GroupFailed(WorkerError):
     """A hero rank died or raised, or the take passed its deadline: the whole group was
     killed and a fresh one is loading. The take did not render; retry it."""
@@ -50,4 +55,8 @@ def classify(exc: BaseException) -> tuple[BaseException, bool]:
         return exc, False  # the take itself is wrong
     if is_oom(exc):
         return GPUOutOfMemory(str(exc).splitlines()[0][:500] or "CUDA out of memory"), True
+    if isinstance(exc, MemoryError):  # deterministic: every attempt would fail the same way
+        return HostOutOfMemory(
+            f"the host ran out of memory ({exc or 'MemoryError'}); use a smaller size or fewer frames"
+        ), False
     return exc, True

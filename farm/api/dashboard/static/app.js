@@ -287,6 +287,7 @@ async function viewTakes(_arg, view) {
 const WORDS = {
   RenderTimeout: "The render ran past its time limit and was stopped.",
   GPUOutOfMemory: "The GPU ran out of memory. A smaller size or fewer frames will fit.",
+  HostOutOfMemory: "The machine ran out of memory rendering it; it would again. A smaller size or fewer frames will fit.",
   WorkerLost: "The worker rendering it stopped (crash, restart or lost heartbeat); it was handed on.",
   InputError: "An input could not be read or does not fit the checkpoint.",
   StorageError: "The clip could not be uploaded to the object store.",

@@ -1,5 +1,5 @@
-"""A lost input object: the same bytes uploaded again repair it, and a take whose input is
-gone fails once, naming the input and the fix (no storage retries)."""
+"""Failures no retry can mend fail a take once, naming the cause: an input object gone from
+the store (the same bytes uploaded again repair it), the host out of memory."""
 
 from __future__ import annotations
 
@@ -41,3 +41,20 @@ def test_a_take_whose_input_is_gone_fails_once_naming_it(client, media, storage,
         assert (take.state.value, take.attempt_count, len(attempts)) == ("failed", 1, 1)
         assert take.error_class == "InputError"
         assert take.error_message.startswith("image: ") and "upload the same file again" in take.error_message
+
+
+def test_running_out_of_host_memory_fails_the_take_once(clean, sessions, storage, monkeypatch):
+    (take_id,) = make_batch(sessions, clean, [{"prompt": "too big", "mode": "T"}])
+    runtime = ExploreRuntime(clean.model_copy(update={"finish_in_background": False}), storage=storage).start()
+
+    def exhausted(*_args, **_kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(runtime.pipeline, "render", exhausted)
+    try:
+        assert runtime.run(take_id) == "failed (failed)"
+    finally:
+        runtime.stop()
+    with sessions() as session:
+        take = session.get(Take, take_id)
+        assert (take.state.value, take.attempt_count, take.error_class) == ("failed", 1, "HostOutOfMemory")
