@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session
 
 from .errors import IllegalTransition, NotFound
@@ -79,13 +79,21 @@ def workers(session: Session, now: datetime, timeout: float, seen: float | None 
     return [row(w, now, timeout) for w in session.execute(stmt).scalars()]
 
 
+def serving(pool: str, now: datetime, timeout: float) -> ColumnElement[bool]:
+    """SQL: the worker is one of the pool's serving workers (alive and not drained)."""
+    return and_(Worker.pool == pool, Worker.stopped.is_(False), alive(now, timeout))
+
+
 def serving_slots(session: Session, pool: str, now: datetime, timeout: float) -> int:
     """The slots of a pool's serving workers: what the release loop fills."""
     return session.execute(
-        select(func.coalesce(func.sum(Worker.slots), 0)).where(
-            Worker.pool == pool, Worker.stopped.is_(False), alive(now, timeout)
-        )
+        select(func.coalesce(func.sum(Worker.slots), 0)).where(serving(pool, now, timeout))
     ).scalar_one()
+
+
+def serving_ids(session: Session, pool: str, now: datetime, timeout: float) -> list[str]:
+    """The ids of a pool's serving workers: those a take handed back to the queue can reach."""
+    return list(session.execute(select(Worker.id).where(serving(pool, now, timeout)).order_by(Worker.id)).scalars())
 
 
 def dead_ids(session: Session, now: datetime, timeout: float) -> list[str]:

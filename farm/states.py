@@ -16,9 +16,12 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from .errors import IllegalTransition, NotFound, WorkerLost
+from models import InputError
+
+from .errors import IllegalTransition, NotFound, ObjectMissing, StorageError, WorkerLost
 from .tables import Attempt, AttemptState, Output, Take, TakeState, utcnow
 
 S = TakeState
@@ -35,6 +38,17 @@ UNSTARTED = (S.queued, S.released)  #: not yet on a worker: cancel or reprioriti
 ACTIVE = (S.released, S.running)  #: holding (or about to hold) a worker
 FINISHED = (S.done, S.failed, S.canceled)  #: nothing more happens unless someone retries
 RETRYABLE = (S.failed, S.canceled)  #: ended without a clip: a retry queues them again
+#: the error classes (as attempts record them) of failures a worker did not cause: the object
+#: store, the database, a worker lost with its machine, a take whose own input is wrong (or
+#: gone); the blocklist never counts them
+NOT_THE_WORKERS_FAULT = (
+    StorageError.__name__,
+    ObjectMissing.__name__,
+    OperationalError.__name__,
+    InterfaceError.__name__,
+    WorkerLost.__name__,
+    InputError.__name__,
+)
 
 
 def counts(session: Session, key: Any, keys: Iterable[Any] | None = None) -> dict[Any, dict[TakeState, int]]:
@@ -130,16 +144,30 @@ def claim(
     return attempt
 
 
-def blocked(session: Session, take_id: str, worker_id: str, threshold: int) -> bool:
-    """Has this worker failed `threshold` attempts on takes of this take's batch?"""
+def blocked_workers(
+    session: Session, take_id: str, worker_ids: Iterable[str], threshold: int, since: datetime
+) -> set[str]:
+    """Of these workers, those that failed `threshold` attempts on takes of this take's batch
+    since `since`, counting only failures they may have caused (not NOT_THE_WORKERS_FAULT).
+    One query, however many workers."""
+    wanted = list(worker_ids)
+    if not wanted or threshold <= 0:
+        return set()
     batch_id = select(Take.batch_id).where(Take.id == take_id).scalar_subquery()
-    failures = session.execute(
-        select(func.count())
-        .select_from(Attempt)
+    rows = session.execute(
+        select(Attempt.worker_id)
         .join(Take, Take.id == Attempt.take_id)
-        .where(Take.batch_id == batch_id, Attempt.worker_id == worker_id, Attempt.state == AttemptState.failed)
-    ).scalar_one()
-    return failures >= threshold
+        .where(
+            Take.batch_id == batch_id,
+            Attempt.worker_id.in_(wanted),
+            Attempt.state == AttemptState.failed,
+            Attempt.finished_at >= since,
+            func.coalesce(Attempt.error_class, "").not_in(NOT_THE_WORKERS_FAULT),
+        )
+        .group_by(Attempt.worker_id)
+        .having(func.count() >= threshold)
+    ).scalars()
+    return set(rows)
 
 
 def _current(take_id: str, attempt: Attempt):

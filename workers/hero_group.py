@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import multiprocessing
 import os
 import pickle
 import signal
@@ -292,11 +293,16 @@ def _die_with_parent() -> None:
     """Linux: SIGKILL this rank when the supervisor dies, so no orphan keeps a GPU.
 
     The signal follows the supervisor thread that spawned the rank: spawn from a long-lived one.
+    A supervisor that died while this rank was starting (before the signal was armed) leaves
+    it an orphan: it exits at once instead of loading a model onto a GPU.
     """
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
-        pass
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)
 
 
 def _free_port() -> int:

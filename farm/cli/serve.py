@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -48,7 +51,12 @@ def cmd_beat(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    return subprocess.call([sys.executable, "-m", "workers", "--pool", args.pool])
+    """Become the worker (exec, same pid): no child is left behind when `farm worker` is
+    killed, and a deploy's SIGTERM reaches the worker itself (a warm shutdown)."""
+    argv = [sys.executable, "-m", "workers", "--pool", args.pool]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)  # returns only by raising
 
 
 def cmd_up(args) -> int:
@@ -75,13 +83,16 @@ def cmd_up(args) -> int:
 
     beat = Scheduler(session_factory(settings.database), settings, scheduler_lock(settings))
     threading.Thread(target=beat.run, args=(stop,), name="nightly-beat", daemon=True).start()
+    with contextlib.suppress(OSError):
+        _libc()  # loaded before any fork: the children only call prctl
+    ends_with_us = functools.partial(_end_with_parent, os.getpid())
     workers = (
         []
         if args.no_worker
-        else [subprocess.Popen([sys.executable, "-m", "workers", "--pool", "explore"], preexec_fn=_end_with_parent)]
+        else [subprocess.Popen([sys.executable, "-m", "workers", "--pool", "explore"], preexec_fn=ends_with_us)]
     )
     if not args.no_flower:
-        workers.append(subprocess.Popen([sys.executable, "-m", "farm.cli", "flower"], preexec_fn=_end_with_parent))
+        workers.append(subprocess.Popen([sys.executable, "-m", "farm.cli", "flower"], preexec_fn=ends_with_us))
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info"))
     print(
         f"farm up: dashboard on http://{args.host}:{args.port} (API docs at /docs, Flower at /flower for "
@@ -104,15 +115,26 @@ def cmd_up(args) -> int:
     return 0
 
 
-def _end_with_parent() -> None:
-    """In `farm up`'s children (Linux): SIGTERM when `farm up` dies, however it dies, so no
-    orphaned worker keeps consuming the queue; SIGTERM lets a worker finish its take."""
+def _end_with_parent(parent: int | None = None) -> None:
+    """In `farm up`'s children (Linux), before exec: SIGTERM when `farm up` dies, however it
+    dies, so no orphaned worker keeps consuming the queue; SIGTERM lets a worker finish its
+    take. `parent`: `farm up`'s pid; if it died before the signal was armed, the child is
+    already an orphan and exits before it starts."""
+    try:
+        _libc().prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
+@functools.cache
+def _libc():
+    """libc, loaded once in `farm up` itself: a forked child only calls into it (no dlopen
+    between fork and exec while other threads run)."""
     import ctypes
 
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    return ctypes.CDLL("libc.so.6", use_errno=True)
 
 
 def _has_users(settings) -> bool:

@@ -58,7 +58,7 @@ def test_sigterm_finishes_the_in_flight_take(client, sessions, start_worker, rel
 
 def test_a_poison_take_fails_after_its_attempts_without_blocking_others(client, sessions, start_worker, release_loop):
     start_worker()
-    with sessions() as s:  # an input whose object vanished from the store: every attempt fails
+    with sessions() as s:  # an input whose object vanished from the store: no attempt can succeed
         s.add(
             Asset(
                 sha256="e" * 64,
@@ -80,8 +80,9 @@ def test_a_poison_take_fails_after_its_attempts_without_blocking_others(client, 
     ids = client.post("/batches", json=body).json()["take_ids"]
     takes = wait_done(client, ids, timeout=180)
     assert [t["state"] for t in takes] == ["failed", "done", "done"]
-    assert len(takes[0]["attempts"]) == 3 and takes[0]["error_class"] == "StorageError"
-    assert "not found" in takes[0]["error_message"]
+    # no retry brings the object back: it fails on its first attempt, naming the input
+    assert len(takes[0]["attempts"]) == 1 and takes[0]["error_class"] == "InputError"
+    assert "image" in takes[0]["error_message"] and "missing from the store" in takes[0]["error_message"]
 
 
 def runtime(settings, tmp_path, **changes) -> ExploreRuntime:
