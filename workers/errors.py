@@ -29,6 +29,11 @@ class GPUOutOfMemory(WorkerError):
     """The GPU ran out of memory during the render (retried: the next attempt may fit)."""
 
 
+class Stalled(WorkerError):
+    """No denoising step finished within FARM_STALL_TIMEOUT: a hung GPU call; the watchdog
+    ended the worker (retried: a fresh process may not hang)."""
+
+
 class HostOutOfMemory(WorkerError):
     """The host ran out of memory during the render: the same take on the same kind of host
     runs out again, so it is not retried (a smaller size or fewer frames fits)."""

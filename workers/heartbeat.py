@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +34,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
         self._deadline: float | None = None  #: monotonic time by which the render must make progress
+        self._on_hang: Callable[[], None] | None = None
 
     def start(self) -> Heartbeat:
         with transaction(self.factory) as session:
@@ -55,8 +57,10 @@ class Heartbeat:
         with transaction(self.factory) as session:
             session.execute(update(Worker).where(Worker.id == self.id).values(heartbeat_at=utcnow(), **values))
 
-    def watch(self, seconds: float | None) -> None:
-        """Expect progress within `seconds` (None: idle, nothing expected)."""
+    def watch(self, seconds: float | None, on_hang: Callable[[], None] | None = None) -> None:
+        """Expect progress within `seconds` (None: idle, nothing expected); `on_hang` records
+        why before the process leaves if none comes."""
+        self._on_hang = on_hang if seconds is not None else None
         self._deadline = None if seconds is None else time.monotonic() + seconds
 
     def _run(self) -> None:
@@ -64,6 +68,11 @@ class Heartbeat:
             if self._deadline is not None and time.monotonic() > self._deadline:
                 # a hung GPU call never returns to Python: only leaving frees the take
                 log.critical("no denoising step finished in time: the worker is hung; exiting so its take is requeued")
+                if self._on_hang is not None:
+                    try:
+                        self._on_hang()
+                    except Exception:  # leaving matters more than the record: the reconciler still finds it
+                        log.exception("could not record the hang")
                 logging.shutdown()
                 os._exit(70)
             try:

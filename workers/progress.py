@@ -13,11 +13,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm import states
-from farm.db import transaction
+from farm.db import run_with_retry, transaction
 from farm.settings import Settings
 from models import RenderCanceled
 
-from .errors import RenderTimeout
+from .errors import RenderTimeout, Stalled
 from .heartbeat import Heartbeat
 from .job import Job
 
@@ -32,18 +32,31 @@ class Progress:
         self.factory, self.settings, self.heartbeat, self.job = factory, settings, heartbeat, job
         self.deadline = 0.0
         self.reported = 0.0  #: monotonic time of the last progress write
+        self.step = 0  #: the last step that finished
 
     def __enter__(self) -> Progress:
         self.deadline = time.monotonic() + self.settings.render_time_limit
-        self.heartbeat.watch(self.settings.stall_timeout)
+        self.heartbeat.watch(self.settings.stall_timeout, self._hung)
         return self
+
+    def _hung(self) -> None:
+        """The watchdog is about to end the process: the attempt fails naming its cause
+        (`Stalled`, retried while attempts remain), not as a worker lost for no reason."""
+        take_id, attempt, seconds = self.job.take.id, self.job.attempt, self.job.gpu_seconds()
+        error = Stalled(f"no denoising step finished in {self.settings.stall_timeout:g} s after step {self.step}; "
+                        "the worker exited")  # fmt: skip
+        run_with_retry(
+            self.factory, lambda s: states.fail(s, take_id, attempt, error, retryable=True, gpu_seconds=seconds),
+            seconds=5,  # the process is leaving
+        )  # fmt: skip
 
     def __exit__(self, *exc) -> None:
         self.heartbeat.watch(None)  # idle: nothing expected
 
     def __call__(self, i: int, n: int) -> None:
         now = time.monotonic()
-        self.heartbeat.watch(self.settings.stall_timeout)  # a step finished: not hung
+        self.heartbeat.watch(self.settings.stall_timeout, self._hung)  # a step finished: not hung
+        self.step = i
         if now > self.deadline:
             raise RenderTimeout(f"the render passed its {self.settings.render_time_limit:g} s limit at step {i}/{n}")
         if i < n and now - self.reported < self.settings.progress_interval:

@@ -9,9 +9,11 @@ import sys
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from farm.db import transaction
-from farm.tables import Worker, utcnow
+from farm.tables import Attempt, Take, Worker, utcnow
+from tests.helpers import make_batch
 from tests.services import ROOT, settings_env, wait_for
 from workers.heartbeat import Heartbeat
 
@@ -91,3 +93,46 @@ def test_a_missed_deadline_exits_the_process_and_leaves_its_row_to_the_reconcile
     assert "the worker is hung" in proc.stderr
     worker = row(sessions, worker_id)
     assert worker.stopped is False  # no clean exit: the reconciler finds it by its silence
+
+
+STALLED = """
+import threading, sys
+from farm import states
+from farm.db import session_factory, transaction
+from farm.settings import get_settings
+from farm.tables import Take
+from workers.heartbeat import Heartbeat
+from workers.job import Job
+from workers.progress import Progress
+
+settings = get_settings().model_copy(update={"stall_timeout": 0.5})
+factory = session_factory(settings.database)
+hb = Heartbeat(factory, "explore", "cpu", 0.05).start()
+with transaction(factory) as session:
+    attempt = states.claim(session, sys.argv[1], hb.id, hb.host, hb.gpu)
+    take = session.get(Take, sys.argv[1])
+    session.expunge(take)
+with Progress(factory, settings, hb, Job(take, attempt, {}, 1)) as on_step:
+    on_step(1, 10)  # one step, then a GPU call that never returns
+    threading.Event().wait()
+"""
+
+
+def test_a_hung_render_records_its_cause_before_the_worker_exits(clean, sessions):
+    (take_id,) = make_batch(sessions, clean, [{"prompt": "hangs", "mode": "T"}])
+    proc = subprocess.run(
+        [sys.executable, "-c", STALLED, take_id],
+        cwd=ROOT,
+        env=settings_env(clean),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 70, proc.stderr
+    with sessions() as session:
+        take = session.get(Take, take_id)
+        attempt = session.execute(select(Attempt).where(Attempt.take_id == take_id)).scalar_one()
+        # failed naming its cause (and queued again while attempts remain), not lost for no reason
+        assert (attempt.state.value, attempt.error_class) == ("failed", "Stalled")
+        assert "after step 1" in attempt.error_message
+        assert (take.state.value, take.error_class) == ("queued", "Stalled")
