@@ -17,7 +17,6 @@ import numpy as np
 import psycopg
 import pytest
 import redis
-import uvicorn
 from PIL import Image, ImageDraw
 from sqlalchemy import text
 
@@ -29,7 +28,7 @@ from farm.settings import Settings
 from models.specs import TINY, TINY_CONCAT
 from models.tiny import write_weights
 
-from .services import PG_ADMIN, REDIS_URL, TABLES, USERS, WorkerProcess, free_port, password, wait_for
+from .services import PG_ADMIN, REDIS_URL, TABLES, USERS, WorkerProcess, free_port, password, serving
 
 
 @pytest.fixture(scope="session")
@@ -150,16 +149,8 @@ def storage(settings):
 def api(settings, storage) -> Iterator[str]:
     from farm.api.app import create_app
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, storage), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the API to start")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(create_app(settings, storage)) as url:
+        yield url
 
 
 @pytest.fixture

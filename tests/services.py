@@ -12,7 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from farm.settings import Settings
@@ -214,3 +215,19 @@ class TcpProxy:
             if writer is not None and writer in self._links:
                 self._links.discard(writer)
                 writer.transport.abort()
+
+
+@contextmanager
+def serving(app, join: float = 10) -> Iterator[str]:
+    """The app on a free loopback port in a thread of this process, for the block: its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 30, "the API to start")
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(join)

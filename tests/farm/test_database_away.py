@@ -4,13 +4,11 @@ proxy the test turns into a fault, refused (the port closed, connections reset) 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -19,7 +17,7 @@ from farm.api.app import create_app
 from farm.db import get_engine, postgres_connect_args, postgres_engine
 from farm.settings import Settings
 
-from ..services import TcpProxy, free_port, password, wait_for
+from ..services import TcpProxy, password, serving
 
 AWAY = {"detail": "the farm's database is not answering; try again shortly", "field": None}
 #: seconds an answer may take with the database away (the defaults: a ping of a pooled
@@ -43,21 +41,9 @@ def through(proxy: TcpProxy, url: str) -> str:
 def proxied_api(clean, storage, proxy) -> Iterator[str]:
     """An API whose database URL goes through the proxy (the schema is migrated directly)."""
     url = through(proxy, clean.database)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(clean.model_copy(update={"database_url": url}), storage),
-            host="127.0.0.1",
-            port=free_port(),
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the API to start")
-    yield f"http://127.0.0.1:{server.config.port}"
-    proxy.heal()  # nothing left waiting on a frozen connection while the server stops
-    server.should_exit = True
-    thread.join(30)
+    with serving(create_app(clean.model_copy(update={"database_url": url}), storage), join=30) as base:
+        yield base
+        proxy.heal()  # nothing left waiting on a frozen connection while the server stops
     get_engine(url).dispose()
 
 

@@ -4,11 +4,9 @@ batch files may not expand (no anchors, no aliases). Over HTTP, on Postgres and 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 import yaml
 
 from farm.api.app import create_app
@@ -17,7 +15,7 @@ from farm.api.routes.batches import MAX_FILE
 from farm.batches import MAX_TAKES, load_yaml
 from farm.errors import InvalidRequest
 
-from ..services import free_port, wait_for
+from ..services import serving
 from .test_cli import farm
 
 #: a 1 KB YAML "billion laughs": nine levels of nine aliases, 9**9 prompts once expanded
@@ -41,16 +39,8 @@ def chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
 def small(clean, storage) -> Iterator[str]:
     """An API of its own with small limits: uploads of 100 kB, other bodies of 64 KiB."""
     settings = clean.model_copy(update={"max_upload_bytes": 100_000, "max_body_bytes": 64 * 1024})
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, storage), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the API to start")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(create_app(settings, storage)) as url:
+        yield url
 
 
 def no_takes(client) -> bool:
