@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo render-demo test check lock bench-dispatch soak clean
+.PHONY: install demo render-demo test check lock bench-dispatch bench-limits soak clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -56,6 +56,10 @@ lock: $(STAMP)
 ## Dispatch benchmark on the local Postgres and Redis (see benchmarks/dispatch.py).
 bench-dispatch: $(STAMP)
 	$(BIN)/python benchmarks/dispatch.py
+
+## Peak memory of a dispatcher at the request limits (see benchmarks/limits.py).
+bench-limits: $(STAMP)
+	$(BIN)/python benchmarks/limits.py
 
 ## Soak: 500 takes on 3 workers, one SIGKILLed every 4 s; checks every invariant.
 soak: $(STAMP)
