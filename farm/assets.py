@@ -24,12 +24,12 @@ CHUNK = 1 << 20  #: bytes read at a time: an upload is never held whole in memor
 def sniff(path: Path, max_audio_seconds: float) -> tuple[str, str]:
     """(kind, format) by content, never by the file name; an image decoded whole, audio no
     longer than `max_audio_seconds`."""
-    if looks_like_image(path):
-        try:
-            fmt, _, _ = probe_image(path)
-        except InputError as exc:  # an image, but one we refuse (format, size, truncated): say why
-            raise InvalidRequest("file", exc.message) from None
+    try:
+        fmt, _, _ = probe_image(path)
         return "image", fmt.lower()
+    except InputError as exc:
+        if looks_like_image(path):  # an image, but one we refuse (format, size, truncated): say why
+            raise InvalidRequest("file", exc.message) from None
     try:
         seconds = probe_audio(path)
     except InputError:

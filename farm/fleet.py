@@ -20,6 +20,8 @@ from .tables import Worker, as_utc
 #: a worker is exactly one of these
 STATES = ("idle", "busy", "draining", "dead", "stopped")
 SERVING = ("idle", "busy")  #: alive and taking work
+FLAGGED = ("draining", "stopped")  #: flagged stopped: drained, and still alive or gone since
+GONE = ("dead", "stopped")  #: no longer heartbeating
 SEEN = 3600.0  #: seconds: lists leave out workers whose last heartbeat is older than this
 
 
@@ -127,7 +129,7 @@ def set_draining(session: Session, worker: Worker, drain: bool, now: datetime, t
     """Drain a live worker (or resume it); False when it already was. The flag is set only
     while the worker still heartbeats, so a worker that just died is never marked."""
     current = row(worker, now, timeout)
-    if current.state in ("dead", "stopped"):
+    if current.state in GONE:
         last = ago(current.heartbeat_age)
         fix = "nothing to drain" if drain else "start a new worker with `farm worker`"
         raise IllegalTransition(f"{worker.id} is {current.state} (last heartbeat {last}); {fix}", field="worker")

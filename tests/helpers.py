@@ -7,7 +7,7 @@ from datetime import timedelta
 from farm import batches
 from farm.db import transaction
 from farm.settings import Settings
-from farm.tables import Batch, Take
+from farm.tables import Asset, Batch, Take
 
 from .services import wait_for
 
@@ -56,3 +56,10 @@ def wait_done(client, take_ids, timeout=120):
         return takes if all(t["state"] in ("done", "failed", "canceled") for t in takes) else None
 
     return wait_for(all_finished, timeout, f"takes {take_ids} to finish")
+
+
+def missing_asset(sessions, sha256: str, kind: str = "image") -> None:
+    """An asset row whose object is not in the store (lost, or never there)."""
+    with transaction(sessions) as session:
+        session.add(Asset(sha256=sha256, kind=kind, size=1, key=f"assets/{kind}/{sha256[:2]}/gone",
+                          filename="gone.png", media_format="png"))  # fmt: skip

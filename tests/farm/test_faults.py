@@ -11,10 +11,10 @@ import torch
 from sqlalchemy import select
 
 from farm.storage import LocalStorage
-from farm.tables import Asset, Attempt, Output, Take, Worker
+from farm.tables import Attempt, Output, Take, Worker
 from workers.explore import ExploreRuntime
 
-from ..helpers import make_batch, take_state, wait_done
+from ..helpers import make_batch, missing_asset, take_state, wait_done
 from ..services import ROOT, settings_env, wait_for
 
 
@@ -58,18 +58,7 @@ def test_sigterm_finishes_the_in_flight_take(client, sessions, start_worker, rel
 
 def test_a_poison_take_fails_after_its_attempts_without_blocking_others(client, sessions, start_worker, release_loop):
     start_worker()
-    with sessions() as s:  # an input whose object vanished from the store: no attempt can succeed
-        s.add(
-            Asset(
-                sha256="e" * 64,
-                kind="image",
-                size=1,
-                key="assets/image/ee/gone",
-                filename="gone.png",
-                media_format="png",
-            )
-        )
-        s.commit()
+    missing_asset(sessions, "e" * 64)  # an input whose object vanished from the store: no attempt can succeed
     body = {
         "takes": [
             {"prompt": "poison", "mode": "TI", "image": "e" * 64},

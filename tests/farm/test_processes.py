@@ -1,5 +1,6 @@
 """Every process the farm starts ends with it: `farm worker` killed leaves no worker behind,
-`farm up`'s children and a hero supervisor's ranks die with their parent. Linux (/proc)."""
+`farm up`'s children and a hero supervisor's ranks die with their parent (read from Linux's /proc,
+as the farm runs on Linux)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from farm.tables import Worker
 
 from ..services import ROOT, settings_env, wait_for
-
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 
 
 def _stat(pid: int) -> tuple[str, int, int] | None:

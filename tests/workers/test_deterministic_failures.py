@@ -10,6 +10,11 @@ from tests.helpers import make_batch, upload
 from workers.explore import ExploreRuntime
 
 
+def inline(clean, storage) -> ExploreRuntime:
+    """A started runtime that finishes each take before `run` returns."""
+    return ExploreRuntime(clean.model_copy(update={"finish_in_background": False}), storage=storage).start()
+
+
 def delete(storage, key: str) -> None:
     storage.client.delete_object(Bucket=storage.bucket, Key=storage._key(key))
 
@@ -30,7 +35,7 @@ def test_a_take_whose_input_is_gone_fails_once_naming_it(client, media, storage,
     (take_id,) = make_batch(sessions, clean, [{"prompt": "p", "mode": "TI", "image": sha}])
     with sessions() as session:
         delete(storage, session.get(Asset, sha).key)
-    runtime = ExploreRuntime(clean.model_copy(update={"finish_in_background": False}), storage=storage).start()
+    runtime = inline(clean, storage)
     try:
         assert runtime.run(take_id) == "failed (failed)"
     finally:
@@ -45,7 +50,7 @@ def test_a_take_whose_input_is_gone_fails_once_naming_it(client, media, storage,
 
 def test_running_out_of_host_memory_fails_the_take_once(clean, sessions, storage, monkeypatch):
     (take_id,) = make_batch(sessions, clean, [{"prompt": "too big", "mode": "T"}])
-    runtime = ExploreRuntime(clean.model_copy(update={"finish_in_background": False}), storage=storage).start()
+    runtime = inline(clean, storage)
 
     def exhausted(*_args, **_kwargs):
         raise MemoryError

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from farm.queue import make_celery, send_take
 from farm.storage import output_keys
 from farm.tables import Attempt, AttemptState, Output
-from tests.helpers import assets, take_state, wait_done
+from tests.helpers import assets, missing_asset, take_state, wait_done
 from tests.services import wait_for
 
 
@@ -107,20 +107,7 @@ def test_a_failing_input_is_recorded_with_its_error(client, sessions, start_work
     """An asset whose stored object vanished: the take fails once, naming the input (no retry
     can bring the object back; uploading the same bytes again repairs it)."""
     start_worker()
-    from farm.tables import Asset
-
-    with sessions() as s:
-        s.add(
-            Asset(
-                sha256="f" * 64,
-                kind="image",
-                size=1,
-                key="assets/image/ff/missing",
-                filename="gone.png",
-                media_format="png",
-            )
-        )
-        s.commit()
+    missing_asset(sessions, "f" * 64)
     take_id = client.post("/batches", json={"takes": [{"prompt": "p", "mode": "TI", "image": "f" * 64}]}).json()[
         "take_ids"
     ][0]

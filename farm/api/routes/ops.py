@@ -69,7 +69,7 @@ def workers(
     used = usage.by(session, Attempt.worker_id, since=now - GPU_WINDOW)
     out = []
     for w in fleet.workers(session, now, settings.worker_timeout, seen=None):
-        stopped = w.state in ("draining", "stopped")
+        stopped = w.state in fleet.FLAGGED
         if stopped and not include_stopped:
             continue
         mine = used.get(w.id, usage.Usage(0.0, 0))
