@@ -57,9 +57,11 @@ lock: $(STAMP)
 bench-dispatch: $(STAMP)
 	$(BIN)/python benchmarks/dispatch.py
 
-## Peak memory of a dispatcher at the request limits (see benchmarks/limits.py).
+## Peak memory of a dispatcher at the request limits and of a render at a checkpoint's take
+## limits (see benchmarks/limits.py, benchmarks/worker_limits.py).
 bench-limits: $(STAMP)
 	$(BIN)/python benchmarks/limits.py
+	$(BIN)/python benchmarks/worker_limits.py
 
 ## Soak: 500 takes on 3 workers, one SIGKILLed every 4 s; checks every invariant.
 soak: $(STAMP)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from models import InputError, RenderRequest
 from models.params import Param
-from models.request import PARAMS
+from models.request import PARAMS, LoraUse
 
 from . import db, states
 from .errors import IdempotencyConflict, InvalidRequest, NotFound
@@ -36,11 +37,16 @@ MAX_YAML_NODES = 20 * MAX_TAKES
 MAX_YAML_DEPTH = 32  #: nesting of lists and mappings in a YAML batch file (a batch needs 5)
 
 
-def sweep_factors(sweep: dict) -> tuple[int, int, int]:
-    """A sweep's prompts, seeds and checkpoints: its takes are their product (counted here,
-    never built to be counted)."""
+#: a sweep's axes, in the order its takes are built (and its size is stated)
+AXES = ("prompt", "seed", "checkpoint", "LoRA stack")
+
+
+def sweep_factors(sweep: dict) -> tuple[int, ...]:
+    """A sweep's prompts, seeds, checkpoints and LoRA stacks: its takes are their product
+    (counted here, never built to be counted)."""
     seeds = len(sweep.get("seeds") or []) or int(sweep.get("seed_count") or 1)
-    return len(sweep.get("prompts") or []), seeds, len(sweep.get("checkpoints") or []) or 1
+    stacks = len(sweep.get("loras") or []) or 1
+    return len(sweep.get("prompts") or []), seeds, len(sweep.get("checkpoints") or []) or 1, stacks
 
 
 def pool_of(checkpoint: str, settings: Settings) -> str:
@@ -56,9 +62,9 @@ def expand(body: dict, settings: Settings) -> list[dict]:
     sweep = body.get("sweep")
     if sweep:
         factors = sweep_factors(sweep)
-        size = factors[0] * factors[1] * factors[2] + len(listed)
+        size = math.prod(factors) + len(listed)
         if size > MAX_TAKES:
-            named = zip(("prompt", "seed", "checkpoint"), factors)
+            named = [(what, n) for what, n in zip(AXES, factors, strict=True) if what != "LoRA stack" or n > 1]
             counts = " x ".join(f"{n} {what}{'s' if n != 1 else ''}" for what, n in named)
             also = f" + {len(listed)} listed takes" if listed else ""
             raise InvalidRequest(
@@ -74,8 +80,11 @@ def expand(body: dict, settings: Settings) -> list[dict]:
             rng = random.Random()
             seeds = [rng.randrange(2**31) for _ in range(sweep["seed_count"])]
         checkpoints = sweep.get("checkpoints") or [defaults.get("checkpoint") or settings.explore_checkpoint]
-        for prompt, seed, checkpoint in product(sweep.get("prompts") or [], seeds or [None], checkpoints):
-            take = {**defaults, "prompt": prompt, "seed": seed, "checkpoint": checkpoint}
+        stacks = sweep.get("loras") or [defaults.get("loras")]
+        for prompt, seed, checkpoint, stack in product(
+            sweep.get("prompts") or [], seeds or [None], checkpoints, stacks
+        ):
+            take = {**defaults, "prompt": prompt, "seed": seed, "checkpoint": checkpoint, "loras": stack}
             for rule in sweep.get("overrides") or []:
                 if all(take.get(k) == v for k, v in (rule.get("where") or {}).items()):
                     take.update({k: v for k, v in (rule.get("set") or {}).items() if v is not None})
@@ -94,12 +103,30 @@ def _validate(i: int, take: dict, assets: dict[str, Asset], settings: Settings) 
     )
     params = {p.name: take[p.name] for p in PARAMS if take.get(p.name) is not None}
     params.setdefault("seed", random.randrange(2**31))  # recorded, so the take is reproducible
+    uses = take.get("loras") or []
     try:
         resolved = RenderRequest(
-            checkpoint=checkpoint, image=take.get("image"), audio=take.get("audio"), **params
+            checkpoint=checkpoint,
+            image=take.get("image"),
+            audio=take.get("audio"),
+            loras=tuple(LoraUse(use.get("asset"), use.get("strength", 1.0)) for use in uses),
+            **params,
         ).resolved(probe_files=False)
     except InputError as exc:
         raise InvalidRequest(f"takes[{i}].{exc.field}", exc.message) from None
+    for j, use in enumerate(resolved.loras):
+        asset = assets.get(use.path)
+        if asset is None or asset.kind != "lora":
+            raise InvalidRequest(
+                f"takes[{i}].loras[{j}].asset", f"no uploaded LoRA with sha256 {use.path}; upload it to /loras first"
+            )
+        bases = (asset.info or {}).get("bases", [])
+        if resolved.spec.name not in bases:
+            raise InvalidRequest(
+                f"takes[{i}].loras[{j}].asset",
+                f"the LoRA {asset.filename} was made for {', '.join(bases) or 'another model'}, not "
+                f"{resolved.spec.name}; pick a checkpoint it fits or another LoRA",
+            )
     params["mode"] = resolved.mode  # recorded: unset, it follows from the inputs given
     for kind in ("image", "audio"):
         sha = take.get(kind)
@@ -122,6 +149,7 @@ def _validate(i: int, take: dict, assets: dict[str, Asset], settings: Settings) 
         "pool": pool,
         "params": params,
         "priority": priority,
+        "loras": [{"sha256": use.path, "strength": use.strength} for use in resolved.loras] or None,
         "image_sha256": take.get("image") if "I" in resolved.mode else None,
         "audio_sha256": take.get("audio") if "A" in resolved.mode else None,
     }
@@ -173,6 +201,7 @@ def create_batch(
 ) -> Batch:
     takes = expand(body, settings)
     wanted = {t.get(k) for t in takes for k in ("image", "audio") if t.get(k)}
+    wanted |= {use.get("asset") for t in takes for use in t.get("loras") or []}
     assets = (
         {a.sha256: a for a in session.execute(select(Asset).where(Asset.sha256.in_(wanted))).scalars()}
         if wanted

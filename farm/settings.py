@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     presign_seconds: int = 3600  #: lifetime of presigned output URLs
     max_upload_bytes: int = 512 * 1024 * 1024  #: largest accepted image or audio upload
     max_audio_seconds: float = 600.0  #: longest accepted audio upload (a take hears at most its own span)
+    #: largest accepted LoRA upload (a rank-64 LoRA of the 17B is ~1.2 GB at bf16)
+    max_lora_bytes: int = 2 * 1024**3
+    #: bytes of LoRA files a worker keeps on its disk (least recently used dropped first)
+    lora_cache_bytes: int = 20 * 1024**3
     #: bytes: the largest request body other than an upload or a batch file (a JSON batch
     #: of takes, a form); counted as it arrives, with or without a Content-Length
     max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)

@@ -126,11 +126,13 @@ class Asset(Base):
 
     __tablename__ = "assets"
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  #: image or audio
+    kind: Mapped[str] = mapped_column(String(16))  #: image, audio or lora
     size: Mapped[int] = mapped_column(BigInteger)
     key: Mapped[str] = mapped_column(String(300))  #: storage key
     filename: Mapped[str] = mapped_column(String(300))
     media_format: Mapped[str] = mapped_column(String(32))
+    #: a LoRA's reading: its format, rank, the modules it changes, the checkpoints it fits
+    info: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -145,6 +147,8 @@ class Take(Base):
     params: Mapped[dict] = mapped_column(JSON)
     image_sha256: Mapped[str | None] = mapped_column(ForeignKey("assets.sha256"))
     audio_sha256: Mapped[str | None] = mapped_column(ForeignKey("assets.sha256"))
+    #: [{"sha256", "strength"}]: the LoRA assets stacked on the DiT, in order (None: none)
+    loras: Mapped[list | None] = mapped_column(JSON)
     priority: Mapped[int] = mapped_column(Integer, default=0)  #: higher first
     state: Mapped[TakeState] = mapped_column(Enum(TakeState, native_enum=False, length=16), default=TakeState.queued)
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("takes.id"))

@@ -101,6 +101,7 @@ def rerender(session: Session, storage: Storage, take_id: str, producer: str, se
         "checkpoint": recorded["checkpoint"]["name"],
         "image": recorded["inputs"].get("image"),
         "audio": recorded["inputs"].get("audio"),
+        "loras": [{"asset": u["sha256"], "strength": u["strength"]} for u in recorded["inputs"].get("loras") or []],
     }
     project = "default"
     if parent is not None:

@@ -12,8 +12,17 @@ from tqdm import tqdm
 
 from .errors import ModelsError
 from .params import Param
-from .request import PARAMS, RenderRequest
+from .request import PARAMS, LoraUse, RenderRequest
 from .specs import SPECS
+
+
+def lora_use(text: str) -> LoraUse:
+    """`FILE` or `FILE:STRENGTH` (a file name may hold colons: only a number after the last counts)."""
+    path, _, strength = text.rpartition(":")
+    try:
+        return LoraUse(path, float(strength)) if path else LoraUse(text)
+    except ValueError:
+        return LoraUse(text)
 
 
 def build_parser(params: tuple[Param, ...] = PARAMS) -> argparse.ArgumentParser:
@@ -23,11 +32,19 @@ def build_parser(params: tuple[Param, ...] = PARAMS) -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", default="tiny", choices=sorted(SPECS), help="model spec (default: tiny)")
     r.add_argument("--image", default=None, help="reference image (modes with I)")
     r.add_argument("--audio", default=None, help="audio track (modes with A)")
+    r.add_argument(
+        "--lora", action="append", default=[], type=lora_use, metavar="FILE[:STRENGTH]",
+        help="a LoRA (.safetensors) to stack on the DiT, strength 1 unless given; repeat to stack several, in order",
+    )  # fmt: skip
     for p in params:  # one flag per render parameter, from its definition
         r.add_argument(
             "--" + p.name.replace("_", "-"), type=p.type, default=None, choices=p.choices or None,
             required=bool(p.required), help=p.help,
         )  # fmt: skip
+    if any(p.name == "guidance" for p in params):  # the one alias: what step-distilled LoRAs want
+        r.add_argument(
+            "--no-guidance", dest="guidance", action="store_const", const="off", help="the same as --guidance off"
+        )
     r.add_argument("--weights", default=None, help="weights folder in the official layout (or $HUMO_WEIGHTS)")
     r.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     r.add_argument("-o", "--output", required=True, help="the MP4 to write; a .jpg thumbnail goes beside it")
@@ -38,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     given = {p.name: getattr(args, p.name) for p in PARAMS if getattr(args, p.name) is not None}
-    request = RenderRequest(checkpoint=args.checkpoint, image=args.image, audio=args.audio, **given)
+    request = RenderRequest(
+        checkpoint=args.checkpoint, image=args.image, audio=args.audio, loras=tuple(args.lora), **given
+    )
     from . import load_pipeline  # heavy imports after the arguments parse
 
     output = Path(args.output)
@@ -57,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         "output": str(output),
         "thumbnail": str(thumbnail),
         "audio": result.audio_fit.action,
+        "loras": [{"sha256": u["sha256"], "strength": u["strength"]} for u in result.engine["loras"]["loras"]],
         "seconds": {k: round(v, 3) for k, v in result.timings.items()},
     }
     print(json.dumps(summary))

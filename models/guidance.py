@@ -11,12 +11,19 @@ c0, c1, ..., ck, combined as  c0 + sum_i s_i * (c_i - c_{i-1}).
   TIA, later:   null  -> text+image -> text+image+audio    (text scale - 2)
   TA:  null -> text -> text+audio
 The reference ships TA and TIA; T and TI follow the same rules without the missing input.
+
+Guidance "off" (for guidance-distilled LoRAs): one pass per step, with every input the mode
+has (text, plus image and audio as the mode says), no negative or null pass; the scales are
+unused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
+
+#: a request's `guidance`: "on", the checkpoint's chain above; "off", one fully conditioned pass
+GUIDANCE = ("on", "off")
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,22 @@ def default_scales(spec: GuidedSpec) -> Scales:
     return Scales(text=g.text, audio=g.audio, image=g.image)
 
 
-def passes_for(spec: GuidedSpec, mode: str, t: float, scales: Scales | None = None) -> list[tuple[Condition, float]]:
-    """The chain for one step: [(condition, scale)], the first one's scale unused (0)."""
+def full_condition(mode: str) -> Condition:
+    """Every input the mode has: the text, and the image and audio where the mode says."""
+    return Condition(True, "I" in mode, "A" in mode)
+
+
+def passes_for(
+    spec: GuidedSpec, mode: str, t: float, scales: Scales | None = None, guidance: str = "on"
+) -> list[tuple[Condition, float]]:
+    """The chain for one step: [(condition, scale)], the first one's scale unused (0).
+
+    guidance "off": the one fully conditioned pass, [(full_condition(mode), 0.0)].
+    """
+    if guidance == "off":
+        return [(full_condition(mode), 0.0)]
+    if guidance != "on":
+        raise ValueError(f"unknown guidance {guidance!r}; choose one of {', '.join(GUIDANCE)}")
     s = scales or default_scales(spec)
     image, audio = "I" in mode, "A" in mode
     if spec.image_conditioning == "overwrite" or not image:

@@ -38,15 +38,25 @@ def load_image(path: str | Path, width: int, height: int) -> torch.Tensor:
     return pixels / 127.5 - 1.0
 
 
-def load_audio(path: str | Path, rate: int = AUDIO_RATE) -> torch.Tensor:
-    """Decode any audio FFmpeg reads to mono float32 samples at `rate`: [N]."""
+def load_audio(path: str | Path, rate: int = AUDIO_RATE, seconds: float | None = None) -> torch.Tensor:
+    """Decode any audio FFmpeg reads to mono float32 samples at `rate`: [N].
+
+    seconds: decode only that much from the start (the clip's span), so a take's memory and
+    time follow its length, not the file's.
+    """
+    want = None if seconds is None else max(1, round(seconds * rate))
+    chunks, have = [], 0
     with open_audio(path) as (container, stream):
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        chunks = [
-            out.to_ndarray().reshape(-1) for frame in container.decode(stream) for out in resampler.resample(frame)
-        ]
-        chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+                have += chunks[-1].size
+            if want is not None and have >= want:
+                break
+        else:
+            chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+    samples = np.concatenate(chunks)[:want] if chunks else np.zeros(0, np.float32)
     if samples.size == 0:
         raise InputError("audio", f"{Path(path).name} holds no audio samples")
     return torch.from_numpy(samples.astype(np.float32))
@@ -61,17 +71,22 @@ class AudioFit:
     clip_seconds: float
 
 
-def fit_audio(samples: torch.Tensor | None, rate: int, frames: int, fps: int) -> tuple[torch.Tensor | None, AudioFit]:
+def fit_audio(
+    samples: torch.Tensor | None, rate: int, frames: int, fps: int, source_seconds: float | None = None
+) -> tuple[torch.Tensor | None, AudioFit]:
+    """The track cut or padded to the clip's length. source_seconds: the file's length, when
+    only its start was decoded (default: the samples' length)."""
     clip_seconds = frames / fps
     if samples is None:
         return None, AudioFit("none", 0.0, clip_seconds)
     want = round(clip_seconds * rate)
     have = samples.numel()
-    if have > want:
-        return samples[:want], AudioFit("trimmed", have / rate, clip_seconds)
+    seconds = max(have / rate, source_seconds or 0.0)
+    if have > want or seconds > clip_seconds:
+        return samples[:want], AudioFit("trimmed", seconds, clip_seconds)
     if have < want:
-        return torch.cat([samples, samples.new_zeros(want - have)]), AudioFit("padded", have / rate, clip_seconds)
-    return samples, AudioFit("exact", have / rate, clip_seconds)
+        return torch.cat([samples, samples.new_zeros(want - have)]), AudioFit("padded", seconds, clip_seconds)
+    return samples, AudioFit("exact", seconds, clip_seconds)
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:

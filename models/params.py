@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter
@@ -34,7 +35,9 @@ class Param:
     required: str | None = None  #: the message when it is missing (None: it may stay unset)
     choices: tuple[str, ...] = ()
     minimum: float | None = None
-    maximum: float | None = None
+    maximum: float | None = None  #: the bound every checkpoint shares (the API schema's)
+    #: spec -> this checkpoint's own, lower maximum: what one take may ask of it
+    limit: Callable[[Any], int] | None = None
     positive: bool = False  #: > 0 (an open lower bound)
     max_length: int | None = None  #: characters, for text (None: no bound)
     rule: Callable[[Any], str | None] | None = None  #: a further check: the message, or None when fine
@@ -68,7 +71,7 @@ class Param:
                 return f"{value!r} must be text"
             if self.max_length is not None and len(value) > self.max_length:
                 return f"{len(value)} characters; at most {self.max_length}; shorten it"
-            return text_problem(value)
+            return text_problem(value) or (self.rule(value) if self.rule is not None else None)
         if self.rule is not None and (problem := self.rule(value)):
             return problem
         default = self.default(spec) if self.default else None
@@ -81,6 +84,8 @@ class Param:
             return f"{value!r} must be {kind}{self._range()}{hint}"
         if self.positive and value <= 0:
             return f"{value!r} must be a positive number{hint}"
+        if self.limit is not None and value > (most := self.limit(spec)):
+            return f"{value!r} is more than {spec.name} renders in one take; at most {most}{hint}"
         return None
 
     def _range(self) -> str:
@@ -89,6 +94,12 @@ class Param:
         if self.maximum is not None:
             return f" up to {_number(self.maximum)}"
         return ""
+
+    def most(self, spec: Any) -> float | None:
+        """The largest value this checkpoint takes."""
+        if self.limit is None:
+            return self.maximum
+        return min(self.limit(spec), self.maximum) if self.maximum is not None else self.limit(spec)
 
     def read(self, resolved: Any) -> Any:
         """This parameter's value in a resolved request."""
@@ -111,7 +122,7 @@ class Param:
             for k, v in (
                 ("choices", list(self.choices)),
                 ("minimum", self.minimum),
-                ("maximum", self.maximum),
+                ("maximum", self.most(spec)),
                 ("max_length", self.max_length),
             )
             if v not in (None, [])
@@ -158,3 +169,46 @@ def four_k_plus_1(value: Any) -> str | None:
         return None
     near = max(1, round((value - 1) / 4) * 4 + 1) if isinstance(value, int | float) and value > 0 else 97
     return f"{value!r} is not of the form 4k+1 (e.g. {near})"
+
+
+#: the samplers (models.sampler): flow-matching UniPC (2nd order), flow-matching Euler (1st order)
+SAMPLERS = ("unipc", "euler")
+#: the DiT's training timesteps: a given timestep t is the sigma t/1000
+TRAIN_TIMESTEPS = 1000
+TIMESTEPS_EXAMPLE = "1000,750,500,250"
+
+
+def parse_timesteps(text: str) -> tuple[int, ...]:
+    """A `timesteps` text as integers, e.g. "1000, 750,500,250" -> (1000, 750, 500, 250).
+
+    A ValueError says what to fix when the text is not a strictly decreasing, comma-separated
+    list of integers from 1 to 1000 (so at most 1000 of them).
+    """
+    example = f"e.g. {TIMESTEPS_EXAMPLE}"
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) > TRAIN_TIMESTEPS:
+        raise ValueError(f"{len(parts)} entries; at most {TRAIN_TIMESTEPS} timesteps, from 1000 down to 1")
+    values: list[int] = []
+    for part in parts:
+        if not re.fullmatch(r"[0-9]{1,5}", part):
+            what = "an empty entry" if not part else f"{part[:20]!r}"
+            raise ValueError(f"{what} is not an integer; give integers from 1 to 1000 separated by commas ({example})")
+        value = int(part)
+        if not 1 <= value <= TRAIN_TIMESTEPS:
+            raise ValueError(f"{value} is out of range; each timestep is from 1 to {TRAIN_TIMESTEPS} ({example})")
+        if values and value >= values[-1]:
+            raise ValueError(
+                f"{value} follows {values[-1]}: the timesteps must strictly decrease; list them from high to low "
+                f"without repeats ({example})"
+            )
+        values.append(value)
+    return tuple(values)
+
+
+def timestep_list(value: Any) -> str | None:
+    """The rule of a `timesteps` text: None when parse_timesteps takes it, its message otherwise."""
+    try:
+        parse_timesteps(value)
+    except ValueError as exc:
+        return str(exc)
+    return None

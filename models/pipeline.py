@@ -3,8 +3,9 @@
 render(request, on_step):
 1. Encode the inputs once per take: prompt and negative prompt (umT5), audio windows
    (Whisper), reference latent (VAE).
-2. Denoise: for each of `steps` timesteps, run the guidance chain's DiT passes, combine
-   them, step the UniPC sampler; call on_step(i, n) after every step.
+2. Denoise: for each of `steps` timesteps (or the request's given timesteps), run the
+   guidance chain's DiT passes (one with guidance off), combine them, step the sampler
+   (UniPC or Euler); call on_step(i, n) after every step.
 3. Drop the reference frame, decode with the VAE, fit the audio to the clip.
 
 The result records the engine settings the render used, read from the live scheduler and
@@ -25,15 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import media
+from . import lora, media
 from .audio import AudioEncoder, windows
 from .checkpoints import files_sha256, load_into, open_checkpoint
 from .dit import HumoDiT
 from .errors import CheckpointError, InputError
 from .fp8 import FP8Linear, enable_fp8, supported
 from .guidance import Condition, combine, passes_for
-from .probe import file_sha256
-from .request import RenderRequest, ResolvedRequest
+from .lora import Lora, Patcher, PatchRecord
+from .probe import file_sha256, probe_audio
+from .request import MAX_LORAS, LoraUse, RenderRequest, ResolvedRequest
 from .sampler import describe, make_scheduler, model_timesteps
 from .specs import ModelSpec, get_spec
 from .text import TextEncoder, build_text_encoder
@@ -54,8 +56,9 @@ class Inputs:
     negative: torch.Tensor  #: [1, text_len, text_dim]
     audio: torch.Tensor  #: [1, F+1, 8, 5, A] windows (zeros where there is no audio)
     reference: torch.Tensor  #: [16, 1, h, w] clean reference latent (zeros without an image)
-    samples: torch.Tensor | None  #: 16 kHz mono audio, for muxing
+    samples: torch.Tensor | None  #: 16 kHz mono audio, for muxing: the clip's span at most
     zero_latents: torch.Tensor | None = None  #: [16, F+1, h, w] VAE of a zero video (concat)
+    audio_seconds: float = 0.0  #: the audio file's whole length
 
 
 @dataclass
@@ -109,6 +112,8 @@ class Pipeline:
         self.cache_size = 16  #: encodings kept (prompts, audio tracks, reference images)
         self._encodings: dict[tuple, object] = {}
         self._pinned: set[torch.nn.Module] = set()  #: encoders whose CPU weights are pinned
+        self.patcher = Patcher(self.dit)  #: the LoRAs on the DiT now; the base kept to restore
+        self._loras: dict[tuple, Lora] = {}  #: LoRA files read, by (path, size, mtime)
 
     # -- loading ------------------------------------------------------------------------
     @classmethod
@@ -225,19 +230,25 @@ class Pipeline:
         with self._on_device(self.text.model):
             return self.text.encode([prompt, negative]).to(self.device).split(1)
 
-    def _encode_audio(self, path: str):
-        samples = media.load_audio(path)
+    def _encode_audio(self, path: str, seconds: float):
+        samples = media.load_audio(path, seconds=seconds)
+        whole = samples.numel() / media.AUDIO_RATE
+        if whole >= seconds:  # the file may go on past the span: its length from its header
+            whole = max(whole, probe_audio(path))
         with self._on_device(self.audio.encoder):
-            return samples, self.audio.features(samples)
+            return samples, self.audio.features(samples), whole
 
     def encode_inputs(self, req: ResolvedRequest) -> Inputs:
         text, negative = self._cached(
             ("text", req.prompt, req.negative_prompt), lambda: self._encode_text(req.prompt, req.negative_prompt)
         )
         height, width = req.height // 8, req.width // 8
-        samples = None
+        samples, audio_seconds = None, 0.0
         if req.audio:
-            samples, feats = self._cached(("audio", file_sha256(req.audio)), lambda: self._encode_audio(req.audio))
+            # only the clip's span is heard: its features depend on nothing past the clip's end
+            span = req.frames / req.spec.fps
+            key = ("audio", file_sha256(req.audio), span)
+            samples, feats, audio_seconds = self._cached(key, lambda: self._encode_audio(req.audio, span))
         else:
             feats = torch.zeros(req.frames, 5, self.spec.dit.audio_channels)
         wins = windows(feats, req.frames)  # [F, 8, 5, A]
@@ -260,6 +271,7 @@ class Pipeline:
             reference=reference,
             samples=samples,
             zero_latents=zero,
+            audio_seconds=audio_seconds,
         )
 
     def zero_latents(self, height: int, width: int, latent_frames: int) -> torch.Tensor:
@@ -320,11 +332,11 @@ class Pipeline:
         shape = (self.spec.vae.z_dim, req.latent_frames + 1, req.height // 8, req.width // 8)
         generator = torch.Generator(device=self.device).manual_seed(req.seed)
         latents = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
-        scheduler = make_scheduler(req.steps, req.shift)
+        scheduler = make_scheduler(req.steps, req.shift, req.sampler, req.given_timesteps)
         timesteps = model_timesteps(scheduler)
         passes: list[int] = []  #: DiT predictions made at each step
         for i, t in enumerate(timesteps):
-            chain = passes_for(self.spec, req.mode, float(t), req.scales)
+            chain = passes_for(self.spec, req.mode, float(t), req.scales, req.guidance)
             preds = self._predict(latents, t.to(self.device)[None], [c for c, _ in chain], inputs)
             passes.append(len(preds))
             pred = combine(preds, [s for _, s in chain])
@@ -332,18 +344,21 @@ class Pipeline:
             if on_step is not None:
                 on_step(i + 1, len(timesteps))
         if engine is not None:
-            engine.update(self.engine_settings(scheduler, passes))
+            engine.update(self.engine_settings(scheduler, passes, req.guidance))
         return latents
 
-    def engine_settings(self, scheduler, passes: list[int]) -> dict:
+    def engine_settings(self, scheduler, passes: list[int], guidance: str = "on") -> dict:
         """What a denoising loop ran with, read from the live scheduler and DiT (JSON types).
 
+        sampler: its name, order and shift, and the integer timesteps the DiT saw (`describe`);
         passes: the DiT predictions made at each step; "each" is their count when every step made
-        the same number (None otherwise).
+        the same number (None otherwise); "guidance" the request's choice ("off": one pass per
+        step, the guidance scales unused).
         """
         return {
             "sampler": {**describe(scheduler), "steps": len(passes)},
             "passes": {
+                "guidance": guidance,
                 "per_step": passes,
                 "each": passes[0] if len(set(passes)) == 1 else None,
                 "batched": self.batch_passes,
@@ -358,6 +373,20 @@ class Pipeline:
 
     # -- the whole take ---------------------------------------------------------------------
     @torch.no_grad()
+    def use_loras(self, uses: Sequence[LoraUse]) -> PatchRecord:
+        """Put exactly this LoRA stack on the DiT (none: the base, bit for bit); a stack it
+        already holds costs nothing. Files read are kept for the next takes of a batch."""
+        stack = []
+        for use in uses:
+            stat = Path(use.path).stat()
+            key = (use.path, stat.st_size, stat.st_mtime_ns)
+            if key not in self._loras:
+                if len(self._loras) >= MAX_LORAS:
+                    self._loras.pop(next(iter(self._loras)))
+                self._loras[key] = lora.load(use.path, self.spec)
+            stack.append((self._loras[key], use.strength))
+        return self.patcher.use(stack)
+
     def render(self, request: RenderRequest | ResolvedRequest, on_step: OnStep | None = None) -> RenderResult:
         req = request.resolved() if isinstance(request, RenderRequest) else request
         if req.spec.name != self.spec.name:
@@ -375,13 +404,14 @@ class Pipeline:
             timings[name] = now - clock
             clock = now
 
+        engine: dict = {"loras": self.use_loras(req.loras).describe()}
+        lap("loras")
         inputs = self.encode_inputs(req)
         lap("encode")
-        engine: dict = {}
         latents = self.denoise(req, inputs, on_step, engine)
         lap("denoise")
         latents = latents[:, :-1]
         video = self.vae.decode(latents[None])[0].cpu()
         lap("decode")
-        audio, fit = media.fit_audio(inputs.samples, media.AUDIO_RATE, req.frames, req.spec.fps)
+        audio, fit = media.fit_audio(inputs.samples, media.AUDIO_RATE, req.frames, req.spec.fps, inputs.audio_seconds)
         return RenderResult(req, video, latents.cpu(), audio, fit, timings, engine)

@@ -73,6 +73,13 @@ def open_audio(path: str | Path) -> Iterator[tuple[av.container.InputContainer, 
         ) from None
 
 
+def looks_like_lora(path: str | Path) -> bool:
+    """The file starts like safetensors: an 8-byte little-endian header length, then JSON."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and 2 <= int.from_bytes(head[:8], "little") <= 100 << 20 and head[8:] == b"{"
+
+
 def looks_like_image(path: str | Path) -> bool:
     """Pillow recognises the file as an image (of any format, supported or not)."""
     try:

@@ -7,17 +7,41 @@ which files.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import InputError
-from .guidance import Scales
-from .params import Param, four_k_plus_1, multiple_of_16, param, params_of
+from .guidance import GUIDANCE, Scales
+from .params import (
+    SAMPLERS,
+    TIMESTEPS_EXAMPLE,
+    TRAIN_TIMESTEPS,
+    Param,
+    four_k_plus_1,
+    multiple_of_16,
+    param,
+    params_of,
+    parse_timesteps,
+    timestep_list,
+)
 from .probe import probe_audio, probe_image
 from .specs import MODES, ModelSpec, get_spec
 
+#: the bounds every checkpoint shares; each checkpoint's own are lower (`ModelSpec.limits`)
 MAX_SIDE = 2048  #: pixels: a 1080p frame either way up fits; nothing larger is a take's
 MAX_FRAMES = 1501  #: 60 s at 25 fps
+MAX_LORAS = 8  #: LoRAs stacked on one take
+MAX_LORA_STRENGTH = 10.0  #: either way: past it a LoRA swamps the weights it is added to
+
+
+@dataclass(frozen=True)
+class LoraUse:
+    """One LoRA of a take's stack: its file (on a worker; its sha256 where the farm checks a
+    take) and how strongly it applies (0 changes nothing)."""
+
+    path: str
+    strength: float = 1.0
 
 
 def _guidance(which: str, what: str) -> Any:
@@ -41,6 +65,7 @@ class RenderRequest:
     checkpoint: str = "tiny"
     image: str | None = None  #: path to the reference image (modes with I)
     audio: str | None = None  #: path to the audio track (modes with A)
+    loras: tuple[LoraUse, ...] = ()  #: LoRAs stacked on the DiT, in order
     negative_prompt: str | None = param(
         str,
         "Negative prompt",
@@ -62,11 +87,11 @@ class RenderRequest:
     )
     width: int | None = param(
         int, "Width", "pixels, a multiple of 16", default=lambda s: s.width, rule=multiple_of_16, hero="resolve",
-        maximum=MAX_SIDE,
+        maximum=MAX_SIDE, limit=lambda s: s.limits.side,
     )  # fmt: skip
     height: int | None = param(
         int, "Height", "pixels, a multiple of 16", default=lambda s: s.height, rule=multiple_of_16, hero="resolve",
-        maximum=MAX_SIDE,
+        maximum=MAX_SIDE, limit=lambda s: s.limits.side,
     )  # fmt: skip
     frames: int | None = param(
         int,
@@ -75,6 +100,7 @@ class RenderRequest:
         default=lambda s: s.frames,
         rule=four_k_plus_1,
         maximum=MAX_FRAMES,
+        limit=lambda s: s.limits.frames,
         hero="keep",
     )
     steps: int | None = param(int, "Steps", "denoising steps", default=lambda s: s.steps, minimum=1, maximum=1000)
@@ -82,6 +108,37 @@ class RenderRequest:
         float, "Shift", "the sampler's timestep shift", default=lambda s: s.shift, positive=True, maximum=100,
         advanced=True,
     )  # fmt: skip
+    sampler: str | None = param(
+        str,
+        "Sampler",
+        "unipc: flow-matching UniPC (2nd order, the reference's); euler: flow-matching Euler (1st order), as "
+        "step-distilled models use",
+        choices=SAMPLERS,
+        default=lambda s: "unipc",
+        hero="checkpoint",
+        advanced=True,
+    )
+    timesteps: str | None = param(
+        str,
+        "Timesteps",
+        f"the DiT's timesteps, strictly decreasing integers from {TRAIN_TIMESTEPS} to 1 separated by commas "
+        f"(e.g. {TIMESTEPS_EXAMPLE}, as distilled models use); steps is then their count and shift does not "
+        "apply; unset: the schedule from steps and shift",
+        rule=timestep_list,
+        max_length=5 * TRAIN_TIMESTEPS,  # characters: every timestep from 1000 to 1 takes 3,893
+        hero="checkpoint",
+        advanced=True,
+    )
+    guidance: str | None = param(
+        str,
+        "Guidance",
+        "on: the checkpoint's guidance passes each step; off: one DiT pass per step with every input (for "
+        "guidance-distilled LoRAs), the guidance scales unused",
+        choices=GUIDANCE,
+        default=lambda s: "on",
+        hero="checkpoint",
+        advanced=True,
+    )
     scale_text: float | None = _guidance("text", "the prompt")
     scale_audio: float | None = _guidance("audio", "the audio")
     scale_image: float | None = _guidance("image", "the reference image")
@@ -94,6 +151,15 @@ class RenderRequest:
         """
         spec = get_spec(self.checkpoint)
         values = {p.name: p.resolve(getattr(self, p.name), spec) for p in PARAMS}
+        if values["timesteps"] is not None:  # a given schedule: steps is its length
+            given = parse_timesteps(values["timesteps"])
+            if self.steps is not None and self.steps != len(given):
+                raise InputError(
+                    "timesteps",
+                    f"{len(given)} timesteps given but steps is {self.steps}; leave steps unset (it is then "
+                    f"{len(given)}) or give as many timesteps as steps",
+                )
+            values["steps"], values["timesteps"] = len(given), ",".join(map(str, given))
         mode = values.pop("mode") or "T" + ("I" if self.image else "") + ("A" if self.audio else "")
         image = self.image if "I" in mode else None
         audio = self.audio if "A" in mode else None
@@ -103,12 +169,44 @@ class RenderRequest:
             )
         if "A" in mode and not audio:
             raise InputError("audio", f"mode {mode} needs an audio track; give one or use mode {mode.replace('A', '')}")
+        _check_tokens(spec, values["frames"], values["height"], values["width"])
         if probe_files and image:
             probe_image(image)  # unreadable or unsupported: fail before any model loads
         if probe_files and audio:
             probe_audio(audio)
         scales = Scales(text=values.pop("scale_text"), audio=values.pop("scale_audio"), image=values.pop("scale_image"))
-        return ResolvedRequest(spec=spec, mode=mode, scales=scales, image=image, audio=audio, **values)
+        loras = _check_loras(self.loras)
+        return ResolvedRequest(spec=spec, mode=mode, scales=scales, image=image, audio=audio, loras=loras, **values)
+
+
+def _check_tokens(spec: ModelSpec, frames: int, height: int, width: int) -> None:
+    """Size and length together within the checkpoint's token budget, naming the frames that fit."""
+    tokens, most = spec.tokens(frames, height, width), spec.limits.tokens
+    if tokens <= most:
+        return
+    fits = max((f for f in range(1, frames, 4) if spec.tokens(f, height, width) <= most), default=None)
+    fix = f"ask for at most {fits} frames at this size, or a smaller size" if fits else "ask for a smaller size"
+    raise InputError(
+        "frames",
+        f"{frames} frames at {width}x{height} are {tokens:,} tokens, more than {spec.name} renders in one take "
+        f"({most:,}); {fix}",
+    )
+
+
+def _check_loras(loras: tuple[LoraUse, ...]) -> tuple[LoraUse, ...]:
+    if len(loras) > MAX_LORAS:
+        raise InputError("loras", f"{len(loras)} LoRAs on one take; stack at most {MAX_LORAS}")
+    for i, use in enumerate(loras):
+        if not use.path:
+            raise InputError(f"loras[{i}].asset", "no LoRA given; name an uploaded LoRA by its sha256")
+        strength = use.strength
+        number = isinstance(strength, int | float) and not isinstance(strength, bool) and math.isfinite(strength)
+        if not number or abs(strength) > MAX_LORA_STRENGTH:
+            raise InputError(
+                f"loras[{i}].strength",
+                f"{strength!r} must be a number from -{MAX_LORA_STRENGTH:g} to {MAX_LORA_STRENGTH:g}",
+            )
+    return tuple(LoraUse(use.path, float(use.strength)) for use in loras)
 
 
 #: the render parameters, in their declared order
@@ -132,6 +230,16 @@ class ResolvedRequest:
     steps: int
     shift: float
     scales: Scales
+    loras: tuple[LoraUse, ...] = ()
+    sampler: str = "unipc"
+    #: the DiT's timesteps as given ("1000,750,500,250", normalized), None: from steps and shift
+    timesteps: str | None = None
+    guidance: str = "on"
+
+    @property
+    def given_timesteps(self) -> tuple[int, ...] | None:
+        """The timesteps the caller gave, as integers (None: the schedule from steps and shift)."""
+        return parse_timesteps(self.timesteps) if self.timesteps is not None else None
 
     @property
     def latent_frames(self) -> int:

@@ -89,6 +89,22 @@ class WeightFiles:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The most one take may ask of a checkpoint: what bounds a worker's memory and time."""
+
+    frames: int  #: video frames
+    side: int  #: pixels, width or height
+    #: DiT tokens, (latent frames + the reference frame) x latent cells per frame: what a
+    #: step's time and activation memory grow with
+    tokens: int
+
+
+#: the real checkpoints: 161 frames at 720p either way up (the largest zero latent the 17B
+#: ships is 720p x 161 frames), and no side past 720p's long one
+REAL_LIMITS = Limits(frames=161, side=1280, tokens=42 * 45 * 80)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     dit: DiTConfig
@@ -104,6 +120,7 @@ class ModelSpec:
     steps: int = 50
     shift: float = 5.0
     fps: int = 25
+    limits: Limits = REAL_LIMITS
     text: TextConfig = field(default_factory=TextConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     whisper: WhisperConfig = field(default_factory=WhisperConfig)
@@ -117,6 +134,12 @@ class ModelSpec:
         "低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，"
         "毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
     )
+
+    def tokens(self, frames: int, height: int, width: int) -> int:
+        """DiT tokens of a take: its latent frames plus the reference frame, times the cells."""
+        t, h, w = self.vae.stride
+        _, ph, pw = self.dit.patch_size
+        return ((frames - 1) // t + 2) * (height // (h * ph)) * (width // (w * pw))
 
     @property
     def passes_per_step(self) -> dict[str, int]:
@@ -172,6 +195,7 @@ TINY = ModelSpec(
     height=48,
     frames=17,
     steps=4,
+    limits=Limits(frames=161, side=256, tokens=42 * 16 * 12),  # CPU-sized: 161 frames at 256x192
     text=TextConfig(vocab_size=384, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2),
     vae=VAEConfig(base_dim=8),
     whisper=WhisperConfig(d_model=32, encoder_layers=32, encoder_attention_heads=2, encoder_ffn_dim=64),
@@ -189,6 +213,7 @@ TINY_CONCAT = ModelSpec(
     height=TINY.height,
     frames=TINY.frames,
     steps=TINY.steps,
+    limits=TINY.limits,
     text=TINY.text,
     vae=TINY.vae,
     whisper=TINY.whisper,

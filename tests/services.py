@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from farm.settings import Settings
 
@@ -215,6 +216,59 @@ class TcpProxy:
             if writer is not None and writer in self._links:
                 self._links.discard(writer)
                 writer.transport.abort()
+
+
+class HoldingProxy:
+    """A TCP proxy to the S3 server that holds the first PUT of a clip until released; then
+    it drops that upload (its sender is gone) or, with forward_held, lets it through (its
+    sender resumed)."""
+
+    def __init__(self, target: str, forward_held: bool = False):
+        url = urlsplit(target)
+        self.target = (url.hostname, url.port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.holding, self.release, self.used = threading.Event(), threading.Event(), False
+        self.forward_held = forward_held
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, outbound: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if (
+                    outbound
+                    and not self.used
+                    and data.startswith(b"PUT ")
+                    and b"/clip.mp4" in data.split(b"\r\n", 1)[0]
+                ):
+                    self.used = True
+                    self.holding.set()
+                    self.release.wait(120)
+                    if not self.forward_held:
+                        return  # this upload never reaches the store
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.close()
 
 
 @contextmanager

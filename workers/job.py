@@ -32,6 +32,7 @@ class Job:
     take: Take  #: detached from its session: read-only here
     attempt: Attempt
     inputs: dict[str, Asset]  #: "image", "audio" -> the stored input
+    loras: list[tuple[Asset, float]]  #: the take's LoRA stack: (the stored LoRA, its strength), in order
     gpus: int  #: GPUs the take holds: GPU seconds = wall seconds x this
     started: float = field(default_factory=time.monotonic)
     scratch: tempfile.TemporaryDirectory = field(init=False)  #: the inputs and outputs on local disk
@@ -99,12 +100,13 @@ def claim(factory: sessionmaker[Session], take_id: str, worker: Heartbeat, gpus:
         take = session.get_one(Take, take_id)
         shas = (("image", take.image_sha256), ("audio", take.audio_sha256))
         inputs = {kind: session.get(Asset, sha) for kind, sha in shas if sha}
+        loras = [(session.get_one(Asset, use["sha256"]), use["strength"]) for use in take.loras or []]
         session.expunge(take)
-        return (take, attempt, inputs), None
+        return (take, attempt, inputs, loras), None
 
     claimed, state = run_with_retry(factory, work, what=f"claim of take {take_id}")
     if claimed is None:
         log.info("take %s is %s: duplicate or stale delivery dropped", take_id, getattr(state, "value", "unknown"))
         return None
-    take, attempt, inputs = claimed  # the scratch folder and the clock start once the claim committed
-    return Job(take, attempt, inputs, gpus)
+    take, attempt, inputs, loras = claimed  # the scratch folder and the clock start once the claim committed
+    return Job(take, attempt, inputs, loras, gpus)

@@ -42,7 +42,8 @@ def build_manifest(
         "attempt": attempt.number,
         "checkpoint": {"name": req.spec.name, "dit_sha256": checkpoint_digest},
         "request": req.record(),
-        "inputs": {"image": take.image_sha256, "audio": take.audio_sha256},
+        #: loras: [{sha256, strength}] in the order they were stacked
+        "inputs": {"image": take.image_sha256, "audio": take.audio_sha256, "loras": take.loras or []},
         "engine": result.engine,  #: what the engine ran with (sampler, order, passes), as it reports it
         "audio_fit": {
             "action": result.audio_fit.action,

@@ -23,12 +23,14 @@ from farm.errors import ObjectMissing
 from farm.settings import Settings
 from farm.storage import Storage, open_storage
 from models import InputError, RenderRequest, RenderResult
+from models.request import LoraUse
 
 from .admission import admit
 from .errors import is_oom
 from .finisher import Finisher
 from .heartbeat import Heartbeat
 from .job import Job, claim
+from .lora_cache import LoraCache
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class Runtime:
         self.storage = storage or open_storage(settings)
         self.checkpoint = settings.explore_checkpoint if pool == "explore" else settings.hero_checkpoint
         self.heartbeat = Heartbeat(self.factory, pool, gpu, settings.heartbeat_interval)
+        self.loras = LoraCache(self.storage, settings.data_dir / "loras", settings.lora_cache_bytes)
         self.pipeline = None  #: what renders: render(request, on_step) and checkpoint_digest
         # the digest is asked on the finisher thread: hashing the weights never holds up the GPU
         self.finisher = Finisher(self.factory, self.storage, lambda: self.pipeline.checkpoint_digest)
@@ -100,6 +103,7 @@ class Runtime:
             checkpoint=job.take.checkpoint,
             image=str(files["image"]) if "image" in files else None,
             audio=str(files["audio"]) if "audio" in files else None,
+            loras=tuple(LoraUse(str(self.loras.path(asset)), strength) for asset, strength in job.loras),
             **job.take.params,
         )
         with Progress(self.factory, self.settings, self.heartbeat, job) as on_step:

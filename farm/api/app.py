@@ -60,7 +60,15 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
         return response
 
     handlers.install(app)
-    for router in (auth.router, assets.router, batches.router, takes.router, ops.router, nights.router):
+    for router in (
+        auth.router,
+        assets.router,
+        assets.lora_router,
+        batches.router,
+        takes.router,
+        ops.router,
+        nights.router,
+    ):
         app.include_router(router, responses=handlers.ERROR_RESPONSES)
     app.include_router(flower.router)
     app.include_router(metrics_routes.router, responses=handlers.ERROR_RESPONSES)

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from ..assets import LORA_FIX, MEDIA_FIX, too_large
 from ..db import unreachable
 from ..errors import FarmError, InvalidRequest, PayloadTooLarge, TooManyAttempts, Unauthenticated
 from ..settings import Settings
@@ -134,12 +135,8 @@ class BodyLimit:
             ),
         )
         self.routes = {
-            "/assets": Limit(
-                upload + ENVELOPE,
-                PayloadTooLarge(
-                    f"larger than the {upload} byte limit; send a shorter clip or a smaller image", field="file"
-                ),
-            ),
+            "/assets": Limit(upload + ENVELOPE, too_large(upload, MEDIA_FIX)),
+            "/loras": Limit(settings.max_lora_bytes + ENVELOPE, too_large(settings.max_lora_bytes, LORA_FIX)),
             **(routes or {}),
         }
 

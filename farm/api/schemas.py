@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import JsonDict
 
 from models.params import Param, text_problem
-from models.request import PARAMS
+from models.request import MAX_LORA_STRENGTH, MAX_LORAS, PARAMS
 
 from .. import nightly
 from ..batches import MAX_CHECKPOINTS, MAX_OVERRIDES, MAX_TAKES
@@ -36,6 +36,20 @@ def _param_field(p: Param) -> tuple[Any, Any]:
     return kind | None, Field(None, description=p.help, json_schema_extra=bounds or None)
 
 
+class LoraUseCreate(BaseModel):
+    """One LoRA of a take's stack: an uploaded LoRA (POST /loras) and how strongly it applies."""
+
+    model_config = ConfigDict(extra="forbid")
+    asset: Text = Field(min_length=64, max_length=64, description="sha256 of an uploaded LoRA")
+    strength: float = Field(
+        1.0, ge=-MAX_LORA_STRENGTH, le=MAX_LORA_STRENGTH, allow_inf_nan=False, description="0 changes nothing"
+    )
+
+
+#: a take's LoRAs, stacked in order
+LoraStack = Annotated[list[LoraUseCreate], Field(max_length=MAX_LORAS)]
+
+
 def take_create_model(params: tuple[Param, ...] = PARAMS) -> type[BaseModel]:
     """The API's take: the render parameters plus what the farm adds (checkpoint, pool,
     assets, priority). Unset fields come from the batch's `defaults`, then the checkpoint's."""
@@ -46,6 +60,7 @@ def take_create_model(params: tuple[Param, ...] = PARAMS) -> type[BaseModel]:
         "image": (Text | None, Field(None, max_length=64, description="sha256 of an uploaded image asset")),
         "audio": (Text | None, Field(None, max_length=64, description="sha256 of an uploaded audio asset")),
         "priority": (int | None, Field(None, ge=-1000, le=1000)),
+        "loras": (LoraStack | None, Field(None, description="LoRAs stacked on the DiT, in order")),
         **{p.name: _param_field(p) for p in params},
     }
     return create_model(
@@ -72,13 +87,16 @@ class SweepOverride(BaseModel):
 
 
 class Sweep(BaseModel):
-    """prompts x seeds x checkpoints, every combination one take."""
+    """prompts x seeds x checkpoints x LoRA stacks, every combination one take."""
 
     model_config = ConfigDict(extra="forbid")
     prompts: list[SweepPrompt] = Field(min_length=1, max_length=MAX_TAKES)
     seeds: list[int] | None = Field(None, max_length=MAX_TAKES)
     seed_count: int | None = Field(None, ge=1, le=10_000)
     checkpoints: list[Annotated[Text, Field(max_length=100)]] | None = Field(None, max_length=MAX_CHECKPOINTS)
+    loras: list[LoraStack] | None = Field(
+        None, max_length=MAX_CHECKPOINTS, description="LoRA stacks to sweep (e.g. strengths of one LoRA)"
+    )
     overrides: list[SweepOverride] = Field(default_factory=list, max_length=MAX_OVERRIDES)
 
 
@@ -143,6 +161,7 @@ class TakePublic(BaseModel):
     params: dict
     image: str | None
     audio: str | None
+    loras: list[dict] = Field(default_factory=list, description="[{sha256, strength}], stacked in order")
     priority: int
     state: str
     parent_id: str | None
@@ -173,6 +192,9 @@ class AssetPublic(BaseModel):
     size: int
     filename: str
     media_format: str
+    info: dict[str, Any] | None = Field(
+        None, description="a LoRA's reading: format, rank, modules changed, skipped keys, the checkpoints it fits"
+    )
     created: bool = False
 
 
@@ -217,7 +239,10 @@ class CheckpointPublic(BaseModel):
     height: int
     frames: int
     steps: int
-    params: list[dict[str, Any]] = Field(description="every render parameter, with its default on this checkpoint")
+    max_tokens: int = Field(description="DiT tokens one take may use: (latent frames + 1) x (height/16) x (width/16)")
+    params: list[dict[str, Any]] = Field(
+        description="every render parameter, with its default and its maximum on this checkpoint"
+    )
 
 
 class Login(BaseModel):

@@ -36,6 +36,7 @@ def take_public(
         params=take.params,
         image=take.image_sha256,
         audio=take.audio_sha256,
+        loras=take.loras or [],
         priority=take.priority,
         state=take.state.value,
         parent_id=take.parent_id,

@@ -80,6 +80,16 @@ def test_bad_batches_name_the_field(client, media):
         ({"takes": [{"prompt": "p", "mode": "T", "width": 100}]}, "takes[0].width", "multiple of 16"),
         ({"takes": [{"prompt": "p", "mode": "T", "frames": 20}]}, "takes[0].frames", "4k+1"),
         (
+            {"takes": [{"prompt": "p", "mode": "T", "checkpoint": "humo-1.7b", "frames": 241}]},
+            "takes[0].frames",
+            "more than humo-1.7b renders in one take; at most 161",
+        ),
+        (
+            {"takes": [{"prompt": "p", "mode": "T", "checkpoint": "tiny", "width": 256, "height": 256, "frames": 161}]},
+            "takes[0].frames",
+            "more than tiny renders in one take",
+        ),
+        (
             {"takes": [{"prompt": "p", "mode": "T", "checkpoint": "humo-3b"}]},
             "takes[0].checkpoint",
             "unknown checkpoint",

@@ -3,65 +3,13 @@
 from __future__ import annotations
 
 import signal
-import socket
-import threading
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
 from farm.tables import Attempt, Output
 
 from ..helpers import wait_done
-from ..services import WorkerProcess, wait_for
-
-
-class HoldingProxy:
-    """A TCP proxy to the S3 server that holds the first PUT of a clip until released."""
-
-    def __init__(self, target: str):
-        url = urlsplit(target)
-        self.target = (url.hostname, url.port)
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.holding, self.release, self.used = threading.Event(), threading.Event(), False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, outbound: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if (
-                    outbound
-                    and not self.used
-                    and data.startswith(b"PUT ")
-                    and b"/clip.mp4" in data.split(b"\r\n", 1)[0]
-                ):
-                    self.used = True
-                    self.holding.set()
-                    self.release.wait(120)
-                    return  # this upload never reaches the store
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.close()
+from ..services import HoldingProxy, WorkerProcess, wait_for
 
 
 def test_sigkill_mid_upload_rerenders_once(client, sessions, clean, s3_endpoint, release_loop, tmp_path):

@@ -52,7 +52,7 @@ def test_a_parameter_added_to_the_definition_reaches_the_api_the_cli_the_batch_f
 
 
 def test_the_api_schema_lists_exactly_the_parameters_plus_the_farms_own_fields():
-    farm_fields = {"checkpoint", "pool", "image", "audio", "priority"}
+    farm_fields = {"checkpoint", "pool", "image", "audio", "loras", "priority"}
     assert set(take_create_model().model_fields) == {p.name for p in PARAMS} | farm_fields
 
 
@@ -62,7 +62,12 @@ def test_every_parameter_is_recorded_with_its_resolved_value():
     assert list(record) == [p.name for p in PARAMS]
     assert record["mode"] == "T" and record["steps"] == 3 and record["scale_audio"] == 2.5
     assert record["width"] == TINY.width and record["scale_text"] == TINY.guidance.text  # the checkpoint's defaults
-    assert {f.name for f in fields(RenderRequest)} - {p.name for p in PARAMS} == {"checkpoint", "image", "audio"}
+    assert {f.name for f in fields(RenderRequest)} - {p.name for p in PARAMS} == {
+        "checkpoint",
+        "image",
+        "audio",
+        "loras",
+    }
 
 
 def test_unset_mode_follows_from_the_inputs_given(tmp_path):
@@ -77,3 +82,18 @@ def test_each_checkpoints_defaults_are_valid_values_of_its_parameters(spec):
     for p in PARAMS:
         if p.default is not None:
             assert p.resolve(None, SPECS[spec]) == p.default(SPECS[spec])
+
+
+def test_the_form_is_told_each_checkpoints_own_maxima(client):
+    """GET /checkpoints (what the submit form is built from) carries each checkpoint's limits,
+    and a take at those limits is accepted while one past them is refused by the same numbers."""
+    described = {c["name"]: c for c in client.get("/checkpoints").json()}
+    for name, spec in SPECS.items():
+        maxima = {d["name"]: d.get("maximum") for d in described[name]["params"]}
+        assert (maxima["width"], maxima["height"], maxima["frames"]) == (
+            spec.limits.side,
+            spec.limits.side,
+            spec.limits.frames,
+        )
+        assert described[name]["max_tokens"] == spec.limits.tokens
+    assert described["tiny"]["params"] != described["humo-17b"]["params"]

@@ -52,3 +52,13 @@ def test_whisper_features_have_one_row_per_video_frame(weights, tmp_path):
     feats = encoder.features(samples)
     assert feats.shape == (samples.numel() // 640, 5, TINY.whisper.d_model)
     assert torch.isfinite(feats).all() and feats.abs().sum() > 0
+
+
+def test_only_the_clips_span_of_audio_is_decoded(tmp_path):
+    long = write_wav(tmp_path / "long.wav", seconds=40.0, rate=16_000)  # past one Whisper window
+    whole = load_audio(long)
+    start = load_audio(long, seconds=3.88)
+    assert start.numel() == round(3.88 * 16_000)
+    torch.testing.assert_close(start, whole[: start.numel()])  # the same samples, not resampled differently
+    short = write_wav(tmp_path / "short.wav", seconds=1.0, rate=16_000)
+    assert load_audio(short, seconds=3.88).numel() == load_audio(short).numel()  # shorter: all of it

@@ -186,7 +186,9 @@ def test_encodings_are_reused_across_seeds(pipelines, media, monkeypatch):
 #: latents[::2, 2, 3, 4] of the TIA render below, recorded from this code: a silent numerical change
 #: fails here. After an intended change, regenerate them by printing
 #: `[round(v, 6) for v in result.latents[::2, 2, 3, 4].tolist()]` in the test and pasting the values.
-EXPECTED_SLICE = [-0.360458, -0.686484, -1.255388, -2.667668, 1.065091, -0.02114, 0.456284, 0.55021]
+#: Last regenerated when a take began to hear only its clip's span of audio (this 1.5 s track
+#: under a 0.68 s clip).
+EXPECTED_SLICE = [-0.360313, -0.686248, -1.254948, -2.667713, 1.06504, -0.021385, 0.456241, 0.550294]
 
 
 def test_tiny_tia_render_reproduces_its_recorded_latents(pipelines, media):
@@ -212,17 +214,19 @@ def test_the_result_reports_the_engine_it_ran(pipelines, media, mode, passes):
         "solver_order": scheduler.config.solver_order,
         "steps": 3,
         "shift": 3.0,
+        "timesteps": model_timesteps(scheduler).tolist(),
     }
     chains = [passes_for(TINY, mode, float(t)) for t in model_timesteps(scheduler)]
-    assert engine["passes"] == {"per_step": [len(c) for c in chains], "each": passes, "batched": False}
+    per_step = [len(c) for c in chains]
+    assert engine["passes"] == {"guidance": "on", "per_step": per_step, "each": passes, "batched": False}
     assert engine["dit"] == {"dtype": "float32", "device": "cpu", "compiled": False, "fp8": False}
 
 
 def test_the_engine_settings_are_read_from_the_objects_that_ran(pipelines, monkeypatch):
     pipe = pipelines["tiny"]
 
-    def first_order(steps, shift):
-        scheduler = make_scheduler(steps, shift)
+    def first_order(*args):
+        scheduler = make_scheduler(*args)
         scheduler.register_to_config(solver_order=1)
         return scheduler
 
@@ -230,5 +234,22 @@ def test_the_engine_settings_are_read_from_the_objects_that_ran(pipelines, monke
     monkeypatch.setattr(pipe, "batch_passes", True)
     engine = pipe.render(RenderRequest(prompt="p", mode="T", steps=2, shift=2.5)).engine
     assert engine["sampler"]["solver_order"] == 1 and engine["sampler"]["shift"] == 2.5
-    assert engine["passes"] == {"per_step": [2, 2], "each": 2, "batched": True}
+    assert engine["passes"] == {"guidance": "on", "per_step": [2, 2], "each": 2, "batched": True}
     assert pipe.engine_settings(make_scheduler(2, 5.0), [3, 2])["passes"]["each"] is None  # unequal steps
+
+
+def test_a_take_hears_only_its_clips_span_of_audio(pipelines, tmp_path):
+    """A long file renders the same clip as a file holding just the clip's seconds (nothing past
+    the clip's end is decoded or heard), and the record says the track was trimmed."""
+    from ..conftest import write_wav
+
+    pipe = pipelines["tiny"]
+    long = write_wav(tmp_path / "long.wav", seconds=45.0, rate=16_000)  # past one Whisper window
+    span = write_wav(tmp_path / "span.wav", seconds=17 / 25, rate=16_000)  # the clip's 17 frames
+    results = [
+        pipe.render(RenderRequest(prompt="p", mode="TA", audio=str(path), seed=4, steps=1)) for path in (long, span)
+    ]
+    assert results[0].frames_sha256 == results[1].frames_sha256
+    torch.testing.assert_close(results[0].audio, results[1].audio)
+    assert results[0].audio_fit.action == "trimmed" and results[0].audio_fit.audio_seconds == pytest.approx(45.0)
+    assert results[1].audio_fit.action == "exact"

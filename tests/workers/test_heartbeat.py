@@ -112,7 +112,7 @@ with transaction(factory) as session:
     attempt = states.claim(session, sys.argv[1], hb.id, hb.host, hb.gpu)
     take = session.get(Take, sys.argv[1])
     session.expunge(take)
-with Progress(factory, settings, hb, Job(take, attempt, {}, 1)) as on_step:
+with Progress(factory, settings, hb, Job(take, attempt, {}, [], 1)) as on_step:
     on_step(1, 10)  # one step, then a GPU call that never returns
     threading.Event().wait()
 """

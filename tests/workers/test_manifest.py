@@ -55,14 +55,17 @@ def test_it_records_every_render_parameter_resolved(rendered, media):
         if p.name == "mode":
             expected = "TIA"  # from the image and audio given
         assert recorded[p.name] == expected, p.name
-    assert None not in recorded.values()
+    # every parameter with a default resolves to a value; `timesteps` alone has none (unset: the
+    # schedule from steps and shift, whose integer timesteps the engine record lists)
+    assert [p.name for p in PARAMS if recorded[p.name] is None] == ["timesteps"]
+    assert manifest_of(rendered, media)["engine"]["sampler"]["timesteps"] == rendered.engine["sampler"]["timesteps"]
 
 
 def test_it_names_the_take_its_inputs_and_its_weights(rendered, media, pipelines):
     digest = pipelines["tiny"].checkpoint_digest
     m = manifest_of(rendered, media, digest)
     assert (m["take_id"], m["batch_id"], m["producer"], m["attempt"]) == ("take-1", "batch-1", "ana", 2)
-    assert m["inputs"] == {"image": file_sha256(media["image"]), "audio": file_sha256(media["audio"])}
+    assert m["inputs"] == {"image": file_sha256(media["image"]), "audio": file_sha256(media["audio"]), "loras": []}
     assert m["checkpoint"] == {"name": "tiny", "dit_sha256": digest} and len(digest) == 64
     assert m["outputs"]["clip"]["sha256"] == "c" * 64 and m["hardware"] == {"host": "host-1", "gpu": "cpu"}
     assert m["frames_sha256"] == rendered.frames_sha256

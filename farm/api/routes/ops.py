@@ -44,8 +44,8 @@ def pools(_user: Viewer, session: SessionDep, settings: SettingsDep) -> dict[str
 
 @router.get("/checkpoints", response_model=list[CheckpointPublic])
 def checkpoints(_user: Viewer, settings: SettingsDep) -> list[CheckpointPublic]:
-    """What takes can render with: each checkpoint's pool, default size, and every render
-    parameter with its default there (the submit form is built from these)."""
+    """What takes can render with: each checkpoint's pool, default size, limits, and every
+    render parameter with its default and maximum there (the submit form is built from these)."""
     return [
         CheckpointPublic(
             name=s.name,
@@ -54,6 +54,7 @@ def checkpoints(_user: Viewer, settings: SettingsDep) -> list[CheckpointPublic]:
             height=s.height,
             frames=s.frames,
             steps=s.steps,
+            max_tokens=s.limits.tokens,
             params=[p.describe(s) for p in PARAMS],
         )
         for s in SPECS.values()

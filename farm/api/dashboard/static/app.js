@@ -453,6 +453,7 @@ async function viewSubmit(_arg, view) {
   ckpt.addEventListener("change", () => described().forEach((d) => {
     const el = form.querySelector(`#${CSS.escape(d.name)}`);
     if (el && el.tagName === "INPUT") el.placeholder = shown(d);
+    if (el && el.tagName === "INPUT" && d.maximum !== undefined) el.max = String(d.maximum);
   }));
   const form = h("form", { class: "panel", "aria-labelledby": "submit-title", novalidate: true },
     h("div", { class: "row" }, field("project", "Project", input("project", { value: "default", required: true })),

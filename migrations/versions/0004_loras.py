@@ -1,0 +1,28 @@
+"""LoRAs: an asset's reading (a LoRA's format, rank, modules, fitting checkpoints), a take's LoRAs
+
+Plain ADD COLUMNs of nullable JSON: SQLite adds them in place.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-01 11:10:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("assets", sa.Column("info", sa.JSON(), nullable=True))
+    op.add_column("takes", sa.Column("loras", sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("takes", "loras")
+    op.drop_column("assets", "info")
