@@ -62,6 +62,23 @@ def wall(fn) -> float:
     return time.perf_counter() - start
 
 
+def compiled_sees_patches(pipe, spec: ModelSpec, stack, height: int, width: int) -> dict:
+    """The blocks are compiled: a forward after patching must change by the LoRA, and after the
+    restore equal the base forward bit for bit (weights are graph inputs, not constants)."""
+    from gpu_render import dit_inputs
+
+    x, t, text, audio = dit_inputs(spec, (spec.frames - 1) // 4 + 2, height, width)  # the take's shapes: no recompile
+    with torch.no_grad():
+        pipe.use_loras(())
+        base = pipe.dit(x, t, text, audio).float()
+        pipe.use_loras(stack)
+        patched = pipe.dit(x, t, text, audio).float()
+        pipe.use_loras(())
+        again = pipe.dit(x, t, text, audio).float()
+    change = ((patched - base).norm() / base.norm()).item()
+    return {"ok": bool(change > 1e-3 and torch.equal(again, base)), "relative_change": change}
+
+
 def bench(spec: ModelSpec, workdir: Path) -> dict:
     height, width = SIZES[spec.name]
     out: dict = {"size": f"{width}x{height}", "frames": spec.frames}
@@ -89,6 +106,7 @@ def bench(spec: ModelSpec, workdir: Path) -> dict:
     out["lora: the same set again"] = {"seconds": wall(lambda: pipe.use_loras(stack))}
     where = {str(t.device) for t in pipe.patcher._base.values()}
     out["lora: the base is kept on"] = {"devices": sorted(where)}
+    out["lora: the compiled blocks see the patched weights"] = compiled_sees_patches(pipe, spec, stack, height, width)
     pipe.use_loras(())
     pipe._loras.clear()
     del before

@@ -1,7 +1,8 @@
 """Creating batches: a list of takes or a sweep, validated by the engine, idempotent.
 
-Option precedence, written once here: per take beats the batch's defaults beats the
-checkpoint's defaults (the engine fills in what is still unset).
+Option precedence, written once here: per take beats the preset the take names beats the
+batch's defaults beats the preset the defaults name beats the checkpoint's defaults (the
+engine fills in what is still unset).
 """
 
 from __future__ import annotations
@@ -53,6 +54,17 @@ def pool_of(checkpoint: str, settings: Settings) -> str:
     return "hero" if checkpoint == settings.hero_checkpoint else "explore"
 
 
+def with_preset(fields: dict, settings: Settings, where: str) -> dict:
+    """A take's (or the defaults') fields over the preset they name: what they set themselves wins."""
+    name = fields.get("preset")
+    if not name:
+        return fields
+    if name not in settings.presets:
+        known = ", ".join(settings.presets) or "none are configured (FARM_PRESETS)"
+        raise InvalidRequest(f"{where}.preset", f"unknown preset {name!r}; choose one of {known}")
+    return {**settings.presets[name], **fields}
+
+
 def expand(body: dict, settings: Settings) -> list[dict]:
     """The batch body -> one flat dict per take (defaults applied, sweep expanded). The
     batch's size is counted before anything is built: over MAX_TAKES costs nothing."""
@@ -72,8 +84,11 @@ def expand(body: dict, settings: Settings) -> list[dict]:
                 f"{counts}{also} = {size} takes; at most {MAX_TAKES} in one batch: "
                 "sweep fewer prompts, seeds or checkpoints, or split it into several batches",
             )
-    defaults = {k: v for k, v in (body.get("defaults") or {}).items() if v is not None}
-    takes = [{**defaults, **{k: v for k, v in t.items() if v is not None}} for t in listed]
+    defaults = with_preset({k: v for k, v in (body.get("defaults") or {}).items() if v is not None}, settings, "defaults")
+    takes = [
+        {**defaults, **with_preset({k: v for k, v in t.items() if v is not None}, settings, f"takes[{i}]")}
+        for i, t in enumerate(listed)
+    ]
     if sweep:
         seeds = sweep.get("seeds") or []
         if not seeds and sweep.get("seed_count"):
@@ -138,9 +153,12 @@ def _validate(i: int, take: dict, assets: dict[str, Asset], settings: Settings) 
                 )
     pool = pool_of(resolved.spec.name, settings)
     if take.get("pool") and take["pool"] != pool:
-        raise InvalidRequest(
-            f"takes[{i}].pool", f"checkpoint {resolved.spec.name} renders on the {pool} pool, not {take['pool']}"
-        )
+        # the explore pool may hold the hero checkpoint too (a 17B draft on one large GPU)
+        if not (take["pool"] == "explore" and settings.explore_checkpoint == resolved.spec.name):
+            raise InvalidRequest(
+                f"takes[{i}].pool", f"checkpoint {resolved.spec.name} renders on the {pool} pool, not {take['pool']}"
+            )
+        pool = take["pool"]
     priority = take.get("priority", 0)
     if not isinstance(priority, int) or not -1000 <= priority <= 1000:
         raise InvalidRequest(f"takes[{i}].priority", "must be an integer from -1000 to 1000")
@@ -150,6 +168,7 @@ def _validate(i: int, take: dict, assets: dict[str, Asset], settings: Settings) 
         "params": params,
         "priority": priority,
         "loras": [{"sha256": use.path, "strength": use.strength} for use in resolved.loras] or None,
+        "preset": take.get("preset"),
         "image_sha256": take.get("image") if "I" in resolved.mode else None,
         "audio_sha256": take.get("audio") if "A" in resolved.mode else None,
     }

@@ -98,6 +98,17 @@ def serving_ids(session: Session, pool: str, now: datetime, timeout: float) -> l
     return list(session.execute(select(Worker.id).where(serving(pool, now, timeout)).order_by(Worker.id)).scalars())
 
 
+def idle_holdings(session: Session, pool: str, now: datetime, timeout: float) -> dict[str, str]:
+    """The pool's idle workers (serving, no take) that say what their DiT holds: id -> its
+    stack key (farm.affinity), by id. One that says nothing (an older worker) is left out."""
+    rows = session.execute(
+        select(Worker.id, Worker.holding)
+        .where(serving(pool, now, timeout), Worker.current_take_id.is_(None))
+        .order_by(Worker.id)
+    )
+    return {worker_id: holding for worker_id, holding in rows if holding is not None}
+
+
 def dead_ids(session: Session, now: datetime, timeout: float) -> list[str]:
     """Workers that stopped heartbeating (whatever their flag): their running takes are lost."""
     return list(session.execute(select(Worker.id).where(~alive(now, timeout))).scalars())

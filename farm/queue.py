@@ -1,10 +1,13 @@
 """The Celery app that carries takes (Redis in production, a folder by default).
 
 Redis only carries work: the dispatcher sends a take's id (= the Celery task id) to its
-pool's queue after the release is committed, and workers claim it in SQL.
+pool's queue, or to one worker's direct queue (farm/affinity.py), after the release is
+committed, and workers claim it in SQL. A worker consumes its direct queue and its pool's.
 """
 
 from __future__ import annotations
+
+import re
 
 from celery import Celery
 
@@ -16,7 +19,12 @@ POOLS = ("explore", "hero")
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("farm", broker=settings.broker, set_as_current=False)
-    options: dict = {"visibility_timeout": settings.visibility_timeout}
+    options: dict = {
+        "visibility_timeout": settings.visibility_timeout,
+        # a worker takes from its queues in the order it names them, its direct queue first;
+        # Redis's default round robin would let a pool take overtake one sent to this worker
+        "queue_order_strategy": "priority",
+    }
     if settings.broker.startswith("filesystem://"):
         folder = settings.broker_folder
         for sub in ("queue", "processed", "control"):
@@ -46,5 +54,12 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def send_take(app: Celery, take_id: str, pool: str, producer=None) -> None:
-    app.send_task(RENDER_TASK, args=[take_id], task_id=take_id, queue=pool, producer=producer)
+def direct_queue(pool: str, worker_id: str) -> str:
+    """The queue only this worker consumes: "explore.host-1234-explore" for host:1234:explore
+    (a Redis key, a kombu queue name, a file name for the folder broker, a -Q list entry)."""
+    return f"{pool}.{re.sub(r'[^A-Za-z0-9_.-]', '-', worker_id)}"
+
+
+def send_take(app: Celery, take_id: str, queue: str, producer=None) -> None:
+    """queue: a pool's (its name) or a worker's (direct_queue)."""
+    app.send_task(RENDER_TASK, args=[take_id], task_id=take_id, queue=queue, producer=producer)

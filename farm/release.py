@@ -1,8 +1,10 @@
 """The release loop: keep each pool's queue topped up to its free capacity, in SQL's order.
 
 Order: priority (high first), then fair share across producers (round-robin, counting the
-takes each producer already has in flight), then age. The reconciler sends again a take
-whose message was lost and requeues the takes of workers that stopped heartbeating.
+takes each producer already has in flight), then age. Affinity (farm/affinity.py) then picks
+where each released take goes: an idle worker holding its stack, or the pool's queue. The
+reconciler sends again, to the pool's queue, a take whose message was lost (or whose worker
+died before claiming it) and requeues the takes of workers that stopped heartbeating.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from celery import Celery
 from sqlalchemy import Date, bindparam, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import fleet, nightly, states
+from . import affinity, fleet, nightly, states
 from .db import transaction
-from .queue import POOLS, send_take
+from .queue import POOLS, direct_queue, send_take
 from .settings import Settings
 from .tables import Take, utcnow
 
@@ -70,25 +72,39 @@ class Releaser:
         self, factory: sessionmaker[Session], app: Celery, settings: Settings, clock: Callable[[], datetime] = utcnow
     ):
         self.factory, self.app, self.settings, self.clock = factory, app, settings, clock
+        #: where the last pass sent each take it released: a worker's id (its direct queue)
+        #: or None (the pool's queue)
+        self.routed: dict[str, str | None] = {}
 
     def release_once(self) -> dict[str, list[str]]:
-        out = {}
+        """Release and send each pool's next takes; the ids released, per pool, in release order."""
+        out, self.routed = {}, {}
         for pool in POOLS:
             now = self.clock()
             with transaction(self.factory) as session:
                 n = free_capacity(session, pool, now, self.settings)
                 night = nightly.night_at(now, self.settings)
-                released = states.release(session, next_takes(session, pool, n, night), now)
-            self._send(released, pool)  # only after the release is committed
-            out[pool] = released
+                order = next_takes(session, pool, n, night)
+                released = set(states.release(session, order, now))
+                order = [t for t in order if t in released]
+                routes = affinity.route(session, pool, order, now, self.settings.worker_timeout)
+            self._send(order, pool, routes)  # only after the release is committed
+            self.routed.update(routes)
+            out[pool] = order
         return out
 
-    def _send(self, take_ids: list[str], pool: str) -> None:
+    def _send(self, take_ids: list[str], pool: str, workers: dict[str, str | None] | None = None) -> None:
+        """Send each take to the direct queue of the worker `workers` names for it, else to the
+        pool's queue. Direct ones go first: an idle holder waiting on both of its queues gets
+        its own take, and a pool take goes to a worker with none."""
+        workers = workers or {}
+        take_ids = sorted(take_ids, key=lambda t: workers.get(t) is None)  # stable: release order within each
         sent = 0
         try:
             with self.app.producer_or_acquire() as producer:  # one connection for the pass
                 for take_id in take_ids:
-                    send_take(self.app, take_id, pool, producer)
+                    worker = workers.get(take_id)
+                    send_take(self.app, take_id, direct_queue(pool, worker) if worker else pool, producer)
                     sent += 1
         except Exception:  # broker down: hand the unsent back to the queue in SQL
             log.exception("could not send takes to %s; returning %d takes to queued", pool, len(take_ids) - sent)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -82,6 +83,10 @@ class Settings(BaseSettings):
     device: str | None = None  #: worker device: cuda, cpu (default: cuda when present)
     explore_checkpoint: str = "tiny"  #: what the explore pool renders with
     hero_checkpoint: str = "humo-17b"
+    #: named take settings operators define (JSON in FARM_PRESETS), e.g. {"draft-1.7b":
+    #: {"checkpoint": "humo-1.7b", "steps": 6, "sampler": "unipc", "shift": 8, "guidance": "off",
+    #: "loras": [{"asset": "<sha256>"}]}}; any take field but `preset`, checked at start
+    presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     #: nightly hero runs (farm.nightly): takes selected for hero re-render on the hero
     #: checkpoint inside this window, local time of nightly_timezone (end before start:

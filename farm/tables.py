@@ -149,6 +149,7 @@ class Take(Base):
     audio_sha256: Mapped[str | None] = mapped_column(ForeignKey("assets.sha256"))
     #: [{"sha256", "strength"}]: the LoRA assets stacked on the DiT, in order (None: none)
     loras: Mapped[list | None] = mapped_column(JSON)
+    preset: Mapped[str | None] = mapped_column(String(100))  #: the preset the take was made from, if any
     priority: Mapped[int] = mapped_column(Integer, default=0)  #: higher first
     state: Mapped[TakeState] = mapped_column(Enum(TakeState, native_enum=False, length=16), default=TakeState.queued)
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("takes.id"))
@@ -226,6 +227,8 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     current_take_id: Mapped[str | None] = mapped_column(String(32))
+    #: what its DiT holds: farm.affinity.stack_key of the checkpoint and LoRA stack (None: unknown)
+    holding: Mapped[str | None] = mapped_column(String(1000))
     stopped: Mapped[bool] = mapped_column(Boolean, default=False)
 
 

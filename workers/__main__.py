@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
             "worker",
             "--pool=solo",
             "--concurrency=1",
-            f"--queues={args.pool}",
+            # its own queue first: with the queue order farm/queue.py sets, a take the release
+            # loop sent to this worker (it holds the take's stack) is taken before a pool take
+            f"--queues={runtime.direct_queue},{args.pool}",
             f"--loglevel={args.loglevel}",
             f"--hostname={args.pool}@{socket.gethostname()}-{runtime.heartbeat.id.split(':')[1]}",
             "--without-gossip",

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from celery import Celery
 from celery.exceptions import Reject
 from celery.signals import worker_shutdown
 
-from farm.queue import RENDER_TASK, make_celery
+from farm.queue import RENDER_TASK, make_celery, send_take
 from farm.settings import get_settings
 
 from .errors import Declined, Draining
 from .explore import ExploreRuntime
 from .runtime import Runtime
 
+log = logging.getLogger(__name__)
 app: Celery = make_celery(get_settings())
 _runtime: Runtime | None = None
 
@@ -48,8 +50,13 @@ def render_take(self, take_id: str) -> str:
     try:
         return runtime().run(take_id)
     except Declined as exc:
+        why = "draining" if isinstance(exc, Draining) else "blocklisted for its batch"
+        if (self.request.delivery_info or {}).get("routing_key") == runtime().direct_queue:
+            # no other worker reads this worker's queue: the take goes to the pool's instead
+            send_take(app, take_id, runtime().pool)
+            log.info("take %s: declined on this worker's own queue; sent to the %s queue", take_id, runtime().pool)
+            return f"declined ({why}): sent to the {runtime().pool} queue"
         # back on the queue, where a worker already waiting gets it first; the pause keeps
         # a lone blocked worker from spinning on it
         time.sleep(1.0)
-        why = "draining" if isinstance(exc, Draining) else "blocklisted for its batch"
         raise Reject(f"take {take_id}: worker {why}", requeue=True) from None

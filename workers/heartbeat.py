@@ -27,8 +27,11 @@ def gpu_name(device: str | None) -> str:
 
 
 class Heartbeat:
-    def __init__(self, factory: sessionmaker[Session], pool: str, gpu: str, interval: float):
-        self.factory, self.pool, self.gpu, self.interval = factory, pool, gpu, interval
+    def __init__(
+        self, factory: sessionmaker[Session], pool: str, gpu: str, interval: float, holding: str | None = None
+    ):
+        """holding: what the model holds once loaded (farm.affinity.stack_key; None: not known)."""
+        self.factory, self.pool, self.gpu, self.interval, self.holding = factory, pool, gpu, interval, holding
         self.host = socket.gethostname()
         self.id = f"{self.host}:{os.getpid()}:{pool}"
         self._stop = threading.Event()
@@ -47,6 +50,7 @@ class Heartbeat:
                     slots=1,
                     started_at=utcnow(),
                     heartbeat_at=utcnow(),
+                    holding=self.holding,
                     stopped=False,
                 )
             )

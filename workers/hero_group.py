@@ -259,7 +259,7 @@ def _load(rank: int, size: int, checkpoint: str, weights, device: str):
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", init_method="env://")
     pipe = load_pipeline(checkpoint, weights, device)  # the weights, once
-    pipe.dit = SequenceParallelDiT.adopt(pipe.dit)
+    pipe.dit = SequenceParallelDiT.adopt(pipe.dit)  # the same modules: the pipeline's Patcher still owns them
     return pipe
 
 
@@ -276,7 +276,8 @@ def _serve(pipe, rank: int, req: ResolvedRequest, conn: Connection, cancel) -> N
         with torch.no_grad():
             if rank == 0:
                 reply = ("done", pickle.dumps(pipe.render(req, on_step)))  # by value: no shared memory
-            else:
+            else:  # the same stack on every rank's copy of the DiT, then its slice of the steps
+                pipe.use_loras(req.loras)
                 pipe.denoise(req, pipe.encode_inputs(req), on_step)
                 reply = ("done", None)
     except RenderCanceled:

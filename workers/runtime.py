@@ -4,7 +4,9 @@ For each delivered take: hand it back if this worker is drained or blocklisted f
 (workers/admission.py), claim it in SQL (workers/job.py; a duplicate delivery claims nothing),
 render with per-step progress and cooperative cancel (workers/progress.py), then hand the
 clip to the finisher thread (workers/finisher.py) while the GPU takes the next take. Failures
-go to the state machine, which requeues a retryable one while attempts remain.
+go to the state machine, which requeues a retryable one while attempts remain. The worker's
+row says what its DiT holds after each render (`holding`), which the release loop's affinity
+reads (farm/affinity.py).
 
 The Celery message is acked when the GPU part ends. A worker killed while finishing leaves
 its take running under a worker that stops heartbeating, which the reconciler requeues; the
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import logging
 
+from farm import queue
+from farm.affinity import stack_key
 from farm.db import session_factory
 from farm.errors import ObjectMissing
 from farm.settings import Settings
@@ -43,11 +47,18 @@ class Runtime:
         self.factory = session_factory(settings.database)
         self.storage = storage or open_storage(settings)
         self.checkpoint = settings.explore_checkpoint if pool == "explore" else settings.hero_checkpoint
-        self.heartbeat = Heartbeat(self.factory, pool, gpu, settings.heartbeat_interval)
+        self.heartbeat = Heartbeat(
+            self.factory, pool, gpu, settings.heartbeat_interval, holding=stack_key(self.checkpoint, None)
+        )
         self.loras = LoraCache(self.storage, settings.data_dir / "loras", settings.lora_cache_bytes)
         self.pipeline = None  #: what renders: render(request, on_step) and checkpoint_digest
         # the digest is asked on the finisher thread: hashing the weights never holds up the GPU
         self.finisher = Finisher(self.factory, self.storage, lambda: self.pipeline.checkpoint_digest)
+
+    @property
+    def direct_queue(self) -> str:
+        """The queue the release loop sends takes for this worker alone to (farm/affinity.py)."""
+        return queue.direct_queue(self.pool, self.heartbeat.id)
 
     def load(self):
         """Load the model; the pipeline that renders with it."""
@@ -76,15 +87,17 @@ class Runtime:
         if job is None:
             return "dropped"
         self.heartbeat.beat(current_take_id=take_id)
+        holding = None  # a failed render may have left its stack, or none, on the DiT: unknown
         try:
             result = self._render(job)
+            holding = stack_key(job.take.checkpoint, job.take.loras)  # the DiT keeps the take's stack
         except BaseException as exc:
             job.scratch.cleanup()
             if is_oom(exc):
                 _free_gpu_memory()
             return job.failed(self.factory, exc)
         finally:
-            self.heartbeat.beat(current_take_id=None)  # the GPU is free again
+            self.heartbeat.beat(current_take_id=None, holding=holding)  # the GPU is free again
         return self.finisher.hand_over(job, result, background=self.settings.finish_in_background)
 
     def _render(self, job: Job) -> RenderResult:

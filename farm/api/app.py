@@ -17,12 +17,14 @@ from ..storage import LocalStorage, Storage, open_storage
 from . import flower, handlers
 from .events import ChangeFeed
 from .handlers import ENVELOPE, BodyLimit, Limit
+from .schemas import check_presets
 from .routes import assets, auth, batches, nights, ops, site, takes
 from .routes import metrics as metrics_routes
 
 
 def create_app(settings: Settings | None = None, storage: Storage | None = None) -> FastAPI:
     settings = settings or get_settings()
+    check_presets(settings.presets, settings.explore_checkpoint)  # a bad preset stops the start, named
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

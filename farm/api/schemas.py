@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.json_schema import JsonDict
 
 from models.params import Param, text_problem
@@ -14,6 +14,7 @@ from models.request import MAX_LORA_STRENGTH, MAX_LORAS, PARAMS
 
 from .. import nightly
 from ..batches import MAX_CHECKPOINTS, MAX_OVERRIDES, MAX_TAKES
+from ..errors import InvalidRequest
 from ..tables import Role
 
 
@@ -61,6 +62,10 @@ def take_create_model(params: tuple[Param, ...] = PARAMS) -> type[BaseModel]:
         "audio": (Text | None, Field(None, max_length=64, description="sha256 of an uploaded audio asset")),
         "priority": (int | None, Field(None, ge=-1000, le=1000)),
         "loras": (LoraStack | None, Field(None, description="LoRAs stacked on the DiT, in order")),
+        "preset": (
+            Text | None,
+            Field(None, max_length=100, description="a preset's fields (GET /presets) under this take's own"),
+        ),
         **{p.name: _param_field(p) for p in params},
     }
     return create_model(
@@ -72,6 +77,30 @@ def take_create_model(params: tuple[Param, ...] = PARAMS) -> type[BaseModel]:
 
 
 TakeCreate = take_create_model()
+
+
+def check_presets(presets: dict[str, dict[str, Any]], checkpoint: str) -> None:
+    """Every preset is a take's fields (any but `preset`), with values the engine takes (on its
+    checkpoint, else `checkpoint`): a bad one stops the dispatcher at start, naming the preset
+    and the field."""
+    from models import InputError, RenderRequest
+
+    for name, fields in presets.items():
+        if not name or len(name) > 100 or text_problem(name):
+            raise InvalidRequest("FARM_PRESETS", f"preset name {name[:40]!r}: use 1 to 100 printable characters")
+        if "preset" in fields:
+            raise InvalidRequest("FARM_PRESETS", f"preset {name!r} names another preset; write its fields out")
+        try:
+            TakeCreate.model_validate(fields)
+            params = {p.name: fields[p.name] for p in PARAMS if fields.get(p.name) is not None}
+            given = {"prompt": "a preset check", **params, "checkpoint": fields.get("checkpoint") or checkpoint}
+            RenderRequest(**given).resolved(probe_files=False)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise InvalidRequest("FARM_PRESETS", f"preset {name!r}: {where}: {error['msg']}") from None
+        except InputError as exc:
+            raise InvalidRequest("FARM_PRESETS", f"preset {name!r}: {exc}") from None
 
 
 #: a sweep's prompt, bounded as a take's prompt is
@@ -162,6 +191,7 @@ class TakePublic(BaseModel):
     image: str | None
     audio: str | None
     loras: list[dict] = Field(default_factory=list, description="[{sha256, strength}], stacked in order")
+    preset: str | None = None
     priority: int
     state: str
     parent_id: str | None
@@ -243,6 +273,11 @@ class CheckpointPublic(BaseModel):
     params: list[dict[str, Any]] = Field(
         description="every render parameter, with its default and its maximum on this checkpoint"
     )
+
+
+class PresetPublic(BaseModel):
+    name: str
+    fields: dict[str, Any] = Field(description="take fields the preset sets; a take's own fields win")
 
 
 class Login(BaseModel):

@@ -37,6 +37,7 @@ def take_public(
         image=take.image_sha256,
         audio=take.audio_sha256,
         loras=take.loras or [],
+        preset=take.preset,
         priority=take.priority,
         state=take.state.value,
         parent_id=take.parent_id,

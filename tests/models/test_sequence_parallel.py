@@ -100,3 +100,32 @@ def test_render_through_a_two_rank_group_matches_the_single_process_render(weigh
     torch.testing.assert_close(result.latents, expected.latents, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(result.video, expected.video, rtol=1e-4, atol=1e-4)
     assert result.audio_fit == expected.audio_fit
+
+
+def test_every_rank_of_a_group_patches_the_same_loras(weights, pipelines, media, tmp_path):
+    """A hero take with a LoRA stack: each rank patches its own copy of the DiT alike, so the
+    group's clip equals the single-process render with the same stack."""
+    from models.request import LoraUse
+    from models.specs import TINY
+
+    from .lora_files import block_linears, param_shapes, write_lora
+
+    stack = []
+    for seed, strength in ((1, 0.8), (2, -0.5)):
+        path = tmp_path / f"lora-{seed}.safetensors"
+        write_lora(path, param_shapes(TINY), block_linears(TINY), "kohya", rank=2, alpha=1.0, seed=seed)
+        stack.append(LoraUse(str(path), strength))
+    request = RenderRequest(prompt="a presenter", mode="TA", audio=str(media["audio"]), seed=7, loras=tuple(stack))
+    try:
+        expected = pipelines["tiny"].render(request)
+        plain = pipelines["tiny"].render(
+            RenderRequest(prompt="a presenter", mode="TA", audio=str(media["audio"]), seed=7)
+        )
+    finally:
+        pipelines["tiny"].use_loras(())  # the shared pipeline back to its base
+    assert not torch.equal(expected.latents, plain.latents)  # the stack changes the clip
+    with RankGroup("tiny", weights, 2, device="cpu", load_timeout=120) as group:
+        result = group.render(request, timeout=120)
+    torch.testing.assert_close(result.latents, expected.latents, rtol=1e-4, atol=1e-4)
+    assert [u["strength"] for u in result.engine["loras"]["loras"]] == [0.8, -0.5]
+    assert result.engine["loras"]["patched"] == expected.engine["loras"]["patched"] > 0

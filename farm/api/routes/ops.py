@@ -18,7 +18,7 @@ from ...tables import Attempt, Take, utcnow
 from ..auth import Viewer
 from ..deps import SessionDep, SettingsDep
 from ..events import stream
-from ..schemas import CheckpointPublic, PoolPublic, WorkerPublic
+from ..schemas import CheckpointPublic, PoolPublic, PresetPublic, WorkerPublic
 
 router = APIRouter(tags=["ops"])
 GPU_WINDOW = timedelta(hours=24)
@@ -59,6 +59,12 @@ def checkpoints(_user: Viewer, settings: SettingsDep) -> list[CheckpointPublic]:
         )
         for s in SPECS.values()
     ]
+
+
+@router.get("/presets", response_model=list[PresetPublic])
+def presets(_user: Viewer, settings: SettingsDep) -> list[PresetPublic]:
+    """The presets operators configured (FARM_PRESETS): name a take's `preset` to start from one."""
+    return [PresetPublic(name=name, fields=fields) for name, fields in settings.presets.items()]
 
 
 @router.get("/workers", response_model=list[WorkerPublic])

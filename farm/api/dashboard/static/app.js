@@ -215,7 +215,7 @@ async function viewTakes(_arg, view) {
       h("a", { class: "thumb", href: `#/take/${t.id}`, "aria-label": `open take ${t.id.slice(0, 8)}: ${t.params.prompt || ""}` }, thumb),
       h("label", { class: "pick" }, pick, h("span", { class: "sr-only" }, "compare")),
       t.selected_for_hero ? h("span", { class: "hero badge state-done", title: "selected for hero" }, "hero") : null,
-      h("div", { class: "meta" }, badge(t.state), " ", h("span", { class: "hint" }, `seed ${t.params.seed} · ${t.checkpoint}`),
+      h("div", { class: "meta" }, badge(t.state), " ", h("span", { class: "hint" }, `seed ${t.params.seed} · ${t.checkpoint}${t.loras && t.loras.length ? ` · ${plural(t.loras.length, "LoRA")}` : ""}`),
         h("div", { class: "prompt" }, t.params.prompt || ""), bar(t.progress, done)));
     return el;
   }
@@ -298,6 +298,10 @@ const inWords = (cls, msg) => (cls ? `${WORDS[cls] || cls}${msg ? ` (${msg})` : 
 async function viewTake(id, view) {
   const t = await api(`/takes/${id}`);
   const done = t.state === "done";
+  const loraInfo = await Promise.all((t.loras || []).map((u) => loraAsset(u.sha256)));
+  const used = h("dl", { class: "used", "aria-label": "Render settings" });
+  const usedNote = h("p", { class: "hint" }, done ? "" : "As asked; once the take is done, as the manifest records it.");
+  drawUsed(used, t, loraInfo, null);
   const status = h("p", {}, badge(t.state), " ", t.state === "running" ? `step ${t.progress.step} of ${t.progress.total}` : "",
     t.selected_for_hero ? h("span", { class: "badge state-done" }, " selected for hero") : null);
   const player = done ? h("video", { src: t.outputs.clip, poster: t.outputs.thumbnail, controls: true, preload: "metadata",
@@ -344,8 +348,15 @@ async function viewTake(id, view) {
         h("h2", {}, "Attempts"), attempts),
       h("section", { class: "panel" }, h("h2", {}, "Prompt"), h("p", {}, t.params.prompt || ""),
         h("p", { class: "hint" }, describe(t)),
+        h("h2", {}, "Render settings"), used, usedNote,
         h("h2", {}, "Manifest"), manifest)));
-  if (done) api(`/takes/${id}/manifest`).then((m) => { manifest.textContent = JSON.stringify(m, null, 2); });
+  if (done) {
+    api(`/takes/${id}/manifest`).then((m) => {
+      manifest.textContent = JSON.stringify(m, null, 2);
+      drawUsed(used, t, loraInfo, m);
+      usedNote.textContent = "As the manifest records the render.";
+    });
+  }
   if (!["done", "failed", "canceled"].includes(t.state)) {
     const events = new EventSource(`/events?batch_id=${t.batch_id}`);
     view.onClose(() => events.close());
@@ -356,6 +367,27 @@ async function viewTake(id, view) {
       else { const b = view.el.querySelector(".bar"); if (b) setProgress(b, c.progress, false); }
     });
   }
+}
+
+// a take's preset, LoRAs and sampling: as asked (the take), or as rendered (its manifest)
+function drawUsed(dl, t, loraInfo, m) {
+  const req = (m && m.request) || {}, engine = (m && m.engine) || {}, p = t.params;
+  const val = (k) => (req[k] !== undefined && req[k] !== null ? req[k] : p[k]);
+  const unset = "the checkpoint's default";
+  const sampler = engine.sampler || {}, passes = engine.passes || {};
+  const steps = sampler.steps || val("steps"), guidance = passes.guidance || val("guidance"), each = passes.each;
+  const timesteps = val("timesteps");
+  const loras = t.loras || [];
+  const rows = [
+    ["Preset", t.preset || "none"],
+    ["LoRAs", loras.length ? h("ol", { class: "lora-used" }, loras.map((u, i) => h("li", { "data-lora": u.sha256 },
+      h("strong", { title: `sha256 ${u.sha256}` }, loraName(loraInfo[i], u.sha256)), ` · strength ${u.strength}`))) : "none"],
+    ["Sampler", val("sampler") || unset],
+    ["Steps", steps === undefined || steps === null ? unset : String(steps)],
+    timesteps ? ["Timesteps", String(timesteps)] : ["Shift", val("shift") === undefined || val("shift") === null ? unset : String(val("shift"))],
+    ["Guidance", guidance ? `${guidance}${each ? ` (${each} DiT pass${each === 1 ? "" : "es"} a step)` : ""}` : unset],
+  ];
+  dl.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { "data-used": k.toLowerCase() }, v)]));
 }
 
 function describe(t) {
@@ -370,7 +402,8 @@ function describe(t) {
 }
 
 function takeBody(t, overrides = {}) {
-  const body = { checkpoint: t.checkpoint, image: t.image || undefined, audio: t.audio || undefined };
+  const body = { checkpoint: t.checkpoint, image: t.image || undefined, audio: t.audio || undefined, preset: t.preset || undefined,
+    loras: t.loras && t.loras.length ? t.loras.map((u) => ({ asset: u.sha256, strength: u.strength })) : undefined };
   // a take's params hold render parameters only (the API's definition): carry them all
   for (const [k, v] of Object.entries(t.params)) if (v !== undefined && v !== null) body[k] = v;
   return { ...body, ...overrides };
@@ -405,10 +438,58 @@ async function viewCompare(arg, view) {
         h("div", { class: "hint" }, t.params.prompt || ""))))));
 }
 
+// ---------- LoRAs and presets, in producer words ----------
+const MAX_LORAS = 8, MAX_STRENGTH = 10;  // the API's limits (models/request.py)
+const FORMATS = { comfyui: "ComfyUI", kohya: "kohya", diffusers: "diffusers" };
+const loraAssets = new Map();  // sha256 -> promise of its asset (null when it is not known here)
+function loraAsset(sha) {
+  if (!loraAssets.has(sha)) loraAssets.set(sha, api(`/assets/${sha}`).catch(() => null));
+  return loraAssets.get(sha);
+}
+const loraName = (a, sha) => (a ? a.filename : `LoRA ${sha.slice(0, 12)}`);
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+function loraFacts(a) {
+  const i = (a && a.info) || {}, parts = [];
+  if (i.rank) parts.push(`rank ${i.rank}`);
+  if (i.format) parts.push(`${FORMATS[i.format] || i.format} format`);
+  if (i.modules) parts.push(plural(i.modules, "layer"));
+  parts.push(i.bases && i.bases.length ? `fits ${i.bases.join(", ")}` : "fits no checkpoint here");
+  return parts.join(" · ");
+}
+
+// what a preset sets, in a line: "draft: 6 steps, euler, guidance off, 1 LoRA"
+function presetSummary(fields, labels = {}) {
+  const f = { ...fields }, parts = [];
+  const take = (k) => { const v = f[k]; delete f[k]; return v === null ? undefined : v; };
+  const c = take("checkpoint"), pool = take("pool"), w = take("width"), ht = take("height");
+  if (c) parts.push(c);
+  if (pool) parts.push(`${pool} pool`);
+  if (w && ht) parts.push(`${w}×${ht}`); else { if (w) parts.push(`width ${w}`); if (ht) parts.push(`height ${ht}`); }
+  const frames = take("frames"), steps = take("steps"), sampler = take("sampler"), ts = take("timesteps");
+  if (frames) parts.push(`${frames} frames`);
+  if (steps) parts.push(plural(steps, "step"));
+  if (sampler) parts.push(sampler);
+  if (ts) parts.push(`timesteps ${ts}`);
+  const shift = take("shift"), guidance = take("guidance"), loras = take("loras"), priority = take("priority");
+  if (shift !== undefined) parts.push(`shift ${shift}`);
+  if (guidance) parts.push(`guidance ${guidance}`);
+  if (loras && loras.length) parts.push(plural(loras.length, "LoRA"));
+  if (priority !== undefined) parts.push(`priority ${priority}`);
+  for (const [k, v] of Object.entries(f)) {
+    if (v === null || v === undefined) continue;
+    const label = (labels[k] || k).toLowerCase();
+    parts.push(typeof v === "string" && v.length > 30 ? `its own ${label}` : `${label} ${v}`);
+  }
+  return parts.join(", ") || "sets nothing";
+}
+
 // ---------- submit ----------
+const PLACEHOLDERS = { timesteps: "unset: from steps and shift" };
+
 async function viewSubmit(_arg, view) {
   const from = query().get("from");
-  const [checkpoints, base] = await Promise.all([api("/checkpoints"), from ? api(`/takes/${from}`) : null]);
+  const [checkpoints, base, loraList, presets] = await Promise.all([api("/checkpoints"), from ? api(`/takes/${from}`) : null,
+    api("/loras"), api("/presets")]);
   const p = base ? base.params : {};
   const assets = { image: base ? base.image : null, audio: base ? base.audio : null };
   const field = (id, label, input, hint) => h("div", {}, h("label", { for: id }, label), input, hint ? h("p", { class: "hint", id: `${id}-hint` }, hint) : null);
@@ -434,15 +515,29 @@ async function viewSubmit(_arg, view) {
   if (assets.image) imgPreview.append(h("p", { class: "hint" }, `using image ${assets.image.slice(0, 12)} from take ${from.slice(0, 8)}`));
   if (assets.audio) audPreview.append(h("p", { class: "hint" }, `using audio ${assets.audio.slice(0, 12)} from take ${from.slice(0, 8)}`));
 
+  // a preset: named take settings operators configure; what the form sets beats it (the API's rule)
+  const presetsByName = new Map(presets.map((x) => [x.name, x.fields || {}]));
+  const presetSel = presets.length ? h("select", { id: "preset", name: "preset", "aria-describedby": "preset-hint" },
+    h("option", { value: "" }, "none"), presets.map((x) => h("option", { value: x.name, selected: !!base && base.preset === x.name }, x.name))) : null;
+  const presetHint = h("p", { class: "hint", id: "preset-hint", "aria-live": "polite" });
+  const presetFields = () => (presetSel && presetsByName.get(presetSel.value)) || {};
+
   const ckpt = h("select", { id: "checkpoint", name: "checkpoint" }, checkpoints.map((c) =>
     h("option", { value: c.name, selected: (base ? base.checkpoint : "") === c.name }, `${c.name} (${c.pool}, ${c.width}×${c.height})`)));
+  // a preset that names a checkpoint shows it here as an option of its own, which choosing another overrides
+  const presetCkpt = h("option", { value: "" });
+  let ckptChosen = !!base;  // the producer (or the take duplicated) chose the checkpoint: a preset's does not replace it
+  const ckptName = () => ckpt.value || presetFields().checkpoint || checkpoints[0].name;
   // every render parameter but the sweep's axes (prompt, seed), described by GET /checkpoints
-  const described = () => (checkpoints.find((c) => c.name === ckpt.value) || checkpoints[0]).params
+  const described = () => (checkpoints.find((c) => c.name === ckptName()) || checkpoints[0]).params
     .filter((d) => d.name !== "prompt" && d.name !== "seed");
-  const shown = (d) => (d.type === "string" ? "the checkpoint's default" : `default ${d.default}`);
+  const labels = Object.fromEntries(checkpoints[0].params.map((d) => [d.name, d.label]));
+  const fromPreset = (d) => { const v = presetFields()[d.name]; return v === undefined || v === null ? null : `preset: ${v}`; };
+  const shown = (d) => fromPreset(d) || PLACEHOLDERS[d.name] || (d.type === "string" ? "the checkpoint's default" : `default ${d.default}`);
+  const unsetChoice = (d) => fromPreset(d) || (d.name === "mode" ? "from the inputs" : d.default !== null && d.default !== undefined ? `default (${d.default})` : "default");
   const paramInput = (d) => {
     const value = p[d.name] !== undefined && p[d.name] !== null ? String(p[d.name]) : "";
-    if (d.choices) return h("select", { id: d.name, name: d.name }, h("option", { value: "" }, d.name === "mode" ? "from the inputs" : "default"),
+    if (d.choices) return h("select", { id: d.name, name: d.name, title: d.help }, h("option", { value: "" }, unsetChoice(d)),
       d.choices.map((c) => h("option", { value: c, selected: value === c }, c)));
     const attrs = { id: d.name, name: d.name, value, placeholder: shown(d), title: d.help };
     if (d.type !== "string") Object.assign(attrs, { type: "number", step: d.type === "integer" ? "1" : "any" },
@@ -450,16 +545,139 @@ async function viewSubmit(_arg, view) {
     return h("input", attrs);
   };
   const paramField = (d) => field(d.name, d.label, paramInput(d));
-  ckpt.addEventListener("change", () => described().forEach((d) => {
-    const el = form.querySelector(`#${CSS.escape(d.name)}`);
-    if (el && el.tagName === "INPUT") el.placeholder = shown(d);
-    if (el && el.tagName === "INPUT" && d.maximum !== undefined) el.max = String(d.maximum);
-  }));
+
+  // LoRAs: one stack, in order, on every take of the batch
+  let known = new Map(loraList.map((a) => [a.sha256, a]));  // newest first, as GET /loras lists them
+  const missing = (base && base.loras ? base.loras : []).map((u) => u.sha256).filter((s) => !known.has(s));
+  for (const a of await Promise.all(missing.map(loraAsset))) if (a) known.set(a.sha256, a);
+  const stack = (base && base.loras ? base.loras : []).map((u) => ({ sha: u.sha256, strength: String(u.strength) }));
+  const stackList = h("ol", { class: "lora-stack", "aria-label": "LoRA stack, applied in this order" });
+  const stackNote = h("p", { class: "hint" });
+  const loraStatus = h("div", { class: "preview", "aria-live": "polite" });
+  const pick = h("select", { id: "lora_pick", name: "lora_pick" });
+  const addBtn = h("button", { type: "button", onclick: () => add(pick.value, true) }, "Add LoRA");
+  const loraFile = input("lora_file", { type: "file", accept: ".safetensors", "aria-describedby": "lora_file-hint",
+    onchange: (ev) => ev.target.files[0] && uploadLora(ev.target.files[0]) });
+
+  function fillPick() {
+    const list = [...known.values()], chosen = pick.value;
+    pick.replaceChildren(...(list.length ? list.map((a) => h("option", { value: a.sha256, selected: a.sha256 === chosen }, `${a.filename} — ${loraFacts(a)}`))
+      : [h("option", { value: "" }, "none uploaded yet")]));
+    pick.disabled = !list.length;
+    addBtn.disabled = !list.length || stack.length >= MAX_LORAS;
+  }
+
+  function drawStack() {
+    const checkpoint = ckptName();
+    stackList.replaceChildren(...stack.map((u, i) => {
+      const a = known.get(u.sha), name = loraName(a, u.sha), bases = (a && a.info && a.info.bases) || [];
+      const fits = !a || bases.includes(checkpoint);
+      const ids = { strength: `lora-strength-${i}`, facts: `lora-facts-${i}`, fit: `lora-fit-${i}` };
+      const strength = h("input", { id: ids.strength, name: ids.strength, type: "number", step: "0.05", min: String(-MAX_STRENGTH),
+        max: String(MAX_STRENGTH), value: u.strength, "aria-describedby": fits ? ids.facts : `${ids.facts} ${ids.fit}` });
+      strength.addEventListener("input", () => { u.strength = strength.value; });
+      return h("li", { "data-lora": u.sha, class: fits ? null : "misfit" },
+        h("span", { class: "order", "aria-hidden": "true" }, String(i + 1)),
+        h("div", {}, h("strong", {}, name), h("div", { class: "hint", id: ids.facts }, a ? loraFacts(a) : `sha256 ${u.sha.slice(0, 12)}…, not in the list of uploaded LoRAs`)),
+        h("div", {}, h("label", { for: ids.strength }, "Strength", h("span", { class: "sr-only" }, ` of LoRA ${i + 1}, ${name}`)), strength),
+        h("button", { type: "button", class: "remove", "aria-label": `Remove LoRA ${i + 1}, ${name}`, onclick: () => remove(i) }, "Remove"),
+        fits ? null : h("p", { class: "warn", id: ids.fit },
+          `Made for ${bases.join(", ") || "another model"}, not ${checkpoint}: the farm would refuse this batch. ` +
+          (bases.length ? `Choose ${bases.length === 1 ? "the" : "a"} ${bases.join(" or ")} checkpoint, or remove this LoRA.` : "Remove this LoRA.")));
+    }));
+    const preset = presetFields().loras || [];
+    stackNote.textContent = stack.length
+      ? `${plural(stack.length, "LoRA")} on every take, first to last${preset.length ? `, in place of the preset's ${plural(preset.length, "LoRA")}` : ""}.` +
+        (stack.length >= MAX_LORAS ? ` At most ${MAX_LORAS} stack on one take.` : "")
+      : preset.length ? `None added: the preset's ${preset.length === 1 ? "LoRA applies" : `${preset.length} LoRAs apply`}.` : "None: the checkpoint renders as it is.";
+    addBtn.disabled = pick.disabled || stack.length >= MAX_LORAS;
+    drawPresetHint();
+  }
+
+  function add(sha, focus) {
+    if (!sha) return false;
+    if (stack.length >= MAX_LORAS) {
+      loraStatus.replaceChildren(h("span", { class: "error" }, `At most ${MAX_LORAS} LoRAs stack on one take: remove one first.`));
+      return false;
+    }
+    stack.push({ sha, strength: "1" });
+    drawStack();
+    if (focus) stackList.querySelector(`#lora-strength-${stack.length - 1}`).focus();
+    return true;
+  }
+
+  function remove(i) {
+    stack.splice(i, 1);
+    drawStack();
+    const buttons = stackList.querySelectorAll("button.remove");
+    (buttons[Math.min(i, buttons.length - 1)] || (pick.disabled ? loraFile : pick)).focus();
+  }
+
+  async function uploadLora(file) {
+    const fd = new FormData();
+    fd.append("file", file);
+    loraStatus.replaceChildren(h("span", { class: "hint" }, `uploading ${file.name}…`));
+    try {
+      const a = await api("/loras", { method: "POST", form: fd });
+      known = new Map([[a.sha256, a], ...[...known].filter(([sha]) => sha !== a.sha256)]);
+      fillPick();
+      if (add(a.sha256, false)) {
+        loraStatus.replaceChildren(h("span", { class: "hint" },
+          `${a.created ? "Uploaded" : "Already uploaded:"} ${a.filename} · ${a.sha256.slice(0, 12)}, added as LoRA ${stack.length}`));
+      }
+    } catch (e) { loraStatus.replaceChildren(h("span", { class: "error" }, `${file.name}: ${e.message}`)); }
+    loraFile.value = "";
+  }
+
+  // the preset's line: what it sets, and which of those the form overrides
+  function yours(k) {
+    if (k === "checkpoint") return ckpt.value !== "";
+    if (k === "loras") return stack.length > 0;
+    if (k === "image" || k === "audio") return !!assets[k];
+    const el = form.querySelector(`#${CSS.escape(k)}`);
+    return !!el && el.value !== "";
+  }
+  function drawPresetHint() {
+    if (!presetSel) return;
+    const name = presetSel.value, f = presetFields();
+    if (!name) { presetHint.textContent = "No preset: the checkpoint's defaults, under what you set here."; return; }
+    const over = Object.keys(f).filter((k) => f[k] !== null && yours(k)).map((k) => (k === "loras" ? "LoRAs" : (labels[k] || k).toLowerCase()));
+    presetHint.textContent = `${name}: ${presetSummary(f, labels)}.` +
+      (over.length ? ` Yours replace its ${over.join(", ")}.` : " Whatever you set here replaces the preset's.");
+  }
+
+  function syncPresetCheckpoint() {
+    const c = presetFields().checkpoint;
+    if (c && checkpoints.some((x) => x.name === c)) {
+      presetCkpt.textContent = `${c} (from the preset)`;
+      presetCkpt.dataset.checkpoint = c;
+      if (!presetCkpt.parentNode) ckpt.prepend(presetCkpt);
+      if (!ckptChosen) ckpt.value = "";
+    } else if (presetCkpt.parentNode) {
+      if (ckpt.value === "") ckpt.value = presetCkpt.dataset.checkpoint;  // what was shown stays chosen
+      presetCkpt.remove();
+    }
+  }
+
+  // the checkpoint or preset changed: defaults, limits, the preset's values and LoRA fits follow
+  function refresh() {
+    for (const d of described()) {
+      const el = form.querySelector(`#${CSS.escape(d.name)}`);
+      if (el && el.tagName === "INPUT") el.placeholder = shown(d);
+      if (el && el.tagName === "INPUT" && d.maximum !== undefined) el.max = String(d.maximum);
+      if (el && el.tagName === "SELECT") el.options[0].textContent = unsetChoice(d);
+    }
+    drawStack();
+  }
+  ckpt.addEventListener("change", () => { ckptChosen = ckpt.value !== ""; refresh(); });
+  if (presetSel) presetSel.addEventListener("change", () => { syncPresetCheckpoint(); refresh(); });
+
   const form = h("form", { class: "panel", "aria-labelledby": "submit-title", novalidate: true },
     h("div", { class: "row" }, field("project", "Project", input("project", { value: "default", required: true })),
       field("name", "Batch name", input("name", { placeholder: "optional" }))),
     field("prompt", "Prompt", h("textarea", { id: "prompt", name: "prompt", rows: "3", required: true, "aria-describedby": "prompt-hint" }, p.prompt || ""),
       "One prompt per line: several lines make a sweep (every prompt × every seed)."),
+    presetSel ? h("div", { class: "preset" }, h("label", { for: "preset" }, "Preset"), presetSel, presetHint) : null,
     h("div", { class: "row" },
       field("seeds", "Seeds", input("seeds", { value: base && p.seed !== undefined ? String(p.seed) : "", placeholder: "e.g. 1, 2, 3", "aria-describedby": "seeds-hint" }),
         "A list, or leave empty and give a count."),
@@ -468,10 +686,22 @@ async function viewSubmit(_arg, view) {
     h("div", { class: "row" }, described().filter((d) => !d.advanced && d.type !== "string").map(paramField)),
     described().filter((d) => !d.advanced && d.type === "string" && !d.choices).map(paramField),
     h("details", {}, h("summary", {}, "More settings"),
-      h("div", { class: "row" }, described().filter((d) => d.advanced).map(paramField))),
+      h("div", { class: "row more" }, described().filter((d) => d.advanced).map(paramField))),
     h("div", { class: "row" }, h("div", {}, h("label", { for: "image" }, "Reference image"), imageIn, imgPreview),
       h("div", {}, h("label", { for: "audio" }, "Audio"), audioIn, audPreview)),
+    h("fieldset", { class: "loras", "aria-describedby": "loras-hint" }, h("legend", {}, "LoRAs"),
+      h("p", { class: "hint", id: "loras-hint" }, "Stacked on the model in this order. Strength 1 applies a LoRA as it was trained, 0 not at all; negative values push the other way."),
+      stackList, stackNote,
+      h("div", { class: "row" },
+        h("div", {}, h("label", { for: "lora_file" }, "Upload a LoRA"), loraFile,
+          h("p", { class: "hint", id: "lora_file-hint" }, ".safetensors from ComfyUI, kohya or diffusers; checked against every checkpoint as it uploads."), loraStatus),
+        h("div", {}, h("label", { for: "lora_pick" }, "Or add an uploaded LoRA"), h("div", { class: "inline" }, pick, addBtn)))),
     err, h("p", {}, h("button", { type: "submit", class: "primary" }, "Submit batch")));
+  form.addEventListener("input", drawPresetHint);
+  form.addEventListener("change", drawPresetHint);
+  fillPick();
+  syncPresetCheckpoint();
+  refresh();
 
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -480,7 +710,17 @@ async function viewSubmit(_arg, view) {
     const seeds = form.seeds.value.split(/[\s,]+/).filter(Boolean).map(Number);
     if (!prompts.length) { err.textContent = "prompt: write at least one prompt"; form.prompt.focus(); return; }
     if (seeds.some((s) => !Number.isInteger(s) || s < 0)) { err.textContent = "seeds: whole numbers ≥ 0, separated by commas"; form.seeds.focus(); return; }
-    const defaults = { checkpoint: ckpt.value, image: assets.image || undefined, audio: assets.audio || undefined };
+    for (const [i, u] of stack.entries()) {
+      const s = Number(u.strength);
+      if (u.strength.trim() === "" || !Number.isFinite(s) || Math.abs(s) > MAX_STRENGTH) {
+        err.textContent = `LoRA ${i + 1} strength: a number from -${MAX_STRENGTH} to ${MAX_STRENGTH} (1 applies it as trained, 0 not at all)`;
+        stackList.querySelector(`#lora-strength-${i}`).focus();
+        return;
+      }
+    }
+    const defaults = { checkpoint: ckpt.value || undefined, preset: presetSel && presetSel.value ? presetSel.value : undefined,
+      image: assets.image || undefined, audio: assets.audio || undefined };
+    if (stack.length) defaults.loras = stack.map((u) => ({ asset: u.sha, strength: Number(u.strength) }));
     for (const d of described()) {
       const v = form.querySelector(`#${CSS.escape(d.name)}`).value;
       if (v !== "") defaults[d.name] = d.type === "string" ? v : Number(v);
@@ -493,7 +733,9 @@ async function viewSubmit(_arg, view) {
       location.hash = `#/takes?batch=${b.id}`;
     } catch (e) {
       err.textContent = e.message;
-      const el = e.field && form.querySelector(`#${CSS.escape(e.field.split(".").pop())}`);
+      const lora = e.field && /loras(?:\[(\d+)\]|\.(\d+))/.exec(e.field);
+      const el = lora ? stackList.querySelector(`#lora-strength-${lora[1] || lora[2]}`)
+        : e.field && form.querySelector(`#${CSS.escape(e.field.split(".").pop())}`);
       if (el) el.focus();
     }
   });
