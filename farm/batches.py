@@ -84,7 +84,9 @@ def expand(body: dict, settings: Settings) -> list[dict]:
                 f"{counts}{also} = {size} takes; at most {MAX_TAKES} in one batch: "
                 "sweep fewer prompts, seeds or checkpoints, or split it into several batches",
             )
-    defaults = with_preset({k: v for k, v in (body.get("defaults") or {}).items() if v is not None}, settings, "defaults")
+    defaults = with_preset(
+        {k: v for k, v in (body.get("defaults") or {}).items() if v is not None}, settings, "defaults"
+    )
     takes = [
         {**defaults, **with_preset({k: v for k, v in t.items() if v is not None}, settings, f"takes[{i}]")}
         for i, t in enumerate(listed)

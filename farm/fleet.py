@@ -150,5 +150,7 @@ def set_draining(session: Session, worker: Worker, drain: bool, now: datetime, t
         update(Worker)
         .where(Worker.id == worker.id, Worker.stopped.is_(not drain), alive(now, timeout))
         .values(stopped=drain)
+        # "fetch", not Python evaluation: SQLite hands back naive datetimes, `now` is aware
+        .execution_options(synchronize_session="fetch")
     )
     return True

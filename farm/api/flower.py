@@ -1,6 +1,7 @@
 """Flower, the Celery monitor, behind the farm's own sign-in: operators reach it at
 /flower through the dispatcher; Flower itself listens on loopback with a basic-auth
-password that only the dispatcher knows."""
+password that only the dispatcher knows. A Flower that refuses that password is another
+farm's (another secret): its page is never served here."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from ..errors import FlowerUnavailable, NotFound
-from ..settings import Settings
+from ..settings import Settings, redact
 from .auth import Operator
 
 router = APIRouter(include_in_schema=False)
@@ -56,7 +57,17 @@ async def flower(request: Request, _user: Operator, path: str = "") -> Response:
             stream=True,
         )
     except httpx.HTTPError:
-        raise FlowerUnavailable("not reachable; `farm up` starts it, or set FARM_FLOWER_URL", field="flower") from None
+        raise FlowerUnavailable(
+            f"Flower at {redact(settings.flower)} is not reachable; `farm up` starts it, or set FARM_FLOWER_URL",
+            field="flower",
+        ) from None
+    if upstream.status_code == 401:  # our password is refused: not this farm's Flower
+        await upstream.aclose()
+        raise FlowerUnavailable(
+            f"Flower at {redact(settings.flower)} is another farm's (it refuses this farm's password); `farm up` "
+            "starts this farm's own on a free port, or set FARM_FLOWER_PORT or FARM_FLOWER_URL to this farm's Flower",
+            field="flower",
+        )
     kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS | {"content-encoding"}}
     return StreamingResponse(
         upstream.aiter_bytes(),

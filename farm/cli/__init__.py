@@ -34,10 +34,10 @@ __all__ = [
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="farm", description="the HuMo render farm")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="run the API, the release loop and one explore worker")
+    up = sub.add_parser("up", help="run the API, the release loop, Flower and one explore worker until Ctrl-C")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--no-worker", action="store_true", help="start no worker in this process group")
+    up.add_argument("--no-worker", action="store_true", help="start no explore worker")
     up.add_argument("--no-flower", action="store_true", help="do not start Flower")
     up.set_defaults(fn=cmd_up)
     submit = sub.add_parser("submit", help="submit a batch file (YAML) and wait for its clips")

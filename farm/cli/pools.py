@@ -47,7 +47,8 @@ def cmd_workers(args) -> int:
         return _drain(args.worker, args.action == "drain")
     with _record() as (settings, session):
         rows = fleet.workers(session, utcnow(), settings.worker_timeout, seen=None if args.all else fleet.SEEN)
-    rows = [w for w in rows if args.pool in (None, w.pool)]
+    # a cleanly stopped worker is history: only --all lists it (a dead one stays: it crashed)
+    rows = [w for w in rows if args.pool in (None, w.pool) and (args.all or w.state != "stopped")]
     if args.json:
         print(json.dumps([asdict(w) for w in rows], indent=2))
     elif not rows:

@@ -5,23 +5,10 @@ hero; a viewer cannot submit. Screenshots land in out/test-artifacts/dashboard/.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from ..services import ROOT, password
 
 SHOTS = ROOT / "out" / "test-artifacts" / "dashboard"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--autoplay-policy=no-user-gesture-required",
-]
+SHOTS.mkdir(parents=True, exist_ok=True)
 #: records every value a progress bar shows, so the test can tell pushed progress from a reload
 WATCH_PROGRESS = """
 window.__progress = [];
@@ -33,17 +20,6 @@ new MutationObserver((records) => {
   }
 }).observe(document, {subtree: true, attributes: true, attributeFilter: ['aria-valuenow']});
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
 
 
 def open_page(browser, api):

@@ -16,7 +16,7 @@ from models.specs import TINY, TINY_CONCAT
 
 from ..models.lora_files import block_linears, param_shapes, write_lora
 from ..services import serving
-from .test_dashboard import SHOTS, browser, open_page, sign_in  # noqa: F401 (browser: the fixture)
+from .test_dashboard import SHOTS, open_page, sign_in
 
 WIDTH = {"width": 1280, "height": 900}
 #: controls without a label a screen reader can read
@@ -101,8 +101,12 @@ def test_a_producer_stacks_loras_renders_and_sees_them_on_the_take(
     page.get_by_text("More settings").click()
     sampler = page.get_by_label("Sampler", exact=True)
     assert sampler.locator("option").all_inner_texts() == ["default (unipc)", "unipc", "euler"]
-    assert page.get_by_label("Guidance", exact=True).locator("option").all_inner_texts() == ["default (on)", "on", "off"]
-    assert page.get_by_label("Timesteps", exact=True).get_attribute("placeholder") == "unset: from steps and shift"
+    assert page.get_by_label("Guidance", exact=True).locator("option").all_inner_texts() == [
+        "default (on)",
+        "on",
+        "off",
+    ]
+    assert page.get_by_label("Timesteps", exact=True).get_attribute("placeholder") == "from steps and shift"
     assert page.evaluate(UNLABELLED) == []
     page.screenshot(path=SHOTS / "10-loras-in-form.png", full_page=True)
     page.get_by_label("Checkpoint", exact=True).select_option("tiny-concat")
@@ -130,7 +134,10 @@ def test_a_producer_stacks_loras_renders_and_sees_them_on_the_take(
     assert len(take_ids) == 2
     for take_id in take_ids:  # every take of the batch carries the stack, in order
         take = ana.get(f"/takes/{take_id}").json()
-        assert take["loras"] == [{"sha256": style_sha, "strength": 0.8}, {"sha256": detail["sha256"], "strength": -0.35}]
+        assert take["loras"] == [
+            {"sha256": style_sha, "strength": 0.8},
+            {"sha256": detail["sha256"], "strength": -0.35},
+        ]
         assert take["preset"] is None
 
     # it renders on the worker; the cards say how many LoRAs each take has
@@ -180,7 +187,10 @@ DRAFT = {"checkpoint": "tiny", "steps": 2, "sampler": "euler", "guidance": "off"
 
 def test_a_preset_is_sent_by_name_and_the_form_shows_what_it_sets(browser, clean, storage, tokens, lora_files):
     lora_sha = sha256(lora_files["style"])
-    presets = {"draft-tiny": {**DRAFT, "loras": [{"asset": lora_sha, "strength": 0.5}]}, "wide": {"width": 96, "height": 48}}
+    presets = {
+        "draft-tiny": {**DRAFT, "loras": [{"asset": lora_sha, "strength": 0.5}]},
+        "wide": {"width": 96, "height": 48},
+    }
     app = create_app(clean.model_copy(update={"presets": presets}), storage)
     with serving(app) as url:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens['ana']}"}) as ana:
@@ -210,7 +220,9 @@ def test_a_preset_is_sent_by_name_and_the_form_shows_what_it_sets(browser, clean
             page.get_by_text("More settings").click()
             assert page.get_by_label("Sampler", exact=True).locator("option:checked").inner_text() == "preset: euler"
             assert page.get_by_label("Guidance", exact=True).locator("option:checked").inner_text() == "preset: off"
-            page.get_by_text("None added: the preset's LoRA applies.").wait_for()
+            page.get_by_text(
+                "None added: the preset's LoRA applies: presenter-style.safetensors at strength 0.5."
+            ).wait_for()
             # what the producer sets beats the preset, and the hint says which
             steps.fill("3")
             assert hint.inner_text().endswith("Yours replace its steps.")
@@ -246,9 +258,25 @@ def test_a_preset_is_sent_by_name_and_the_form_shows_what_it_sets(browser, clean
             page.get_by_text("As asked; once the take is done, as the manifest records it.").wait_for()
             page.screenshot(path=SHOTS / "13-take-with-preset.png", full_page=True)
 
-            # duplicating it keeps the preset chosen
+            # duplicating it keeps the preset, and what it set stays the preset's: only the steps are the take's own
             page.get_by_role("link", name="Duplicate with edits").click()
             page.get_by_label("Preset", exact=True).wait_for()
             assert page.get_by_label("Preset", exact=True).input_value() == "draft-tiny"
-            assert page.get_by_label("Checkpoint", exact=True).input_value() == "tiny"  # the take's own, chosen
+            checkpoint = page.get_by_label("Checkpoint", exact=True)
+            assert checkpoint.input_value() == ""
+            assert checkpoint.locator("option:checked").inner_text() == "tiny (from the preset)"
+            assert page.get_by_label("Steps", exact=True).input_value() == "3"
+            assert page.get_by_label("Sampler", exact=True).input_value() == ""
+            assert page.locator(".lora-stack li").count() == 0
+            assert page.locator("#preset-hint").inner_text().endswith("Yours replace its steps.")
+            # re-rolling its seed keeps the preset too
+            page.goto(f"/#/take/{take_id}")
+            page.get_by_role("button", name="Re-roll seed").click()
+            page.wait_for_url(lambda url: take_id not in url and "#/take/" in url)
+            rerolled = ana.get(f"/takes/{page.url.rsplit('/', 1)[1]}").json()
+            assert (rerolled["preset"], rerolled["loras"], rerolled["params"]["steps"]) == (
+                "draft-tiny",
+                take["loras"],
+                3,
+            )
             assert problems == []

@@ -414,3 +414,18 @@ def test_the_unique_index_drops_a_duplicate_a_racing_planner_would_insert(nightl
     monkeypatch.setattr(farm.nightly, "candidates", lambda session, night: every)
     assert plan(sessions, nightly, now=INSIDE + timedelta(hours=1)).planned == 2
     assert len(heroes(sessions)) == 2
+
+
+def test_a_drafts_fast_settings_loras_and_preset_stay_with_the_draft(nightly, sessions):
+    """A fast explore take (few steps, euler, guidance off, a LoRA, from a preset) selected for
+    hero: its hero take renders at the hero checkpoint's full quality, without them."""
+    (parent,) = selected(sessions, nightly, [0])
+    with transaction(sessions) as session:
+        draft = session.get(Take, parent)
+        draft.params = {**draft.params, "steps": 4, "sampler": "euler", "guidance": "off", "timesteps": "1000,500"}
+        draft.loras, draft.preset = [{"sha256": "c" * 64, "strength": 1.0}], "draft-1.7b"
+    plan(sessions, nightly)
+    (hero,) = heroes(sessions)
+    assert hero.parent_id == parent and hero.loras is None and hero.preset is None
+    assert not {"steps", "sampler", "guidance", "timesteps"} & set(hero.params)
+    assert hero.params["seed"] == 100 and hero.params["mode"] == "TIA"

@@ -71,13 +71,13 @@ def test_workers_and_pools_show_every_state(sessions, clean):
         "busy:1:explore": "busy",
         "drain:1:explore": "draining",
         "dead:1:explore": "dead",
-        "gone:1:explore": "stopped",
         "hero:1:hero": "idle",
-    }  # the last hour's
+    }  # the last hour's, but a cleanly stopped one (gone) only with --all
     assert rows["busy:1:explore"]["TAKE"] == queued[0] and rows["idle:1:explore"]["TAKE"] == "-"
     assert rows["dead:1:explore"]["HEARTBEAT"] == "2m ago" and rows["hero:1:hero"]["GPU"] == "H100"
     every = json.loads(farm(settings, "workers", "--all", "--json", "--pool", "explore").stdout)
-    assert {w["id"]: w["state"] for w in every}["ancient:1:explore"] == "dead" and len(every) == 6
+    states = {w["id"]: w["state"] for w in every}
+    assert states["ancient:1:explore"] == "dead" and states["gone:1:explore"] == "stopped" and len(every) == 6
     assert every[0].keys() >= {"id", "pool", "host", "gpu", "heartbeat_age", "current_take_id", "state"}
 
     r = farm(settings, "pools")
@@ -95,6 +95,22 @@ def test_workers_and_pools_show_every_state(sessions, clean):
     }
     assert pools["hero"]["WORKERS"] == "1" and pools["hero"]["DEPTH"] == "0"
     assert json.loads(farm(settings, "pools", "--json").stdout)["explore"]["depth"] == 3
+
+
+def test_drain_and_resume_on_the_embedded_sqlite_record(clean, tmp_path):
+    """The embedded default keeps the record in SQLite, whose datetimes come back naive."""
+    from farm import migrate
+    from farm.db import session_factory
+
+    settings = clean.model_copy(update={"database_url": f"sqlite:///{tmp_path}/farm.db", "worker_timeout": 60.0})
+    migrate.upgrade(settings.database)
+    add_workers(session_factory(settings.database), live=("explore", 1, False, None))
+    r = farm(settings, "workers", "drain", "live")
+    assert r.returncode == 0 and "live:1:explore draining" in r.stdout, r.stderr
+    assert table(farm(settings, "workers").stdout)[0]["STATE"] == "draining"
+    r = farm(settings, "workers", "resume", "live:1:explore")
+    assert r.returncode == 0 and "resumed" in r.stdout, r.stderr
+    assert table(farm(settings, "workers").stdout)[0]["STATE"] == "idle"
 
 
 def test_drain_and_resume_errors_are_one_line(sessions, clean):

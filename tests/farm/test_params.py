@@ -52,7 +52,7 @@ def test_a_parameter_added_to_the_definition_reaches_the_api_the_cli_the_batch_f
 
 
 def test_the_api_schema_lists_exactly_the_parameters_plus_the_farms_own_fields():
-    farm_fields = {"checkpoint", "pool", "image", "audio", "loras", "priority"}
+    farm_fields = {"checkpoint", "pool", "image", "audio", "loras", "preset", "priority"}
     assert set(take_create_model().model_fields) == {p.name for p in PARAMS} | farm_fields
 
 

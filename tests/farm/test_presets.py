@@ -96,12 +96,29 @@ def test_operators_choose_which_pool_serves_a_preset(clean, storage, tokens):
     draft = {"checkpoint": "humo-17b", "pool": "explore", **DRAFT}
     for explore, status in (("humo-17b", 201), ("tiny", 422)):
         settings = clean.model_copy(update={"presets": {"draft-17b": draft}, "explore_checkpoint": explore})
-        with serving(create_app(settings, storage)) as url, httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {tokens['ana']}"}
-        ) as c:
+        with (
+            serving(create_app(settings, storage)) as url,
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens['ana']}"}) as c,
+        ):
             r = c.post("/batches", json={"takes": [{"prompt": "p", "mode": "T", "preset": "draft-17b"}]})
             assert r.status_code == status, r.text
             if status == 201:
                 assert takes_of(c, r.json())[0]["pool"] == "explore"
             else:
                 assert r.json()["field"] == "takes[0].pool" and "hero pool" in r.json()["detail"]
+
+
+def test_batch_files_name_presets_too(farm):
+    yaml_file = (
+        b"defaults: {preset: draft}\ntakes:\n  - {prompt: one, mode: T}\n  - {prompt: two, mode: T, preset: wide}\n"
+    )
+    csv_file = b"prompt,mode,preset,steps\nthree,T,draft,3\n"
+    for name, data in (("batch.yaml", yaml_file), ("batch.csv", csv_file)):
+        r = farm.post("/batches/file", files={"file": (name, data)})
+        assert r.status_code == 201, r.text
+        for take in takes_of(farm, r.json()):
+            expected = "wide" if take["params"]["prompt"] == "two" else "draft"
+            assert take["preset"] == expected
+            if expected == "draft":
+                assert take["params"]["sampler"] == "euler"
+                assert take["params"]["steps"] == (3 if name.endswith(".csv") else 2)

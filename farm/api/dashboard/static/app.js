@@ -484,13 +484,21 @@ function presetSummary(fields, labels = {}) {
 }
 
 // ---------- submit ----------
-const PLACEHOLDERS = { timesteps: "unset: from steps and shift" };
+const PLACEHOLDERS = { timesteps: "from steps and shift" };
 
 async function viewSubmit(_arg, view) {
   const from = query().get("from");
   const [checkpoints, base, loraList, presets] = await Promise.all([api("/checkpoints"), from ? api(`/takes/${from}`) : null,
     api("/loras"), api("/presets")]);
-  const p = base ? base.params : {};
+  // a take made from a preset keeps it; what the preset set stays the preset's (shown, not filled in)
+  const presetsByName = new Map(presets.map((x) => [x.name, x.fields || {}]));
+  const basePreset = (base && base.preset && presetsByName.get(base.preset)) || {};
+  const same = (a, b) => a !== undefined && JSON.stringify(a) === JSON.stringify(b);
+  const p = base ? Object.fromEntries(Object.entries(base.params).filter(([k, v]) => !same(basePreset[k], v))) : {};
+  const baseLoras = (base && base.loras) || [];
+  const presetStack = (fields) => (fields.loras || []).map((u) => ({ sha256: u.asset, strength: u.strength ?? 1 }));
+  const ownLoras = same(presetStack(basePreset), baseLoras) ? [] : baseLoras;
+  const ownCheckpoint = base && base.checkpoint !== basePreset.checkpoint ? base.checkpoint : "";
   const assets = { image: base ? base.image : null, audio: base ? base.audio : null };
   const field = (id, label, input, hint) => h("div", {}, h("label", { for: id }, label), input, hint ? h("p", { class: "hint", id: `${id}-hint` }, hint) : null);
   const input = (id, attrs = {}) => h("input", { id, name: id, ...attrs });
@@ -516,17 +524,16 @@ async function viewSubmit(_arg, view) {
   if (assets.audio) audPreview.append(h("p", { class: "hint" }, `using audio ${assets.audio.slice(0, 12)} from take ${from.slice(0, 8)}`));
 
   // a preset: named take settings operators configure; what the form sets beats it (the API's rule)
-  const presetsByName = new Map(presets.map((x) => [x.name, x.fields || {}]));
   const presetSel = presets.length ? h("select", { id: "preset", name: "preset", "aria-describedby": "preset-hint" },
     h("option", { value: "" }, "none"), presets.map((x) => h("option", { value: x.name, selected: !!base && base.preset === x.name }, x.name))) : null;
   const presetHint = h("p", { class: "hint", id: "preset-hint", "aria-live": "polite" });
   const presetFields = () => (presetSel && presetsByName.get(presetSel.value)) || {};
 
   const ckpt = h("select", { id: "checkpoint", name: "checkpoint" }, checkpoints.map((c) =>
-    h("option", { value: c.name, selected: (base ? base.checkpoint : "") === c.name }, `${c.name} (${c.pool}, ${c.width}×${c.height})`)));
+    h("option", { value: c.name, selected: ownCheckpoint === c.name }, `${c.name} (${c.pool}, ${c.width}×${c.height})`)));
   // a preset that names a checkpoint shows it here as an option of its own, which choosing another overrides
   const presetCkpt = h("option", { value: "" });
-  let ckptChosen = !!base;  // the producer (or the take duplicated) chose the checkpoint: a preset's does not replace it
+  let ckptChosen = !!ownCheckpoint;  // the producer (or the take duplicated) chose it: a preset's does not replace it
   const ckptName = () => ckpt.value || presetFields().checkpoint || checkpoints[0].name;
   // every render parameter but the sweep's axes (prompt, seed), described by GET /checkpoints
   const described = () => (checkpoints.find((c) => c.name === ckptName()) || checkpoints[0]).params
@@ -548,9 +555,10 @@ async function viewSubmit(_arg, view) {
 
   // LoRAs: one stack, in order, on every take of the batch
   let known = new Map(loraList.map((a) => [a.sha256, a]));  // newest first, as GET /loras lists them
-  const missing = (base && base.loras ? base.loras : []).map((u) => u.sha256).filter((s) => !known.has(s));
+  const wanted = [...baseLoras, ...presets.flatMap((x) => presetStack(x.fields || {}))].map((u) => u.sha256);
+  const missing = [...new Set(wanted)].filter((s) => !known.has(s));
   for (const a of await Promise.all(missing.map(loraAsset))) if (a) known.set(a.sha256, a);
-  const stack = (base && base.loras ? base.loras : []).map((u) => ({ sha: u.sha256, strength: String(u.strength) }));
+  const stack = ownLoras.map((u) => ({ sha: u.sha256, strength: String(u.strength) }));
   const stackList = h("ol", { class: "lora-stack", "aria-label": "LoRA stack, applied in this order" });
   const stackNote = h("p", { class: "hint" });
   const loraStatus = h("div", { class: "preview", "aria-live": "polite" });
@@ -585,11 +593,12 @@ async function viewSubmit(_arg, view) {
           `Made for ${bases.join(", ") || "another model"}, not ${checkpoint}: the farm would refuse this batch. ` +
           (bases.length ? `Choose ${bases.length === 1 ? "the" : "a"} ${bases.join(" or ")} checkpoint, or remove this LoRA.` : "Remove this LoRA.")));
     }));
-    const preset = presetFields().loras || [];
+    const preset = presetStack(presetFields());
+    const theirs = preset.map((u) => `${loraName(known.get(u.sha256), u.sha256)} at strength ${u.strength}`).join(", then ");
     stackNote.textContent = stack.length
       ? `${plural(stack.length, "LoRA")} on every take, first to last${preset.length ? `, in place of the preset's ${plural(preset.length, "LoRA")}` : ""}.` +
         (stack.length >= MAX_LORAS ? ` At most ${MAX_LORAS} stack on one take.` : "")
-      : preset.length ? `None added: the preset's ${preset.length === 1 ? "LoRA applies" : `${preset.length} LoRAs apply`}.` : "None: the checkpoint renders as it is.";
+      : preset.length ? `None added: the preset's ${preset.length === 1 ? "LoRA applies" : "LoRAs apply"}: ${theirs}.` : "None: the checkpoint renders as it is.";
     addBtn.disabled = pick.disabled || stack.length >= MAX_LORAS;
     drawPresetHint();
   }
@@ -729,7 +738,7 @@ async function viewSubmit(_arg, view) {
       sweep: { prompts, ...(seeds.length ? { seeds } : { seed_count: Number(form.seed_count.value || 1) }) } };
     try {
       const b = await api("/batches", { method: "POST", json: body });
-      toast(`Batch submitted: ${b.take_ids.length} takes`);
+      toast(`Batch submitted: ${plural(b.take_ids.length, "take")}`);
       location.hash = `#/takes?batch=${b.id}`;
     } catch (e) {
       err.textContent = e.message;
