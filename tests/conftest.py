@@ -226,9 +226,11 @@ CHROMIUM_FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
-    """One headless Chromium for every browser test."""
+    """A headless Chromium for a module's browser tests. Per module, not per session: while
+    Playwright's sync API is open it holds an event loop on this thread, and later tests that
+    run asyncio themselves would fail."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
