@@ -48,6 +48,8 @@ def silent_flac(path: Path, hours: float, rate: int = 16_000) -> Path:
 
 
 def speech(path: Path, seconds: float, rate: int = 16_000) -> Path:
+    """A voiced tone longer than the largest take (examples/make_media's line is shorter): each
+    take's audio is trimmed, so every row decodes exactly its span."""
     t = np.arange(int(seconds * rate)) / rate
     x = 0.3 * np.sin(2 * np.pi * 180 * t) * np.clip(np.sin(2 * np.pi * 3 * t), 0, None)
     with av.open(str(path), "w") as out:

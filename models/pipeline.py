@@ -381,11 +381,30 @@ class Pipeline:
             stat = Path(use.path).stat()
             key = (use.path, stat.st_size, stat.st_mtime_ns)
             if key not in self._loras:
-                if len(self._loras) >= MAX_LORAS:
+                if len(self._loras) >= MAX_LORAS:  # room for one whole stack: a batch's stays read
                     self._loras.pop(next(iter(self._loras)))
                 self._loras[key] = lora.load(use.path, self.spec)
             stack.append((self._loras[key], use.strength))
         return self.patcher.use(stack)
+
+    def denoise_take(
+        self,
+        req: ResolvedRequest,
+        on_step: OnStep | None = None,
+        engine: dict | None = None,
+        lap: Callable[[str], None] = lambda stage: None,
+    ) -> tuple[torch.Tensor, Inputs]:
+        """A take up to its final latents, as every rank of a group runs it: its LoRA stack on
+        the DiT, its inputs encoded, its steps. `lap(stage)` marks each stage's end."""
+        record = self.use_loras(req.loras).describe()
+        if engine is not None:
+            engine["loras"] = record
+        lap("loras")
+        inputs = self.encode_inputs(req)
+        lap("encode")
+        latents = self.denoise(req, inputs, on_step, engine)
+        lap("denoise")
+        return latents, inputs
 
     def render(self, request: RenderRequest | ResolvedRequest, on_step: OnStep | None = None) -> RenderResult:
         req = request.resolved() if isinstance(request, RenderRequest) else request
@@ -404,12 +423,8 @@ class Pipeline:
             timings[name] = now - clock
             clock = now
 
-        engine: dict = {"loras": self.use_loras(req.loras).describe()}
-        lap("loras")
-        inputs = self.encode_inputs(req)
-        lap("encode")
-        latents = self.denoise(req, inputs, on_step, engine)
-        lap("denoise")
+        engine: dict = {}
+        latents, inputs = self.denoise_take(req, on_step, engine, lap)
         latents = latents[:, :-1]
         video = self.vae.decode(latents[None])[0].cpu()
         lap("decode")

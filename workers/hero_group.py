@@ -276,9 +276,8 @@ def _serve(pipe, rank: int, req: ResolvedRequest, conn: Connection, cancel) -> N
         with torch.no_grad():
             if rank == 0:
                 reply = ("done", pickle.dumps(pipe.render(req, on_step)))  # by value: no shared memory
-            else:  # the same stack on every rank's copy of the DiT, then its slice of the steps
-                pipe.use_loras(req.loras)
-                pipe.denoise(req, pipe.encode_inputs(req), on_step)
+            else:  # the same path as rank 0's render, without the decode
+                pipe.denoise_take(req, on_step)
                 reply = ("done", None)
     except RenderCanceled:
         reply = ("canceled",)

@@ -7,7 +7,6 @@ fetched, and drops the least recently used when the folder passes `lora_cache_by
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -16,8 +15,7 @@ from farm.errors import ObjectMissing
 from farm.storage import Storage
 from farm.tables import Asset
 from models import InputError
-
-CHUNK = 1 << 20
+from models.probe import file_sha256
 
 
 class LoraCache:
@@ -41,7 +39,7 @@ class LoraCache:
                     f"the uploaded LoRA {asset.filename} ({asset.sha256[:12]}) is missing from the store; upload "
                     "the same file again (it is repaired in place), then retry the take",
                 ) from None
-            if _sha256(part) != asset.sha256:
+            if file_sha256(part) != asset.sha256:
                 raise OSError(f"LoRA {asset.sha256[:12]} arrived corrupted from the store")  # retried
             part.replace(path)  # whole or not at all: a reader never sees half a file
         self._trim(keep=path)
@@ -56,11 +54,3 @@ class LoraCache:
             if old != keep:
                 total -= old.stat().st_size
                 old.unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

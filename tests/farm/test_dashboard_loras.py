@@ -27,6 +27,17 @@ UNLABELLED = (
 )
 
 
+def open_submit(browser, api: str, prompt: str, seeds: str):
+    """Ana signed in on the submit form, at 1280 wide, with a prompt and seeds typed."""
+    page, problems = open_page(browser, api)
+    page.set_viewport_size(WIDTH)
+    sign_in(page, "ana")
+    page.get_by_role("link", name="Submit").click()
+    page.get_by_label("Prompt", exact=True).fill(prompt)
+    page.get_by_label("Seeds", exact=True).fill(seeds)
+    return page, problems
+
+
 def sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -62,12 +73,7 @@ def test_a_producer_stacks_loras_renders_and_sees_them_on_the_take(
     assert concat["info"]["bases"] == ["tiny-concat"]
     style_sha = sha256(lora_files["style"])
 
-    page, problems = open_page(browser, api)
-    page.set_viewport_size(WIDTH)
-    sign_in(page, "ana")
-    page.get_by_role("link", name="Submit").click()
-    page.get_by_label("Prompt", exact=True).fill("a presenter speaks, in the style of the show")
-    page.get_by_label("Seeds", exact=True).fill("21, 22")
+    page, problems = open_submit(browser, api, "a presenter speaks, in the style of the show", "21, 22")
     page.get_by_label("Checkpoint", exact=True).select_option("tiny")
     page.get_by_label("Mode", exact=True).select_option("T")
     page.get_by_text("None: the checkpoint renders as it is.").wait_for()
@@ -195,12 +201,7 @@ def test_a_preset_is_sent_by_name_and_the_form_shows_what_it_sets(browser, clean
     with serving(app) as url:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens['ana']}"}) as ana:
             post_lora(ana, lora_files["style"])
-            page, problems = open_page(browser, url)
-            page.set_viewport_size(WIDTH)
-            sign_in(page, "ana")
-            page.get_by_role("link", name="Submit").click()
-            page.get_by_label("Prompt", exact=True).fill("a quick draft of the presenter")
-            page.get_by_label("Seeds", exact=True).fill("3")
+            page, problems = open_submit(browser, url, "a quick draft of the presenter", "3")
             page.get_by_label("Mode", exact=True).select_option("T")
             preset = page.get_by_label("Preset", exact=True)
             assert preset.locator("option").all_inner_texts() == ["none", "draft-tiny", "wide"]

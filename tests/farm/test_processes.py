@@ -145,7 +145,7 @@ PARENT = textwrap.dedent(
     from farm.cli.serve import _end_with_parent
     threading.Thread(target=threading.Event().wait, daemon=True).start()  # `farm up` runs threads
     child = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(600)"],
+        [sys.executable, "-c", "import time; time.sleep(600)"],  # a child that would outlive its parent
         preexec_fn=functools.partial(_end_with_parent, os.getpid()),
     )
     print(child.pid, flush=True)
