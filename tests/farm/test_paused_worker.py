@@ -17,6 +17,11 @@ from ..helpers import wait_done
 from ..services import HoldingProxy, WorkerProcess, wait_for
 
 
+def unsigned(outputs: dict) -> dict:
+    """The outputs with presigned URLs cut to their objects (a signature carries its second)."""
+    return {k: v.split("?")[0] if isinstance(v, str) and "?" in v else v for k, v in outputs.items()}
+
+
 def test_a_paused_worker_that_resumes_never_replaces_the_winners_outputs(
     client, sessions, clean, s3_endpoint, storage, release_loop, tmp_path
 ):
@@ -47,7 +52,7 @@ def test_a_paused_worker_that_resumes_never_replaces_the_winners_outputs(
             "the resumed attempt to remove what it wrote",
         )
         after = client.get(f"/takes/{take_id}").json()
-        assert after["outputs"] == take["outputs"] and after["attempts"] == take["attempts"]
+        assert unsigned(after["outputs"]) == unsigned(take["outputs"]) and after["attempts"] == take["attempts"]
         with sessions() as s:
             output = s.get(Output, take_id)
         clip = tmp_path / "clip.mp4"
