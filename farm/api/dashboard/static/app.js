@@ -1,75 +1,9 @@
 // The producer dashboard: one page, no build step. Talks only to the farm's REST API and
-// its server-sent events; every change carries the session's CSRF token.
+// its server-sent events; core.js holds what every view shares.
 
-const RANK = { viewer: 0, producer: 1, operator: 2 };
-const me = { name: null, role: null, csrf: null };
-const main = document.getElementById("main");
+import { me, main, hooks, h, ApiError, api, toast, can, mine, badge, pct, stepText, fmtTime, bar, setProgress, query, plural, views } from "./core.js";
+
 let current = null;  // the view on screen: {el, closers, stale}
-
-// ---------- helpers ----------
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (k === "text") el.textContent = v;
-    else el.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined) el.append(c.nodeType ? c : String(c));
-  return el;
-}
-
-class ApiError extends Error {
-  constructor(status, detail, field) { super(detail); this.status = status; this.field = field; }
-}
-
-async function api(path, { method = "GET", json, form } = {}) {
-  const headers = {};
-  if (method !== "GET" && me.csrf) headers["X-CSRF-Token"] = me.csrf;
-  let body;
-  if (json !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(json); }
-  if (form) body = form;
-  const r = await fetch(path, { method, headers, body, credentials: "same-origin" });
-  if (r.status === 204) return null;
-  const data = await r.json().catch(() => ({ detail: r.statusText }));
-  if (!r.ok) {
-    if (r.status === 401 && path !== "/auth/login") { me.name = null; route(); }
-    throw new ApiError(r.status, data.detail || r.statusText, data.field);
-  }
-  return data;
-}
-
-function toast(text, bad = false) {
-  const box = document.getElementById("toast");
-  const msg = h("div", { class: bad ? "msg bad" : "msg" }, text);
-  box.append(msg);
-  setTimeout(() => msg.remove(), 5000);
-}
-
-const can = (role) => me.role && RANK[me.role] >= RANK[role];
-const mine = (take) => me.role === "operator" || (me.role === "producer" && take.producer === me.name);
-const badge = (state) => h("span", { class: `badge state-${state}` }, state);
-const pct = (p) => (p && p.total ? Math.round((100 * p.step) / p.total) : 0);
-const stepText = (p) => (p && p.total ? `step ${p.step}/${p.total}` : "starting…");
-const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : "");
-
-function bar(progress, done) {
-  const inner = h("span", { style: `width:${done ? 100 : pct(progress)}%` });
-  return h("div", { class: done ? "bar done" : "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100",
-                    "aria-valuenow": String(done ? 100 : pct(progress)), "aria-label": "render progress" }, inner);
-}
-
-function setProgress(el, progress, done) {
-  const v = done ? 100 : pct(progress);
-  el.setAttribute("aria-valuenow", String(v));
-  el.classList.toggle("done", !!done);
-  el.firstChild.style.width = `${v}%`;
-}
-
-function query() {
-  const [, q = ""] = location.hash.split("?");
-  return new URLSearchParams(q);
-}
 
 // ---------- routing ----------
 // A view renders into its own element and registers what to close when the route changes;
@@ -119,7 +53,6 @@ async function route() {
     if (a.dataset.nav === (name || "takes")) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   main.replaceChildren(view.el);
-  const views = { takes: viewTakes, take: viewTake, compare: viewCompare, submit: viewSubmit, pools: viewPools, nights: viewNights };
   try {
     await (views[name] || viewTakes)(arg, view);
   } catch (e) {
@@ -128,6 +61,8 @@ async function route() {
   }
 }
 
+Object.assign(views, { takes: viewTakes, take: viewTake, compare: viewCompare, submit: viewSubmit, pools: viewPools, nights: viewNights });
+hooks.signedOut = route;
 window.addEventListener("hashchange", route);
 document.getElementById("logout").addEventListener("click", async () => {
   await api("/auth/logout", { method: "POST" });
@@ -447,7 +382,6 @@ function loraAsset(sha) {
   return loraAssets.get(sha);
 }
 const loraName = (a, sha) => (a ? a.filename : `LoRA ${sha.slice(0, 12)}`);
-const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 function loraFacts(a) {
   const i = (a && a.info) || {}, parts = [];
   if (i.rank) parts.push(`rank ${i.rank}`);
