@@ -51,18 +51,21 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
-_pipelines: dict[tuple[str, str, str], Pipeline] = {}
+_pipelines: dict[tuple[str, str, str, str], Pipeline] = {}
 
 
-def load_pipeline(checkpoint: str, weights: str | Path | None = None, device: str | None = None) -> Pipeline:
-    """The pipeline for a checkpoint, loaded once per process and reused."""
+def load_pipeline(
+    checkpoint: str, weights: str | Path | None = None, device: str | None = None, attention: str = "auto"
+) -> Pipeline:
+    """The pipeline for a checkpoint, loaded once per process and reused (attention: the
+    self-attention kernel, models.attention; "auto" takes the fastest installed)."""
     from .pipeline import Pipeline
     from .weights import weights_dir
 
     folder = weights_dir(checkpoint, weights)
-    key = (get_spec(checkpoint).name, str(folder), str(device))
+    key = (get_spec(checkpoint).name, str(folder), str(device), attention)
     if key not in _pipelines:
-        _pipelines[key] = Pipeline.load(checkpoint, folder, device=device)
+        _pipelines[key] = Pipeline.load(checkpoint, folder, device=device, attention=attention)
     return _pipelines[key]
 
 

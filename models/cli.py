@@ -47,6 +47,11 @@ def build_parser(params: tuple[Param, ...] = PARAMS) -> argparse.ArgumentParser:
         )
     r.add_argument("--weights", default=None, help="weights folder in the official layout (or $HUMO_WEIGHTS)")
     r.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    r.add_argument(
+        "--attention",
+        default="auto",
+        help="self-attention kernel: auto (default: the fastest installed; fa4 on Hopper), fa4, sdpa",
+    )
     r.add_argument("-o", "--output", required=True, help="the MP4 to write; a .jpg thumbnail goes beside it")
     return parser
 
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     try:
         resolved = request.resolved()  # bad input fails before any model loads
-        pipeline = load_pipeline(resolved.spec.name, args.weights, args.device)
+        pipeline = load_pipeline(resolved.spec.name, args.weights, args.device, args.attention)
         with tqdm(total=resolved.steps, desc=f"{resolved.spec.name} {resolved.mode}", unit="step") as bar:
             result = pipeline.render(resolved, lambda i, n: bar.update(i - bar.n))
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,10 @@ from typing import Generic, Protocol, TypeVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import sdpa_kernel
 
+from . import attention as kernels
+from .attention import SDPA_BACKENDS, sdpa
 from .errors import ShapeError
 from .specs import DiTConfig
 
@@ -100,29 +102,13 @@ class LayerNorm(nn.LayerNorm):
         return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
 
 
-#: SDPA backends, fastest first at HuMo's shapes on Hopper (cuDNN ran 614 TFLOP/s against 365
-#: for flash at 40,560 tokens); PyTorch skips any that cannot run the call.
-ATTENTION_BACKENDS = [
-    SDPBackend.CUDNN_ATTENTION,
-    SDPBackend.FLASH_ATTENTION,
-    SDPBackend.EFFICIENT_ATTENTION,
-    SDPBackend.MATH,
-]
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """[B, Lq, N, D] x [B, Lk, N, D] -> [B, Lq, N, D] through PyTorch's fused SDPA."""
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-    return out.transpose(1, 2)
-
-
 def framewise(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frames: int) -> torch.Tensor:
     """[B, F*S, N, D] x [B, F*T, N, D] -> [B, F*S, N, D]: each frame's S queries see its T keys."""
     b = q.shape[0]
     q = q.flatten(0, 1).unflatten(0, (b * frames, -1))  # [B*F, S, N, D]
     k = k.flatten(0, 1).unflatten(0, (b * frames, -1))  # [B*F, T, N, D]
     v = v.flatten(0, 1).unflatten(0, (b * frames, -1))
-    return attention(q, k, v).unflatten(0, (b, frames)).flatten(1, 2)  # [B, F*S, N, D]
+    return sdpa(q, k, v).unflatten(0, (b, frames)).flatten(1, 2)  # [B, F*S, N, D]
 
 
 class SequenceShard(Protocol):
@@ -165,12 +151,12 @@ class Attention(nn.Module):
     def self_attention(self, x: torch.Tensor, rope: torch.Tensor, shard: SequenceShard | None = None) -> torch.Tensor:
         q, k, v = self.project(x, x)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
-        out = attention(q, k, v) if shard is None else shard.attention(q, k, v)
+        out = kernels.self_attention(q, k, v) if shard is None else shard.attention(q, k, v)
         return self.o(out.flatten(2))
 
     def cross_attention(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q, k, v = self.project(x, context)
-        return self.o(attention(q, k, v).flatten(2))
+        return self.o(sdpa(q, k, v).flatten(2))
 
     def framewise_attention(
         self, x: torch.Tensor, audio: torch.Tensor, frames: int, shard: SequenceShard | None = None
@@ -377,7 +363,7 @@ class HumoDiT(nn.Module):
         audio = self.audio_proj(audio_windows)  # [B, F*T, A]
         rope = rope_table(grid, self.cfg.head_dim, tokens.device)
         # 3. blocks
-        with sdpa_kernel(ATTENTION_BACKENDS, set_priority=True):
+        with sdpa_kernel(SDPA_BACKENDS, set_priority=True):
             for block in self.blocks:
                 tokens = block(tokens, e0, context, audio, rope, grid[0])
         # 4. head and unpatchify: [B, L, pt*ph*pw*out] -> [B, out, F, H, W]

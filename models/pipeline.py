@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import attention as kernels
 from . import lora, media
 from .audio import AudioEncoder, windows
 from .checkpoints import files_sha256, load_into, open_checkpoint
@@ -126,11 +127,14 @@ class Pipeline:
         dtype: torch.dtype | None = None,
         compile: bool | None = None,
         fp8: bool = False,
+        attention: str = "auto",
     ) -> Pipeline:
         """Build every model on the meta device and stream the official files into it.
 
         compile: torch.compile the DiT blocks (default: on CUDA; same function, ~20% faster).
         fp8: run the DiT's big linears in FP8 (Hopper; opt-in, see models/fp8.py).
+        attention: the self-attention kernel, "auto" (the fastest installed) or one of
+        models.attention.KERNELS; chosen here, once, for the process.
         """
         spec = get_spec(checkpoint)
         weights = Path(weights)
@@ -138,6 +142,7 @@ class Pipeline:
         if fp8 and not supported(device):  # before any weights load
             raise CheckpointError("fp8 needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper)")
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        kernels.select(attention, device, dtype)  # before any weights load: a bad choice fails fast
         files = spec.files
         keep_on = device if device.type == "cpu" else torch.device("cpu")  # encoders wait on the CPU
 
@@ -368,6 +373,7 @@ class Pipeline:
                 "device": self.dit.patch_embedding.weight.device.type,
                 "compiled": self.dit.blocks_compiled,
                 "fp8": any(isinstance(m, FP8Linear) for m in self.dit.modules()),
+                "attention": kernels.current(),
             },
         }
 

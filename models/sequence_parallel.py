@@ -34,7 +34,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
 
-from .dit import ATTENTION_BACKENDS, HumoDiT, attention, framewise, rope_table
+from . import attention as kernels
+from .attention import SDPA_BACKENDS
+from .dit import HumoDiT, framewise, rope_table
 from .errors import GroupSizeError
 from .specs import DiTConfig
 
@@ -62,7 +64,7 @@ def init_deepspeed_comm() -> None:
 
 def _attend_unpadded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int) -> torch.Tensor:
     """The local attention inside the all-to-alls: [B, Lp, N/P, D], keys past `length` are padding."""
-    return attention(q, k[:, :length], v[:, :length])
+    return kernels.self_attention(q, k[:, :length], v[:, :length])
 
 
 @dataclass(eq=False)
@@ -167,7 +169,7 @@ class SequenceParallelDiT(HumoDiT):
         context = self.embed_text(text)
         audio = self.audio_proj(audio_windows)  # [B, F*T, A]
         # 3. blocks on the slice
-        with sdpa_kernel(ATTENTION_BACKENDS, set_priority=True):
+        with sdpa_kernel(SDPA_BACKENDS, set_priority=True):
             for block in self.blocks:
                 tokens = block(tokens, e0, context, audio, shard.rope, grid[0], shard)
         # 4. head on the slice, gather the whole sequence, unpatchify

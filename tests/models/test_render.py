@@ -219,7 +219,7 @@ def test_the_result_reports_the_engine_it_ran(pipelines, media, mode, passes):
     chains = [passes_for(TINY, mode, float(t)) for t in model_timesteps(scheduler)]
     per_step = [len(c) for c in chains]
     assert engine["passes"] == {"guidance": "on", "per_step": per_step, "each": passes, "batched": False}
-    assert engine["dit"] == {"dtype": "float32", "device": "cpu", "compiled": False, "fp8": False}
+    assert engine["dit"] == {"dtype": "float32", "device": "cpu", "compiled": False, "fp8": False, "attention": "sdpa"}
 
 
 def test_the_engine_settings_are_read_from_the_objects_that_ran(pipelines, monkeypatch):

@@ -1,0 +1,297 @@
+"""The self-attention kernel on the GPU: cuDNN SDPA (the baseline: today's code) against
+FlashAttention-4, in one run. Full-size random bf16 weights.
+
+Sections (--sections, comma list):
+  kernels  one attention call at HuMo's shapes (12 heads x 40,560 tokens: 1.7B 480p; 40 heads
+           x 93,600: 17B 720p), cuDNN and FA4: ms, TFLOP/s, error against float64 on a slice
+           of queries, and FA4 against cuDNN;
+  forward  one compiled 1.7B forward at 480x832, 97 frames, each kernel; FA4's output against
+           the baseline's;
+  profile  the compiled forward's CUDA kernels by kind (attention, matrix products, fused
+           element-wise, other) and the top kernels, with the kernel chosen by auto;
+  clip     a whole explore clip (TIA, 50 steps, to MP4), baseline and new, compiled; per
+           stage, TFLOP/s, fraction of the 800 TFLOP/s bound; final latents compared;
+  17b      one compiled 17B 720p TIA step (3 passes), baseline and new, and the new one through
+           the sequence-parallel DiT at N=1 (a one-rank NCCL group).
+Prints a table and writes JSON. Usage:
+  python benchmarks/gpu_attention.py [--sections kernels,forward,profile] [--out gpu_attention.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gpu_render import (
+    DEVICE,
+    DTYPE,
+    bench_step,
+    demo_media,
+    dit_inputs,
+    forward_flops,
+    our_dit,
+    random_pipeline,
+    render_clip,
+    timed,
+)
+
+from models import attention
+from models.request import RenderRequest
+from models.specs import HUMO_1_7B, HUMO_17B
+
+BOUND = 800e12  #: dense bf16 FLOP/s the matrix units reach (HUMO.md)
+VARIANTS = {"baseline: cuDNN SDPA": "sdpa", "FA4": "fa4"}  #: name: self-attention kernel
+NEW = "FA4"
+
+
+def use(kernel: str) -> None:
+    attention.select(kernel, DEVICE, DTYPE)
+    torch._dynamo.reset()  # compiled graphs are per variant
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def bench_kernels(results: dict) -> None:
+    g = torch.Generator(device=DEVICE).manual_seed(5)
+    for heads, length in ((12, 40_560), (40, 93_600)):
+        kernel_case(results, heads, length, g)
+        torch.cuda.empty_cache()
+
+
+def kernel_case(results: dict, heads: int, length: int, g: torch.Generator) -> None:
+    q, k, v = (torch.randn(1, length, heads, 128, device=DEVICE, dtype=DTYPE, generator=g) for _ in range(3))
+
+    def cudnn():
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            return attention.sdpa(q, k, v)
+
+    rows = 512  # float64 reference on a slice of queries (the whole score matrix would not fit)
+    s = torch.einsum("bqhd,bkhd->bhqk", q[:, :rows].double(), k.double()) * 128**-0.5
+    ref = torch.einsum("bhqk,bkhd->bqhd", s.softmax(-1), v.double())
+    del s
+    flops = 4 * length * length * heads * 128
+    label = f"attention {heads} heads x {length:,}"
+    outs = {}
+    for name, fn in (("cuDNN SDPA", cudnn), ("FA4", lambda: attention.fa4(q, k, v))):
+        med = statistics.median(timed(fn, warmup=3, repeat=10))
+        outs[name] = fn()
+        results[f"{label}: {name}"] = {
+            "seconds": med,
+            "tflops_per_s": flops / med / 1e12,
+            "rel_err_vs_fp64": rel(outs[name][:, :rows], ref),
+        }
+    results[f"{label}: FA4 vs cuDNN"] = {
+        "rel_err": rel(outs["FA4"], outs["cuDNN SDPA"]),
+        "speedup": results[f"{label}: cuDNN SDPA"]["seconds"] / results[f"{label}: FA4"]["seconds"],
+    }
+
+
+def bench_forward(results: dict) -> None:
+    spec, f, h, w = HUMO_1_7B, 26, 480, 832
+    dit = our_dit(spec)
+    x, t, text, audio = dit_inputs(spec, f, h, w)
+    flops = forward_flops(spec.dit, f, h, w)
+    outputs = {}
+    for name, kernel in VARIANTS.items():
+        use(kernel)
+        dit.compile_blocks()
+        clock = time.perf_counter()
+        with torch.no_grad():
+            dit(x, t, text, audio)
+        torch.cuda.synchronize()
+        compile_s = time.perf_counter() - clock
+        with torch.no_grad():
+            times = timed(lambda: dit(x, t, text, audio), warmup=2, repeat=10)
+            outputs[name] = dit(x, t, text, audio)
+        med = statistics.median(times)
+        results[f"1.7b forward, compiled: {name}"] = {
+            "seconds": med,
+            "tflops_per_s": flops / med / 1e12,
+            "compile_s": compile_s,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        }
+    base = next(iter(VARIANTS))
+    for name in list(VARIANTS)[1:]:
+        r = results[f"1.7b forward, compiled: {name}"]
+        r["rel_err_vs_baseline"] = rel(outputs[name], outputs[base])
+        r["speedup"] = results[f"1.7b forward, compiled: {base}"]["seconds"] / r["seconds"]
+
+
+def kind_of(kernel_name: str) -> str:
+    n = kernel_name.lower()
+    if n.startswith("triton"):  # inductor names its kernels after the ops fused around them, attention too
+        return "fused element-wise (inductor)"
+    if any(s in n for s in ("flash", "fmha", "attention", "sdpa")):
+        return "attention"
+    if any(s in n for s in ("gemm", "nvjet", "xmma", "cublas", "matmul")):
+        return "matrix products"
+    return "other"
+
+
+def bench_profile(results: dict) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    spec, f, h, w = HUMO_1_7B, 26, 480, 832
+    use("auto")
+    dit = our_dit(spec).compile_blocks()
+    x, t, text, audio = dit_inputs(spec, f, h, w)
+    with torch.no_grad():
+        for _ in range(3):
+            dit(x, t, text, audio)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            dit(x, t, text, audio)
+            torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(e.self_device_time_total for e in kernels) / 1e6
+    kinds: dict[str, float] = {}
+    for e in kernels:
+        kinds[kind_of(e.key)] = kinds.get(kind_of(e.key), 0.0) + e.self_device_time_total / 1e6
+    top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:15]
+    results["profile: compiled 1.7b forward, kernel time by kind"] = {
+        "kernel": attention.current(),
+        "total_s": total,
+        **{k: {"seconds": s, "share": s / total} for k, s in sorted(kinds.items(), key=lambda kv: -kv[1])},
+    }
+    results["profile: top kernels"] = {
+        "kernels": [
+            {"name": e.key[:90], "kind": kind_of(e.key), "calls": e.count, "seconds": e.self_device_time_total / 1e6}
+            for e in top
+        ]
+    }
+
+
+def bench_clip(results: dict, steps: int) -> None:
+    spec = HUMO_1_7B
+    work = Path(tempfile.mkdtemp())
+    image, audio = demo_media(work)
+    pipe = random_pipeline(spec, our_dit(spec), work)
+    request = RenderRequest(
+        prompt="a presenter speaks to the camera in a bright studio",
+        checkpoint=spec.name,
+        mode="TIA",
+        image=image,
+        audio=audio,
+        seed=7,
+        steps=steps,
+    )
+    f = (spec.frames - 1) // 4 + 2
+    flops = steps * 4 * forward_flops(spec.dit, f, spec.height, spec.width)
+    latents = {}
+    for name in (next(iter(VARIANTS)), NEW):
+        use(VARIANTS[name])
+        pipe.dit.compile_blocks()
+        pipe.render(RenderRequest(**{**request.__dict__, "steps": 1}))  # compile, outside the timing
+        pipe._encodings.clear()  # each clip is the first take of its prompt
+        r, latents[name] = render_clip(pipe, request, work, name.split(":")[0].replace(" ", "_"))
+        r["tflops_per_s_denoise"] = flops / r["stages"]["denoise"] / 1e12
+        r["fraction_of_bound"] = flops / BOUND / r["seconds"]
+        results[f"clip 1.7b 480p TIA {steps} steps: {name}"] = r
+    base = next(iter(VARIANTS))
+    new = results[f"clip 1.7b 480p TIA {steps} steps: {NEW}"]
+    new["speedup"] = results[f"clip 1.7b 480p TIA {steps} steps: {base}"]["seconds"] / new["seconds"]
+    new["final_latent_rel_err_vs_baseline"] = rel(latents[NEW], latents[base])
+    new["within_1e-2"] = new["final_latent_rel_err_vs_baseline"] <= 1e-2
+
+
+def bench_17b(results: dict) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from models.sequence_parallel import SequenceParallelDiT
+
+    f = 26
+    dit = our_dit(HUMO_17B)
+    for name in (next(iter(VARIANTS)), NEW):
+        use(VARIANTS[name])
+        dit.compile_blocks()
+        bench_step(dit, HUMO_17B, f, 720, 1280, results, f"17b 720p TIA step, compiled: {name}", repeat=1)
+    base = results[f"17b 720p TIA step, compiled: {next(iter(VARIANTS))}"]["seconds"]
+    results[f"17b 720p TIA step, compiled: {NEW}"]["speedup"] = (
+        base / results[f"17b 720p TIA step, compiled: {NEW}"]["seconds"]
+    )
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29512", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    dist.init_process_group("nccl", device_id=torch.device("cuda", 0))
+    try:
+        sp = SequenceParallelDiT.adopt(dit)
+        label = f"17b 720p TIA step, sequence-parallel N=1: {NEW}"
+        bench_step(sp, HUMO_17B, f, 720, 1280, results, label, repeat=1)
+        x, t, text, audio = dit_inputs(HUMO_17B, f, 720, 1280)
+        with torch.no_grad():
+            results[label]["rel_err_vs_plain"] = rel(sp(x, t, text, audio), dit(x, t, text, audio))
+        results[label]["speedup"] = base / results[label]["seconds"]
+    finally:
+        dist.destroy_process_group()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="gpu_attention.json")
+    parser.add_argument("--sections", default="kernels,forward,profile")
+    parser.add_argument("--steps", type=int, default=50)
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    sections = args.sections.split(",")
+    results: dict[str, dict] = {}
+    runs = {
+        "kernels": lambda: bench_kernels(results),
+        "forward": lambda: bench_forward(results),
+        "profile": lambda: bench_profile(results),
+        "clip": lambda: bench_clip(results, args.steps),
+        "17b": lambda: bench_17b(results),
+    }
+    meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version()}
+    try:
+        for s in sections:
+            clock = time.perf_counter()
+            runs[s]()
+            print(f"section {s}: {time.perf_counter() - clock:.0f} s", flush=True)
+            torch.cuda.empty_cache()
+    finally:  # what was measured survives a failing section
+        Path(args.out).write_text(json.dumps({"meta": meta, "sections": sections, "results": results}, indent=2))
+        table(meta, results)
+    return 0
+
+
+def table(meta: dict, results: dict) -> None:
+
+    print(f"\n{meta['device']}  torch {meta['torch']}")
+    print(f"{'measurement':72s} {'seconds':>9s} {'TFLOP/s':>8s}  notes")
+    for name, r in results.items():
+        if name == "profile: top kernels":
+            for k in r["kernels"]:
+                print(f"    {k['name'][:60]:60s} {k['kind'][:12]:>12s} {k['calls']:5d} {k['seconds']:9.4f}")
+            continue
+        secs = r.get("seconds", r.get("total_s"))
+        tf = r.get("tflops_per_s", r.get("tflops_per_s_denoise"))
+        notes = {
+            k: (round(v, 5) if isinstance(v, float) else v)
+            for k, v in r.items()
+            if k not in ("seconds", "tflops_per_s", "tflops_per_s_denoise", "stages", "runs", "total_s")
+        }
+        print(
+            f"{name[:72]:72s} {'-' if secs is None else f'{secs:9.4f}':>9} {'-' if tf is None else f'{tf:8.0f}':>8}  "
+            f"{json.dumps(notes)[:160]}"
+        )
+        for stage, s in r.get("stages", {}).items():
+            print(f"    {stage:68s} {s:9.3f}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
