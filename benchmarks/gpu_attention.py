@@ -34,18 +34,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpu_render import (
-    DEVICE,
-    DTYPE,
-    bench_step,
-    demo_media,
-    dit_inputs,
-    forward_flops,
-    our_dit,
-    random_pipeline,
-    render_clip,
-    timed,
-)
+from gpu_render import DEVICE, DTYPE, bench_step, clip_setup, dit_inputs, forward_flops, our_dit, render_clip, timed
 
 from models import attention
 from models.request import RenderRequest
@@ -176,21 +165,8 @@ def bench_profile(results: dict) -> None:
 
 
 def bench_clip(results: dict, steps: int) -> None:
-    spec = HUMO_1_7B
     work = Path(tempfile.mkdtemp())
-    image, audio = demo_media(work)
-    pipe = random_pipeline(spec, our_dit(spec), work)
-    request = RenderRequest(
-        prompt="a presenter speaks to the camera in a bright studio",
-        checkpoint=spec.name,
-        mode="TIA",
-        image=image,
-        audio=audio,
-        seed=7,
-        steps=steps,
-    )
-    f = (spec.frames - 1) // 4 + 2
-    flops = steps * 4 * forward_flops(spec.dit, f, spec.height, spec.width)
+    pipe, request, flops = clip_setup(HUMO_1_7B, work, steps)
     latents = {}
     for name in (next(iter(VARIANTS)), NEW):
         use(VARIANTS[name])

@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpu_render import DEVICE, demo_media, our_dit, random_pipeline, render_clip
+from gpu_render import DEVICE, demo_media, our_dit, random_pipeline, render_clip, wall
 
 from models.request import LoraUse, RenderRequest
 from models.specs import HUMO_1_7B, HUMO_17B, ModelSpec
@@ -52,14 +52,6 @@ def write_lora(path: Path, dit: torch.nn.Module, rank: int = 64) -> dict:
             tensors[f"{stem}.alpha"] = torch.tensor(float(rank))
     save_file(tensors, path)
     return {"modules": len(tensors) // 3, "rank": rank, "file_gib": path.stat().st_size / 2**30}
-
-
-def wall(fn) -> float:
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def compiled_sees_patches(pipe, spec: ModelSpec, stack, height: int, width: int) -> dict:

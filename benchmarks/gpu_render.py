@@ -56,6 +56,15 @@ def forward_flops(cfg: DiTConfig, frames: int, height: int, width: int) -> float
     return cfg.num_layers * per_block + embed
 
 
+def wall(fn) -> float:
+    """Seconds of fn() on the host clock, the device synchronised on both sides."""
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def timed(fn, warmup: int = 2, repeat: int = 5) -> list[float]:
     for _ in range(warmup):
         fn()
@@ -293,8 +302,8 @@ def render_clip(pipe: Pipeline, request, workdir: Path, label: str) -> tuple[dic
     }, result.latents
 
 
-def bench_clip(results: dict, workdir: Path, steps: int, spec: ModelSpec = HUMO_1_7B) -> None:
-    """A whole explore clip, unoptimised (eager, no cache) vs optimised (compiled, cached)."""
+def clip_setup(spec: ModelSpec, workdir: Path, steps: int):
+    """The whole-clip benchmarks' pipeline (random weights), TIA request and its FLOPs."""
     from models.request import RenderRequest
 
     image, audio = demo_media(workdir)
@@ -309,7 +318,14 @@ def bench_clip(results: dict, workdir: Path, steps: int, spec: ModelSpec = HUMO_
         steps=steps,
     )
     f = (spec.frames - 1) // 4 + 2
-    flops = steps * 4 * forward_flops(spec.dit, f, spec.height, spec.width)
+    return pipe, request, steps * 4 * forward_flops(spec.dit, f, spec.height, spec.width)
+
+
+def bench_clip(results: dict, workdir: Path, steps: int, spec: ModelSpec = HUMO_1_7B) -> None:
+    """A whole explore clip, unoptimised (eager, no cache) vs optimised (compiled, cached)."""
+    from models.request import RenderRequest
+
+    pipe, request, flops = clip_setup(spec, workdir, steps)
     slow, slow_latents = render_clip(pipe, request, workdir, "unoptimised")
     slow["tflops_per_s_denoise"] = flops / slow["stages"]["denoise"] / 1e12
     results["clip: unoptimised (eager, sequential passes, no cache)"] = slow

@@ -34,8 +34,8 @@ Reading = tuple[str, str, dict | None]  #: (kind, format, info) of an upload, by
 
 
 def sniff(path: Path, max_audio_seconds: float) -> Reading:
-    """(kind, format, None) by content, never by the file name; an image decoded whole,
-    audio no longer than `max_audio_seconds`."""
+    """(kind, format, info) by content, never by the file name; an image decoded whole,
+    audio no longer than `max_audio_seconds` (its info: its seconds)."""
     if looks_like_lora(path):
         raise InvalidRequest("file", "this is a LoRA (safetensors); upload LoRAs to /loras")
     try:
@@ -56,8 +56,8 @@ def sniff(path: Path, max_audio_seconds: float) -> Reading:
         raise InvalidRequest(
             "file", f"the audio is {seconds:.0f} s long; at most {max_audio_seconds:.0f} s: cut it to the takes' span"
         )
-    with av.open(str(path)) as c:
-        return "audio", c.format.name.split(",")[0], None
+    with av.open(str(path)) as c:  # its length: the submit says when a clip is shorter (farm.audio_fit)
+        return "audio", c.format.name.split(",")[0], {"seconds": round(seconds, 3)}
 
 
 def read_lora(path: Path) -> Reading:

@@ -11,12 +11,14 @@ import hashlib
 import json
 import math
 import random
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import islice, product
+from pathlib import PurePath
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,7 +26,7 @@ from models import InputError, RenderRequest
 from models.params import Param
 from models.request import PARAMS, LoraUse
 
-from . import db, states
+from . import consent, db, states
 from .errors import IdempotencyConflict, InvalidRequest, NotFound
 from .settings import Settings
 from .tables import Asset, Batch, Project, Take, TakeState, new_id, utcnow
@@ -212,14 +214,9 @@ def submit(
         return replay, False
 
 
-def create_batch(
-    session: Session,
-    body: dict,
-    producer: str,
-    settings: Settings,
-    idempotency_key: str | None = None,
-    parent_ids: list[str] | None = None,
-) -> Batch:
+def plan(session: Session, body: dict, settings: Settings) -> list[dict]:
+    """The Take rows' values a batch body makes, every take validated and its consent decided
+    (farm.consent); nothing is written."""
     takes = expand(body, settings)
     wanted = {t.get(k) for t in takes for k in ("image", "audio") if t.get(k)}
     wanted |= {use.get("asset") for t in takes for use in t.get("loras") or []}
@@ -229,6 +226,18 @@ def create_batch(
         else {}
     )
     rows = [_validate(i, t, assets, settings) for i, t in enumerate(takes)]
+    return consent.decide(session, rows, settings)  # refused takes name their input and what is missing
+
+
+def create_batch(
+    session: Session,
+    body: dict,
+    producer: str,
+    settings: Settings,
+    idempotency_key: str | None = None,
+    parent_ids: list[str] | None = None,
+) -> Batch:
+    rows = plan(session, body, settings)
     project_name = body.get("project") or "default"
     # a project first named by two submits at once: one row, both use it
     session.execute(db.insert(session, Project).values(id=new_id(), name=project_name, created_at=utcnow())
@@ -372,11 +381,14 @@ def summary(session: Session, batch: Batch, with_take_ids: bool = True) -> Summa
     return summaries(session, [batch], with_take_ids)[batch.id]
 
 
-def recent(session: Session, producer: str | None, limit: int) -> list[Batch]:
-    """Batches, newest first."""
+def recent(session: Session, producer: str | None, limit: int, project: str | None = None) -> list[Batch]:
+    """Batches, newest first; of one producer or project (its name, any case)."""
     stmt = select(Batch).order_by(Batch.created_at.desc()).limit(limit)
     if producer:
         stmt = stmt.where(Batch.producer == producer)
+    if project:
+        named = select(Project.id).where(func.lower(Project.name) == project.strip().lower())
+        stmt = stmt.where(Batch.project_id.in_(named))
     return list(session.execute(stmt).scalars())
 
 
@@ -385,3 +397,66 @@ def get(session: Session, batch_id: str) -> Batch:
     if batch is None:
         raise NotFound(f"batch {batch_id} not found")
     return batch
+
+
+def queued_rows(session: Session, batch_id: str) -> list[dict]:
+    """The batch's queued takes as plan() makes them (what capacity and audio_fit read)."""
+    columns = (Take.pool, Take.checkpoint, Take.params, Take.image_sha256, Take.audio_sha256)
+    rows = session.execute(select(*columns).where(Take.batch_id == batch_id, Take.state == TakeState.queued))
+    return [dict(row._mapping) for row in rows]
+
+
+MAX_MEDIA = 100  #: files uploaded together with one batch file
+MIN_PREFIX = 6  #: hex characters of a sha256 that may name an uploaded asset (if unique)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_PREFIX = re.compile(rf"[0-9a-fA-F]{{{MIN_PREFIX},63}}")
+
+
+def resolve_media(session: Session, body: dict, named: dict[str, Asset]) -> dict:
+    """A batch file's images and audio, named by a file uploaded with it (its base name: the
+    README's `media/portrait.png` is `portrait.png`) or by a unique sha256 prefix -> their sha256s."""
+
+    def one(where: str, kind: str, value: Any) -> Any:
+        if not isinstance(value, str) or _SHA256.fullmatch(value):
+            return value
+        asset = named.get(PurePath(value.replace("\\", "/")).name)
+        if asset is not None:
+            if asset.kind != kind:
+                raise InvalidRequest(where, f"{value} is {asset.kind}, not {kind}; name an {kind} file here")
+            return asset.sha256
+        if _PREFIX.fullmatch(value):
+            found = session.execute(
+                select(Asset.sha256).where(Asset.kind == kind, Asset.sha256.startswith(value.lower())).limit(2)
+            ).scalars()
+            match = list(found)
+            if len(match) == 1:
+                return match[0]
+            if match:
+                raise InvalidRequest(
+                    where, f"{value} starts the sha256 of more than one uploaded {kind}; give more of it"
+                )
+        files = ", ".join(sorted(named)) or "none"
+        raise InvalidRequest(
+            where,
+            f"{value!r}: no {kind} of that name came with the batch file (its media: {files}) and no uploaded "
+            f"{kind}'s sha256 starts with it; add the file to the upload, or give its sha256",
+        )
+
+    def take(where: str, fields: Any) -> Any:
+        if not isinstance(fields, dict):
+            return fields
+        return {k: one(f"{where}.{k}", k, v) if k in ("image", "audio") else v for k, v in fields.items()}
+
+    out = dict(body)
+    if "defaults" in out:
+        out["defaults"] = take("defaults", out["defaults"])
+    if isinstance(out.get("takes"), list):
+        out["takes"] = [take(f"takes[{i}]", t) for i, t in enumerate(out["takes"])]
+    sweep = out.get("sweep")
+    if isinstance(sweep, dict) and isinstance(sweep.get("overrides"), list):
+        rules = [
+            {**r, "set": take(f"sweep.overrides[{i}].set", r.get("set"))} if isinstance(r, dict) else r
+            for i, r in enumerate(sweep["overrides"])
+        ]
+        out["sweep"] = {**sweep, "overrides": rules}
+    return out

@@ -154,3 +154,14 @@ def set_draining(session: Session, worker: Worker, drain: bool, now: datetime, t
         .execution_options(synchronize_session="fetch")
     )
     return True
+
+
+def drained_words(worker: Worker, drain: bool, changed: bool) -> str:
+    """What a drain or resume did, in an operator's words."""
+    if not changed:
+        return f"worker {worker.id} is already {'draining' if drain else 'taking work'}"
+    if not drain:
+        return f"worker {worker.id} resumed: it claims takes again"
+    if worker.current_take_id:
+        return f"worker {worker.id} draining: it finishes take {worker.current_take_id} and claims no new one"
+    return f"worker {worker.id} draining: it claims no new take"

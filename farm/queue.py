@@ -60,6 +60,8 @@ def direct_queue(pool: str, worker_id: str) -> str:
     return f"{pool}.{re.sub(r'[^A-Za-z0-9_.-]', '-', worker_id)}"
 
 
-def send_take(app: Celery, take_id: str, queue: str, producer=None) -> None:
-    """queue: a pool's (its name) or a worker's (direct_queue)."""
-    app.send_task(RENDER_TASK, args=[take_id], task_id=take_id, queue=queue, producer=producer)
+def send_take(app: Celery, take_id: str, queue: str, producer=None, declare: bool = True) -> None:
+    """queue: a pool's (its name) or a worker's (direct_queue). declare=False: the caller
+    declared the queue already on this producer (a release pass declares each queue once)."""
+    options: dict = {} if declare else {"declare": []}
+    app.send_task(RENDER_TASK, args=[take_id], task_id=take_id, queue=queue, producer=producer, **options)

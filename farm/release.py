@@ -15,10 +15,10 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 from celery import Celery
-from sqlalchemy import Date, bindparam, func, select, text
+from sqlalchemy import Date, String, bindparam, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import affinity, fleet, nightly, states
+from . import affinity, capacity, fleet, nightly, states
 from .db import transaction
 from .queue import POOLS, direct_queue, send_take
 from .settings import Settings
@@ -34,6 +34,7 @@ WITH active AS (
     SELECT id, producer, priority, created_at,
            ROW_NUMBER() OVER (PARTITION BY producer, priority ORDER BY created_at, id) AS rn
     FROM takes WHERE pool = :pool AND state = :queued
+      AND (:any_checkpoint OR checkpoint IN :checkpoints)  -- one a serving worker holds (farm/capacity.py)
       AND (hero_night IS NULL OR (hero_night = :night  -- a night's hero takes: inside its window only,
            AND NOT EXISTS (SELECT 1 FROM hero_nights h    -- and not once the budget stopped it
                            WHERE h.night = takes.hero_night AND h.state = :stopped)))
@@ -43,18 +44,23 @@ ORDER BY ranked.priority DESC, ranked.rn + COALESCE(active.n, 0), ranked.created
 LIMIT :n
 """).bindparams(
     bindparam("night", type_=Date),
+    bindparam("checkpoints", type_=String(), expanding=True),
     bindparam("active", value=[s.value for s in states.ACTIVE], expanding=True),
     bindparam("queued", value=states.S.queued.value),
     bindparam("stopped", value=nightly.STOPPED),
 )
 
 
-def next_takes(session: Session, pool: str, n: int, night: date | None = None) -> list[str]:
+def next_takes(
+    session: Session, pool: str, n: int, night: date | None = None, checkpoints: list[str] | None = None
+) -> list[str]:
     """The next n queued takes of a pool, in release order; of the nightly hero takes only
-    those of `night`, the night whose window is open (None: none of them)."""
+    those of `night`, the night whose window is open (None: none of them); only those of
+    `checkpoints` (None: any), so a take nobody can render waits instead of failing."""
     if n <= 0:
         return []
-    return list(session.execute(_ORDER, {"pool": pool, "n": n, "night": night}).scalars())
+    wanted = {"any_checkpoint": checkpoints is None, "checkpoints": checkpoints or []}
+    return list(session.execute(_ORDER, {"pool": pool, "n": n, "night": night, **wanted}).scalars())
 
 
 def free_capacity(session: Session, pool: str, now: datetime, settings: Settings) -> int:
@@ -84,7 +90,8 @@ class Releaser:
             with transaction(self.factory) as session:
                 n = free_capacity(session, pool, now, self.settings)
                 night = nightly.night_at(now, self.settings)
-                order = next_takes(session, pool, n, night)
+                held = sorted({c for _, c in capacity.live(session, now, self.settings, pool)})
+                order = next_takes(session, pool, n, night, held)
                 released = set(states.release(session, order, now))
                 order = [t for t in order if t in released]
                 routes = affinity.route(session, pool, order, now, self.settings.worker_timeout)
@@ -99,17 +106,21 @@ class Releaser:
         its own take, and a pool take goes to a worker with none."""
         workers = workers or {}
         take_ids = sorted(take_ids, key=lambda t: workers.get(t) is None)  # stable: release order within each
-        sent = 0
         try:
-            with self.app.producer_or_acquire() as producer:  # one connection for the pass
+            # one connection and, on Redis, one pipeline for the pass (kombu's publish batch: a
+            # round trip per pass, not per take); the folder broker sends each at once
+            with self.app.producer_or_acquire() as producer, producer.batch():
+                declared: set[str] = set()
                 for take_id in take_ids:
                     worker = workers.get(take_id)
-                    send_take(self.app, take_id, direct_queue(pool, worker) if worker else pool, producer)
-                    sent += 1
-        except Exception:  # broker down: hand the unsent back to the queue in SQL
-            log.exception("could not send takes to %s; returning %d takes to queued", pool, len(take_ids) - sent)
+                    queue = direct_queue(pool, worker) if worker else pool
+                    send_take(self.app, take_id, queue, producer, declare=queue not in declared)
+                    declared.add(queue)
+        except Exception:  # broker down: which were sent is uncertain, so hand them all back to the
+            # queue in SQL (a take sent twice is claimed once, states.claim)
+            log.exception("could not send takes to %s; returning %d takes to queued", pool, len(take_ids))
             with transaction(self.factory) as session:
-                states.unrelease(session, take_ids[sent:], self.clock())
+                states.unrelease(session, take_ids, self.clock())
 
     def reconcile_once(self) -> dict[str, list]:
         now = self.clock()
@@ -129,11 +140,15 @@ class Releaser:
             log.warning("requeued %d takes of workers that stopped heartbeating: %s", len(reclaimed), reclaimed)
         return {"resent": [t for t, _ in lost], "reclaimed": reclaimed}
 
+    def tick(self) -> None:
+        """One pass of the loop: release, then reconcile (what the leader runs, farm.leader)."""
+        self.release_once()
+        self.reconcile_once()
+
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                self.release_once()
-                self.reconcile_once()
+                self.tick()
             except Exception:  # a database or broker outage: log, wait, try again
                 log.exception("release loop pass failed; retrying")
             stop.wait(self.settings.release_interval)

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     #: seconds: only failures this recent count towards the blocklist; older ones are forgiven
     blocklist_window: float = 900.0
     progress_interval: float = 0.5  #: seconds between progress writes of a render
+    #: seconds between live previews of a running take's prediction (models/preview.py; 0: none)
+    preview_interval: float = Field(default=5.0, ge=0)
     #: write and upload a finished clip on a thread while the GPU starts the next take
     finish_in_background: bool = True
     render_time_limit: float = 3 * 3600.0  #: seconds a render may take before it is stopped
@@ -101,6 +103,30 @@ class Settings(BaseSettings):
     hero_gpus: int = 1  #: GPUs per hero take: the ranks of a hero worker's sequence-parallel group
     beat_interval: float = 60.0  #: seconds between `farm beat` passes (lock check, plan, budget stop)
 
+    #: consent (farm.consent): off, warn, require-hero (hero takes refused without cover, others
+    #: warned) or require; an input not covered for the render's span is refused naming what is missing
+    consent_policy: str = "require-hero"
+    #: content credentials (C2PA) on every clip: the signer's certificate chain (PEM, the signing
+    #: certificate first) and its private key (PEM); unset: a local development chain under
+    #: {data_dir}/c2pa-dev, which every clip's credentials name as one
+    c2pa_cert_chain: Path | None = None
+    c2pa_private_key: Path | None = Field(default=None, repr=False)
+    c2pa_signing_alg: str = "es256"  #: es256, es384, es512, ps256, ps384, ps512 or ed25519
+    c2pa_tsa_url: str | None = None  #: an RFC 3161 time-stamp authority (None: no time-stamp)
+    #: root certificates (PEM) `farm verify` and the take page trust (default: the development root)
+    c2pa_trust_anchors: Path | None = None
+
+    #: webhooks (farm.webhooks): the leader's delivery pass every webhook_interval seconds; an
+    #: attempt waits webhook_timeout seconds for an answer; a failed one is tried again after
+    #: webhook_retry_base seconds, doubling (at most an hour), until webhook_retry_hours passed
+    webhook_interval: float = Field(default=1.0, gt=0)
+    webhook_timeout: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_base: float = Field(default=5.0, gt=0)
+    webhook_retry_hours: float = Field(default=24.0, gt=0, le=24 * 7)
+    #: networks (comma-separated CIDRs) webhook destinations may be on although private,
+    #: loopback or link-local, e.g. "10.20.0.0/16"; default: none (only public addresses)
+    webhook_allow_networks: str = ""
+
     def __repr_args__(self):
         """Never show credentials: URLs lose their passwords in repr, str and logs."""
         for name, value in super().__repr_args__():
@@ -111,6 +137,15 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("consent_policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        from .consent import POLICIES  # the modes' one owner
+
+        if value not in POLICIES:
+            raise ValueError(f"{value!r} is not a consent policy; one of {', '.join(POLICIES)}")
+        return value
+
     @field_validator("nightly_window_start", "nightly_window_end")
     @classmethod
     def _clock_time(cls, value: str) -> str:
@@ -120,6 +155,18 @@ class Settings(BaseSettings):
             time.fromisoformat(value)
         except ValueError:
             raise ValueError(f"{value!r} is not a time of day like 22:00") from None
+        return value
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from ipaddress import ip_network
+
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                ip_network(part)
+            except ValueError:
+                raise ValueError(f"{part!r} is not a network like 10.20.0.0/16 or 127.0.0.1/32") from None
         return value
 
     @field_validator("nightly_timezone")

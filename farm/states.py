@@ -4,6 +4,7 @@
     released -> queued                (the reconciler gives up on a lost message)
     running  -> queued                (a retryable failure or a lost worker, attempts left)
     failed | canceled -> queued       (retry)
+    queued | released <-> paused      (a paused batch; resuming queues it again, in its old place)
 
 A redelivered message for a take that another attempt holds or finished claims nothing,
 so a take renders to completion once. Routes, workers and the reconciler call only these.
@@ -26,8 +27,9 @@ from .tables import Attempt, AttemptState, Output, Take, TakeState, utcnow
 
 S = TakeState
 TRANSITIONS: dict[TakeState, frozenset[TakeState]] = {
-    S.queued: frozenset({S.released, S.running, S.canceled}),
-    S.released: frozenset({S.running, S.queued, S.canceled}),
+    S.queued: frozenset({S.released, S.running, S.canceled, S.paused}),
+    S.paused: frozenset({S.queued, S.canceled}),
+    S.released: frozenset({S.running, S.queued, S.canceled, S.paused}),
     S.running: frozenset({S.done, S.failed, S.canceled, S.queued}),
     S.failed: frozenset({S.queued}),
     S.canceled: frozenset({S.queued}),
@@ -38,6 +40,8 @@ UNSTARTED = (S.queued, S.released)  #: not yet on a worker: cancel or reprioriti
 ACTIVE = (S.released, S.running)  #: holding (or about to hold) a worker
 FINISHED = (S.done, S.failed, S.canceled)  #: nothing more happens unless someone retries
 RETRYABLE = (S.failed, S.canceled)  #: ended without a clip: a retry queues them again
+#: not finished, not rendering: cancel ends them at once, a new priority applies when they run
+WAITING = (*UNSTARTED, S.paused)
 #: the error classes (as attempts record them) of failures a worker did not cause: the object
 #: store, the database, a worker lost with its machine, a take whose own input is wrong (or
 #: gone); the blocklist never counts them
@@ -214,9 +218,8 @@ def finish(
 ) -> bool:
     """running -> done with its one set of outputs; False if this attempt no longer holds it."""
     now = now or utcnow()
-    if not _move(
-        session, take_id, [S.running], S.done, now, _current(take_id, attempt), finished_at=now, cancel_requested=False
-    ):
+    # a cancel that came too late stays recorded (cancel_requested): the producer is told it finished
+    if not _move(session, take_id, [S.running], S.done, now, _current(take_id, attempt), finished_at=now):
         _end_attempt(session, attempt, AttemptState.lost, now, gpu_seconds)
         return False
     session.add(Output(take_id=take_id, attempt_id=attempt.id, **output))
@@ -281,7 +284,7 @@ def cancel(session: Session, take_id: str, now: datetime | None = None) -> TakeS
     """Cancel: at once if not yet rendering; a running take stops at its next step."""
     now = now or utcnow()
     take = get(session, take_id)
-    if _move(session, take_id, UNSTARTED, S.canceled, now, finished_at=now):
+    if _move(session, take_id, WAITING, S.canceled, now, finished_at=now):
         return S.canceled
     stmt = (
         update(Take)
@@ -291,21 +294,21 @@ def cancel(session: Session, take_id: str, now: datetime | None = None) -> TakeS
     )
     if cast(CursorResult, session.execute(stmt)).rowcount == 1:
         return S.running
-    raise IllegalTransition(
-        f"take {take_id} is {take.state.value}: only queued, released or running takes can be canceled"
-    )
+    if take.state == S.done:
+        raise IllegalTransition(f"too late, it finished: take {take_id} is done and its clip is kept")
+    raise IllegalTransition(f"take {take_id} has already ended ({take.state.value}): there is nothing to cancel")
 
 
 def cancel_unstarted(
     session: Session, take_id: str, error_class: str, message: str, now: datetime | None = None
 ) -> bool:
-    """queued|released -> canceled with a reason (the nightly budget or window); a take that
-    has started meanwhile is left alone."""
+    """queued|released|paused -> canceled with a reason (the nightly budget or window, consent
+    withdrawn); a take that has started meanwhile is left alone."""
     now = now or utcnow()
     return _move(
         session,
         take_id,
-        UNSTARTED,
+        WAITING,
         S.canceled,
         now,
         finished_at=now,
@@ -315,8 +318,11 @@ def cancel_unstarted(
 
 
 def retry(session: Session, take_id: str, extra_attempts: int, now: datetime | None = None) -> None:
-    """failed|canceled -> queued with `extra_attempts` more attempts."""
+    """failed|canceled -> queued with `extra_attempts` more attempts; never a take whose consent
+    was withdrawn (farm.consent)."""
     take = get(session, take_id)
+    if take.consent_withdrawn is not None:
+        raise IllegalTransition(f"take {take_id} is not rendered again: {take.consent_withdrawn}")
     if not _move(
         session,
         take_id,
@@ -338,7 +344,7 @@ def reprioritise(session: Session, take_id: str, priority: int, now: datetime | 
     take = get(session, take_id)
     stmt = (
         update(Take)
-        .where(Take.id == take_id, Take.state.in_(UNSTARTED + RETRYABLE))
+        .where(Take.id == take_id, Take.state.in_(WAITING + RETRYABLE))
         .values(priority=priority, updated_at=now or utcnow())
         .execution_options(synchronize_session=False)
     )
@@ -383,3 +389,87 @@ def reclaim_from_dead_workers(session: Session, dead_worker_ids: list[str], now:
         if _end_failed(session, attempt.take_id, attempt, AttemptState.lost, error, True, 0.0, now) is not None:
             reclaimed.append(attempt.take_id)
     return reclaimed
+
+
+# ---------- whole batches: one conditional UPDATE per rule, whatever the batch's size ----------
+
+
+def _move_batch(
+    session: Session,
+    batch_id: str,
+    sources: Iterable[TakeState],
+    target: TakeState | None,
+    now: datetime,
+    *where,
+    **values,
+) -> int:
+    """Every take of the batch in `sources` -> `target` (None: the state stays); how many moved."""
+    sources = tuple(sources)
+    if target is not None:
+        for source in sources:
+            assert target in TRANSITIONS[source], f"{source.value} -> {target.value} is not a transition"
+        values["state"] = target
+    stmt = (
+        update(Take).where(Take.batch_id == batch_id, Take.state.in_(sources), *where).values(updated_at=now, **values)
+    )
+    return cast(CursorResult, session.execute(stmt.execution_options(synchronize_session=False))).rowcount
+
+
+def cancel_batch(session: Session, batch_id: str, now: datetime | None = None) -> tuple[int, int]:
+    """Cancel what has not finished: (canceled at once, rendering ones that stop after their step)."""
+    now = now or utcnow()
+    canceled = _move_batch(session, batch_id, WAITING, S.canceled, now, finished_at=now)
+    stmt = (
+        update(Take)
+        .where(Take.batch_id == batch_id, Take.state == S.running, Take.cancel_requested.is_(False))
+        .values(cancel_requested=True, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return canceled, cast(CursorResult, session.execute(stmt)).rowcount
+
+
+def retry_batch(session: Session, batch_id: str, extra_attempts: int, now: datetime | None = None) -> int:
+    """The batch's failed takes -> queued with `extra_attempts` more attempts (canceled ones
+    stay; so does one whose consent was withdrawn, as `retry` says)."""
+    return _move_batch(
+        session,
+        batch_id,
+        [S.failed],
+        S.queued,
+        now or utcnow(),
+        Take.consent_withdrawn.is_(None),
+        cancel_requested=False,
+        finished_at=None,
+        released_at=None,
+        error_class=None,
+        error_message=None,
+        max_attempts=Take.attempt_count + extra_attempts,
+        progress_step=0,
+    )
+
+
+def reprioritise_batch(session: Session, batch_id: str, priority: int, now: datetime | None = None) -> int:
+    """A new priority for every take of the batch that has not started (or may be retried)."""
+    return _move_batch(session, batch_id, WAITING + RETRYABLE, None, now or utcnow(), priority=priority)
+
+
+def pause_batch(session: Session, batch_id: str, now: datetime | None = None) -> int:
+    """The batch's unstarted takes wait (a released one's message is dropped by its worker's
+    claim); rendering takes finish."""
+    return _move_batch(session, batch_id, UNSTARTED, S.paused, now or utcnow(), released_at=None)
+
+
+def resume_batch(session: Session, batch_id: str, now: datetime | None = None) -> int:
+    """Paused takes -> queued, in their old order (their age is kept)."""
+    return _move_batch(session, batch_id, [S.paused], S.queued, now or utcnow())
+
+
+def select_batch(session: Session, batch_id: str, selected: bool, now: datetime | None = None) -> int:
+    """(Un)select every finished (done) take of the batch for the nightly hero run."""
+    stmt = (
+        update(Take)
+        .where(Take.batch_id == batch_id, Take.state == S.done, Take.selected_for_hero.is_not(selected))
+        .values(selected_for_hero=selected, updated_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return cast(CursorResult, session.execute(stmt)).rowcount

@@ -46,6 +46,17 @@ def output_keys(take_id: str, attempt: int) -> dict[str, str]:
     }
 
 
+def preview_key(take_id: str, attempt: int) -> str:
+    """The live preview of a running attempt (overwritten every few seconds; not an output)."""
+    return f"takes/{take_id}/{attempt}/preview.jpg"
+
+
+def log_key(take_id: str, attempt: int) -> str:
+    """The worker's log lines of one attempt, stored when the attempt ends (not an output: kept
+    for every attempt, done or not)."""
+    return f"takes/{take_id}/{attempt}/log.txt"
+
+
 class Storage(Protocol):
     def put_file(self, key: str, path: Path, content_type: str) -> None: ...
     def put_stream(self, key: str, stream: BinaryIO, content_type: str) -> None: ...

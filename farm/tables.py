@@ -43,6 +43,7 @@ class Base(DeclarativeBase):
 
 class TakeState(str, enum.Enum):
     queued = "queued"
+    paused = "paused"  #: held back by its producer (a paused batch); resuming queues it again
     released = "released"
     running = "running"
     done = "done"
@@ -133,6 +134,9 @@ class Asset(Base):
     media_format: Mapped[str] = mapped_column(String(32))
     #: a LoRA's reading: its format, rank, the modules it changes, the checkpoints it fits
     info: Mapped[dict | None] = mapped_column(JSON)
+    #: declared "no real person" (synthetic) by this user, at this time (farm.consent)
+    synthetic_by: Mapped[str | None] = mapped_column(String(100))
+    synthetic_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -150,6 +154,10 @@ class Take(Base):
     #: [{"sha256", "strength"}]: the LoRA assets stacked on the DiT, in order (None: none)
     loras: Mapped[list | None] = mapped_column(JSON)
     preset: Mapped[str | None] = mapped_column(String(100))  #: the preset the take was made from, if any
+    #: the consent decision when it was made (farm.consent.decide): policy, outcome, each input's records
+    consent: Mapped[dict | None] = mapped_column(JSON)
+    #: why its clip may no longer be delivered (a consent record revoked or expired); None: it may
+    consent_withdrawn: Mapped[str | None] = mapped_column(Text)
     priority: Mapped[int] = mapped_column(Integer, default=0)  #: higher first
     state: Mapped[TakeState] = mapped_column(Enum(TakeState, native_enum=False, length=16), default=TakeState.queued)
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("takes.id"))
@@ -244,5 +252,115 @@ class HeroNight(Base):
     estimated_gpu_hours: Mapped[float] = mapped_column(Float, default=0.0)  #: of the takes planned
     planned: Mapped[int] = mapped_column(Integer, default=0)  #: hero takes created
     skipped_over_budget: Mapped[int] = mapped_column(Integer, default=0)  #: selected takes left out (last pass)
+    skipped_consent: Mapped[int] = mapped_column(Integer, default=0)  #: selected takes consent left out (last pass)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)  #: first pass
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)  #: last pass
+
+
+class ConsentRecord(Base):
+    """A real person's written consent to the use of their likeness, voice or both
+    (farm.consent). Its terms never change; it ends by revocation or expiry."""
+
+    __tablename__ = "consent_records"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    subject: Mapped[str] = mapped_column(String(200), index=True)  #: a name or an internal id
+    covers: Mapped[str] = mapped_column(String(16))  #: likeness, voice or both
+    uses: Mapped[list] = mapped_column(JSON)  #: allowed uses, e.g. ["advertising"]
+    territories: Mapped[list] = mapped_column(JSON)  #: e.g. ["EU", "US"], or ["worldwide"]
+    downstream: Mapped[list] = mapped_column(JSON)  #: downstream applications allowed
+    valid_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  #: None: open-ended
+    evidence_sha256: Mapped[str] = mapped_column(ForeignKey("assets.sha256"))  #: the stored evidence
+    evidence_kind: Mapped[str] = mapped_column(String(16))  #: release (a signed document) or statement (recorded)
+    content_sha256: Mapped[str] = mapped_column(String(64))  #: of its terms (farm.consent.content_digest)
+    recorded_by: Mapped[str] = mapped_column(String(100))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_by: Mapped[str | None] = mapped_column(String(100))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoke_reason: Mapped[str | None] = mapped_column(Text)
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  #: when its expiry was acted on
+
+
+class ConsentLink(Base):
+    """An asset (image: likeness; audio: voice) linked to a consent record; never deleted."""
+
+    __tablename__ = "consent_links"
+    asset_sha256: Mapped[str] = mapped_column(ForeignKey("assets.sha256"), primary_key=True)
+    record_id: Mapped[str] = mapped_column(ForeignKey("consent_records.id"), primary_key=True, index=True)
+    linked_by: Mapped[str] = mapped_column(String(100))
+    linked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ConsentEvent(Base):
+    """The audit trail: one row for every change to consent and every decision it made."""
+
+    __tablename__ = "consent_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(100))  #: a user, or "farm" for the farm's own acts (expiry)
+    action: Mapped[str] = mapped_column(String(32))  #: farm.consent.ACTIONS
+    record_id: Mapped[str | None] = mapped_column(ForeignKey("consent_records.id"), index=True)
+    asset_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    take_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    detail: Mapped[dict] = mapped_column(JSON)
+
+
+class WebhookEndpoint(Base):
+    """Where the farm tells a producer's pipeline that takes and batches finished (farm.webhooks):
+    the takes of one producer, or of one batch."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    url: Mapped[str] = mapped_column(String(2000))
+    producer: Mapped[str] = mapped_column(String(100), index=True)  #: whose takes
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), index=True)  #: only this batch's
+    events: Mapped[list] = mapped_column(JSON)  #: farm.webhooks.EVENTS it is sent
+    #: signing secrets, newest first: [{"secret": "whsec_...", "expires_at": ISO time or None}]
+    secrets: Mapped[list] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class WebhookMessage(Base):
+    """The outbox: one event for one endpoint, kept until delivered (a 2xx) or given up."""
+
+    __tablename__ = "webhook_messages"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  #: webhook-id: "msg_<hex>"
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    #: what happened, once: "take.done:<take id>:<finished at>"; unique per endpoint
+    event_key: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[str] = mapped_column(Text)  #: the JSON body, byte for byte as signed and sent
+    state: Mapped[str] = mapped_column(String(16), default="pending")  #: pending | delivered | gave_up
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_key", name="uq_webhook_messages_event"),
+        Index("ix_webhook_messages_due", "state", "next_attempt_at"),
+        Index("ix_webhook_messages_endpoint", "endpoint_id", "created_at"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One try at delivering a message: the answer's status, or the error in words."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("webhook_messages.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    seconds: Mapped[float | None] = mapped_column(Float)  #: None: still waiting for the answer
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (UniqueConstraint("message_id", "number", name="uq_webhook_attempts_number"),)
+
+
+class OutboxCursor(Base):
+    """How far the webhook outbox has read the takes' changes (farm.webhooks.collect)."""
+
+    __tablename__ = "outbox_cursors"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

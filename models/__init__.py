@@ -15,7 +15,7 @@ from .request import RenderRequest
 from .specs import MODES, SPECS, ModelSpec, get_spec
 
 if TYPE_CHECKING:
-    from .pipeline import OnStep, Pipeline, RenderResult
+    from .pipeline import OnPreview, OnStep, Pipeline, RenderResult
 
 __all__ = [
     "MODES",
@@ -24,6 +24,7 @@ __all__ = [
     "InputError",
     "ModelSpec",
     "ModelsError",
+    "OnPreview",
     "OnStep",
     "Pipeline",
     "RenderCanceled",
@@ -36,7 +37,7 @@ __all__ = [
 
 #: imported on first use (PEP 562): the farm's API and dispatcher import this package for its
 #: requests and errors alone, and must not pay for torch, diffusers and transformers
-_FROM_PIPELINE = ("OnStep", "Pipeline", "RenderResult")
+_FROM_PIPELINE = ("OnPreview", "OnStep", "Pipeline", "RenderResult")
 
 
 def __getattr__(name: str):

@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         resolved = request.resolved()  # bad input fails before any model loads
         pipeline = load_pipeline(resolved.spec.name, args.weights, args.device, args.attention)
-        with tqdm(total=resolved.steps, desc=f"{resolved.spec.name} {resolved.mode}", unit="step") as bar:
+        windows = len(resolved.windows)  # a long take's steps are every window's
+        desc = f"{resolved.spec.name} {resolved.mode}" + (f" {windows} windows" if windows > 1 else "")
+        with tqdm(total=resolved.steps * windows, desc=desc, unit="step") as bar:
             result = pipeline.render(resolved, lambda i, n: bar.update(i - bar.n))
         output.parent.mkdir(parents=True, exist_ok=True)
         thumbnail = output.with_suffix(".jpg")
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "output": str(output),
         "thumbnail": str(thumbnail),
+        "frames": resolved.frames,
+        "windows": windows,
         "audio": result.audio_fit.action,
         "loras": [{"sha256": u["sha256"], "strength": u["strength"]} for u in result.engine["loras"]["loras"]],
         "seconds": {k: round(v, 3) for k, v in result.timings.items()},

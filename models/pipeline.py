@@ -8,6 +8,12 @@ render(request, on_step):
    (UniPC or Euler); call on_step(i, n) after every step.
 3. Drop the reference frame, decode with the VAE, fit the audio to the clip.
 
+A take longer than the checkpoint's native clip renders as overlapping windows over one
+latent sequence (models/windows.py plans them, models/long_take.py joins them): step 2 runs
+once per window, each window's first frames held to the previous window's latents and its
+audio cut from the whole track's at its frames; step 3 decodes the whole sequence once,
+streamed through the causal VAE. A take of one window renders exactly as before.
+
 The result records the engine settings the render used, read from the live scheduler and
 DiT (`RenderResult.engine`), so a manifest states what ran, not what was meant to.
 """
@@ -19,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -27,7 +33,8 @@ import numpy as np
 import torch
 
 from . import attention as kernels
-from . import lora, media
+from . import long_take, lora, media
+from . import windows as windowing
 from .audio import AudioEncoder, windows
 from .checkpoints import files_sha256, load_into, open_checkpoint
 from .dit import HumoDiT
@@ -35,9 +42,10 @@ from .errors import CheckpointError, InputError
 from .fp8 import FP8Linear, enable_fp8, supported
 from .guidance import Condition, combine, passes_for
 from .lora import Lora, Patcher, PatchRecord
+from .preview import PreviewMap
 from .probe import file_sha256, probe_audio
 from .request import MAX_LORAS, LoraUse, RenderRequest, ResolvedRequest
-from .sampler import describe, make_scheduler, model_timesteps
+from .sampler import Scheduler, describe, make_scheduler, model_timesteps
 from .specs import ModelSpec, get_spec
 from .text import TextEncoder, build_text_encoder
 from .text import official_key_map as text_key_map
@@ -47,6 +55,12 @@ from .vae import official_key_map as vae_key_map
 log = logging.getLogger(__name__)
 
 OnStep = Callable[[int, int], None]
+#: on_preview(i, n, make) after step i of n: make() is the JPEG of the current prediction
+#: (models/preview.py), computed only when called, so the caller decides how often it costs
+OnPreview = Callable[[int, int, Callable[[], bytes]], None]
+#: on_window(i, n, latents) after window i (from 0) of n finished: its final latents [16, length, h, w],
+#: what a resumed take is given back (`resume`) to start at window i + 1
+OnWindow = Callable[[int, int, torch.Tensor], None]
 
 
 @dataclass
@@ -65,17 +79,24 @@ class Inputs:
 @dataclass
 class RenderResult:
     request: ResolvedRequest
-    video: torch.Tensor  #: [3, frames, height, width] in [-1, 1], on the CPU
+    #: [3, frames, height, width] in [-1, 1], on the CPU; None for a take of several windows,
+    #: decoded straight to uint8 (`decoded`): a minute in float32 would be four times its frames
+    video: torch.Tensor | None
     latents: torch.Tensor  #: [16, F, h, w] final latents, reference frame dropped
     audio: torch.Tensor | None  #: mono samples fitted to the clip's length
     audio_fit: media.AudioFit
     timings: dict[str, float] = field(default_factory=dict)  #: seconds per stage
     #: the settings the render ran with, JSON-ready: {"sampler", "passes", "dit"} (Pipeline.engine_settings)
     engine: dict = field(default_factory=dict)
+    decoded: np.ndarray | None = None  #: a windowed take's frames [T, H, W, 3] uint8, as streamed
 
     @cached_property
     def frames(self) -> np.ndarray:
         """The clip as uint8 frames [T, H, W, 3], converted once for the hash and the MP4."""
+        if self.decoded is not None:
+            return self.decoded
+        if self.video is None:
+            raise ValueError("a RenderResult holds its video or its decoded frames")
         return media.to_uint8_frames(self.video)
 
     @property
@@ -189,6 +210,11 @@ class Pipeline:
         pipe.dit_files = dit_source.files
         return pipe
 
+    @cached_property
+    def preview_map(self) -> PreviewMap:
+        """The latent-to-RGB map of live previews, fitted to this pipeline's VAE on first use."""
+        return PreviewMap.fit(self.vae, self.device)
+
     @property
     def checkpoint_digest(self) -> str | None:
         """sha256 over the DiT's weight files (the index and every shard), computed once."""
@@ -267,8 +293,8 @@ class Pipeline:
 
             reference = self._cached(("image", file_sha256(image), req.width, req.height), encode_image)
         zero = None
-        if self.spec.image_conditioning == "concat":
-            zero = self.zero_latents(req.height, req.width, req.latent_frames + 1)
+        if self.spec.image_conditioning == "concat":  # enough for the longest window
+            zero = self.zero_latents(req.height, req.width, max(w.length for w in req.windows) + 1)
         return Inputs(
             text=text,
             negative=negative,
@@ -328,29 +354,134 @@ class Pipeline:
 
     @torch.no_grad()
     def denoise(
-        self, req: ResolvedRequest, inputs: Inputs, on_step: OnStep | None = None, engine: dict | None = None
+        self,
+        req: ResolvedRequest,
+        inputs: Inputs,
+        on_step: OnStep | None = None,
+        engine: dict | None = None,
+        on_preview: OnPreview | None = None,
     ) -> torch.Tensor:
         """Returns the final latents [16, F+1, h, w] (reference frame still last).
 
         engine: when given, filled with the settings this loop ran with (see `engine_settings`).
+        on_preview: called after every step with a thunk for the preview of its prediction.
         """
-        shape = (self.spec.vae.z_dim, req.latent_frames + 1, req.height // 8, req.width // 8)
-        generator = torch.Generator(device=self.device).manual_seed(req.seed)
+        latents, scheduler, passes = self._denoise(req, inputs, req.latent_frames, req.seed, on_step, on_preview)
+        if engine is not None:
+            engine.update(self.engine_settings(scheduler, passes, req.guidance))
+        return latents
+
+    def _denoise(
+        self,
+        req: ResolvedRequest,
+        inputs: Inputs,
+        frames: int,
+        seed: int,
+        on_step: OnStep | None,
+        on_preview: OnPreview | None,
+        previous: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Scheduler, list[int]]:
+        """One clip's (or window's) denoising loop over `frames` latent frames + the reference
+        frame: its final latents, the scheduler that ran and the passes each step made.
+
+        previous: [16, k, h, w], the previous window's last k final latents: the first k
+        frames are held to them, noised to each step's sigma, and end exactly on them.
+        """
+        shape = (self.spec.vae.z_dim, frames + 1, req.height // 8, req.width // 8)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
         latents = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
+        noise = None if previous is None else latents[:, : previous.shape[1]].clone()  # the held frames' eps
         scheduler = make_scheduler(req.steps, req.shift, req.sampler, req.given_timesteps)
         timesteps = model_timesteps(scheduler)
         passes: list[int] = []  #: DiT predictions made at each step
         for i, t in enumerate(timesteps):
+            if previous is not None and noise is not None:
+                latents = long_take.hold(latents, previous, noise, float(scheduler.sigmas[i]))
             chain = passes_for(self.spec, req.mode, float(t), req.scales, req.guidance)
             preds = self._predict(latents, t.to(self.device)[None], [c for c, _ in chain], inputs)
             passes.append(len(preds))
             pred = combine(preds, [s for _, s in chain])
+            x_t, sigma = latents, scheduler.sigmas[i]
             latents = scheduler.step(pred[None], scheduler.timesteps[i], latents[None], return_dict=False)[0][0]
             if on_step is not None:
                 on_step(i + 1, len(timesteps))
+            if on_preview is not None:  # x0 = x_t - sigma * v, without the reference frame
+                x0 = lambda x=x_t, s=sigma, v=pred: self.preview_map.jpeg((x - s * v)[:, :-1])
+                on_preview(i + 1, len(timesteps), x0)
+        if previous is not None and noise is not None:  # sigma 0: exactly the previous window's
+            latents = long_take.hold(latents, previous, noise, 0.0)
+        return latents, scheduler, passes
+
+    @torch.no_grad()
+    def denoise_windows(
+        self,
+        req: ResolvedRequest,
+        inputs: Inputs,
+        on_step: OnStep | None = None,
+        engine: dict | None = None,
+        on_preview: OnPreview | None = None,
+        resume: Sequence[torch.Tensor] = (),
+        on_window: OnWindow | None = None,
+    ) -> torch.Tensor:
+        """A take as its windows (`req.windows`): the global final latents [16, F, h, w].
+
+        on_step(i, n) counts the steps of every window (n = windows x steps), so cancelling
+        works between any two. resume: the final latents of the windows already finished (as
+        on_window gave them), in order: the take starts at the next window and ends on the
+        same latents as an uninterrupted render on the same device.
+        """
+        windows = req.windows
+        steps, h, w = req.steps, req.height // 8, req.width // 8
+        if len(resume) > len(windows):
+            raise ValueError(f"{len(resume)} finished windows given; the take has {len(windows)}")
+        done: list[torch.Tensor] = []
+        for win, lat in zip(windows, resume):
+            if tuple(lat.shape) != (self.spec.vae.z_dim, win.length, h, w):
+                raise ValueError(f"window {win.index}'s latents are {tuple(lat.shape)}, not {win.length} frames")
+            done.append(lat.to(self.device, torch.float32))
+        whole = inputs.audio[0, :-1]  # [F, 8, 5, A]: the whole track's windows
+        target = long_take.channel_stats(done[0]) if done and req.colour_hold == "on" else None
+        ran: tuple | None = None
+        total = len(windows) * steps
+        for win in windows[len(done) :]:
+            zero = inputs.zero_latents
+            own = replace(
+                inputs,
+                audio=long_take.window_audio(whole, win)[None],
+                zero_latents=None if zero is None else zero[:, : win.length + 1],
+            )
+            offset = win.index * steps
+            step = None if on_step is None else lambda i, n, o=offset: on_step(o + i, total)
+            look = None if on_preview is None else lambda i, n, make, o=offset: on_preview(o + i, total, make)
+            previous = done[-1][:, done[-1].shape[1] - win.overlap :] if win.index else None
+            seed = windowing.seed(req.seed, win.index)
+            latents, scheduler, passes = self._denoise(req, own, win.length, seed, step, look, previous)
+            latents = latents[:, :-1]  # the reference frame dropped
+            if req.colour_hold == "on":
+                if target is None:
+                    target = long_take.channel_stats(latents)
+                else:
+                    latents = long_take.colour_hold(latents, win.overlap, target)
+            done.append(latents)
+            ran = (scheduler, passes)
+            if on_window is not None:
+                on_window(win.index, len(windows), latents)
         if engine is not None:
+            scheduler, passes = ran or self._planned(req)
             engine.update(self.engine_settings(scheduler, passes, req.guidance))
-        return latents
+            engine["windows"] = {
+                **windowing.describe(windows, self.spec.vae.stride[0]),
+                "seeds": [windowing.seed(req.seed, win.index) for win in windows],
+                "colour_hold": req.colour_hold,
+                "resumed_at": len(resume),
+            }
+        return long_take.join(windows, done)
+
+    def _planned(self, req: ResolvedRequest) -> tuple:
+        """The scheduler and passes a window runs with, for the record of a take resumed past its last window."""
+        scheduler = make_scheduler(req.steps, req.shift, req.sampler, req.given_timesteps)
+        timesteps = model_timesteps(scheduler)
+        return scheduler, [len(passes_for(self.spec, req.mode, float(t), req.scales, req.guidance)) for t in timesteps]
 
     def engine_settings(self, scheduler, passes: list[int], guidance: str = "on") -> dict:
         """What a denoising loop ran with, read from the live scheduler and DiT (JSON types).
@@ -399,20 +530,54 @@ class Pipeline:
         on_step: OnStep | None = None,
         engine: dict | None = None,
         lap: Callable[[str], None] = lambda stage: None,
+        on_preview: OnPreview | None = None,
+        resume: Sequence[torch.Tensor] = (),
+        on_window: OnWindow | None = None,
     ) -> tuple[torch.Tensor, Inputs]:
-        """A take up to its final latents, as every rank of a group runs it: its LoRA stack on
-        the DiT, its inputs encoded, its steps. `lap(stage)` marks each stage's end."""
+        """A take up to its final latents [16, F, h, w] (the reference frame dropped), as every
+        rank of a group runs it: its LoRA stack on the DiT, its inputs encoded, its steps, in
+        windows when it has several. `lap(stage)` marks each stage's end."""
         record = self.use_loras(req.loras).describe()
         if engine is not None:
             engine["loras"] = record
         lap("loras")
         inputs = self.encode_inputs(req)
         lap("encode")
-        latents = self.denoise(req, inputs, on_step, engine)
+        if len(req.windows) == 1 and not resume:
+            latents = self.denoise(req, inputs, on_step, engine, on_preview)[:, :-1]
+            if on_window is not None:
+                on_window(0, 1, latents)
+        else:
+            latents = self.denoise_windows(req, inputs, on_step, engine, on_preview, resume, on_window)
         lap("denoise")
         return latents, inputs
 
-    def render(self, request: RenderRequest | ResolvedRequest, on_step: OnStep | None = None) -> RenderResult:
+    def decode_frames(self, latents: torch.Tensor) -> np.ndarray:
+        """A take's latents [16, F, h, w] -> uint8 frames [1+4(F-1), 8h, 8w, 3], streamed through
+        the VAE a latent frame at a time: only the frames themselves grow with the length."""
+        stride = self.spec.vae.stride
+        frames = np.empty(
+            (1 + stride[0] * (latents.shape[1] - 1), latents.shape[2] * stride[1], latents.shape[3] * stride[2], 3),
+            np.uint8,
+        )
+        at = 0
+        for chunk in self.vae.stream(latents):
+            part = media.to_uint8_frames(chunk)
+            frames[at : at + len(part)] = part
+            at += len(part)
+        return frames
+
+    def render(
+        self,
+        request: RenderRequest | ResolvedRequest,
+        on_step: OnStep | None = None,
+        on_preview: OnPreview | None = None,
+        *,
+        resume: Sequence[torch.Tensor] = (),
+        on_window: OnWindow | None = None,
+    ) -> RenderResult:
+        """One take to its clip. A take of several windows reports each finished window's
+        latents to on_window, and given them back as `resume` starts after them."""
         req = request.resolved() if isinstance(request, RenderRequest) else request
         if req.spec.name != self.spec.name:
             raise InputError(
@@ -430,9 +595,12 @@ class Pipeline:
             clock = now
 
         engine: dict = {}
-        latents, inputs = self.denoise_take(req, on_step, engine, lap)
-        latents = latents[:, :-1]
-        video = self.vae.decode(latents[None])[0].cpu()
+        latents, inputs = self.denoise_take(req, on_step, engine, lap, on_preview, resume, on_window)
+        video, decoded = None, None
+        if len(req.windows) == 1:
+            video = self.vae.decode(latents[None])[0].cpu()
+        else:
+            decoded = self.decode_frames(latents)
         lap("decode")
         audio, fit = media.fit_audio(inputs.samples, media.AUDIO_RATE, req.frames, req.spec.fps, inputs.audio_seconds)
-        return RenderResult(req, video, latents.cpu(), audio, fit, timings, engine)
+        return RenderResult(req, video, latents.cpu(), audio, fit, timings, engine, decoded)

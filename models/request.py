@@ -26,11 +26,13 @@ from .params import (
     timestep_list,
 )
 from .probe import probe_audio, probe_image
-from .specs import MODES, ModelSpec, get_spec
+from .specs import MAX_FRAMES, MODES, ModelSpec, get_spec
+from .windows import DEFAULT_OVERLAP, MAX_OVERLAP, Window, plan
 
+#: what sets a take's length: its `frames`, or its audio track's length
+FITS = ("frames", "audio")
 #: the bounds every checkpoint shares; each checkpoint's own are lower (`ModelSpec.limits`)
 MAX_SIDE = 2048  #: pixels: a 1080p frame either way up fits; nothing larger is a take's
-MAX_FRAMES = 1501  #: 60 s at 25 fps
 MAX_LORAS = 8  #: LoRAs stacked on one take
 MAX_LORA_STRENGTH = 10.0  #: either way: past it a LoRA swamps the weights it is added to
 
@@ -103,6 +105,36 @@ class RenderRequest:
         limit=lambda s: s.limits.frames,
         hero="keep",
     )
+    fit: str | None = param(
+        str,
+        "Fit",
+        "frames: the clip is `frames` long; audio: the clip covers the whole audio track (its length in "
+        "frames, rounded up to 4k+1), frames may then stay unset",
+        choices=FITS,
+        default=lambda s: "frames",
+        hero="keep",
+    )
+    overlap: int | None = param(
+        int,
+        "Overlap",
+        "latent frames (4 video frames each) each window of a long take shares with the one before it, held "
+        "to that window's latents; takes up to the checkpoint's native length are one window",
+        default=lambda s: DEFAULT_OVERLAP,
+        minimum=1,
+        maximum=MAX_OVERLAP,
+        hero="keep",
+        advanced=True,
+    )
+    colour_hold: str | None = param(
+        str,
+        "Colour hold",
+        "on: each window of a long take keeps the first window's colour (its latents' per-channel mean and "
+        "spread), eased in across the overlap; off: each window's own",
+        choices=("off", "on"),
+        default=lambda s: "off",
+        hero="keep",
+        advanced=True,
+    )
     steps: int | None = param(int, "Steps", "denoising steps", default=lambda s: s.steps, minimum=1, maximum=1000)
     shift: float | None = param(
         float, "Shift", "the sampler's timestep shift", default=lambda s: s.shift, positive=True, maximum=100,
@@ -143,11 +175,13 @@ class RenderRequest:
     scale_audio: float | None = _guidance("audio", "the audio")
     scale_image: float | None = _guidance("image", "the reference image")
 
-    def resolved(self, probe_files: bool = True) -> ResolvedRequest:
+    def resolved(self, probe_files: bool = True, audio_seconds: float | None = None) -> ResolvedRequest:
         """Apply the checkpoint's defaults and check every field.
 
         probe_files: open the image and audio to check they decode (off where the caller
         checks its inputs another way, e.g. the farm's content-addressed uploads).
+        audio_seconds: the audio's length where the caller knows it (fit "audio" reads it from
+        the file otherwise; with neither, frames stays as given).
         """
         spec = get_spec(self.checkpoint)
         values = {p.name: p.resolve(getattr(self, p.name), spec) for p in PARAMS}
@@ -169,7 +203,16 @@ class RenderRequest:
             )
         if "A" in mode and not audio:
             raise InputError("audio", f"mode {mode} needs an audio track; give one or use mode {mode.replace('A', '')}")
+        if values["fit"] == "audio":
+            if not audio:
+                raise InputError(
+                    "fit", f"fit audio needs an audio track, and mode {mode} has none; give one or fit frames"
+                )
+            seconds = audio_seconds if audio_seconds is not None else probe_audio(audio) if probe_files else None
+            if seconds is not None:
+                values["frames"] = _fitted_frames(spec, self.frames, seconds)
         _check_tokens(spec, values["frames"], values["height"], values["width"])
+        _check_pixels(spec, values["frames"], values["height"], values["width"])
         if probe_files and image:
             probe_image(image)  # unreadable or unsupported: fail before any model loads
         if probe_files and audio:
@@ -179,17 +222,57 @@ class RenderRequest:
         return ResolvedRequest(spec=spec, mode=mode, scales=scales, image=image, audio=audio, loras=loras, **values)
 
 
+def _fitted_frames(spec: ModelSpec, given: int | None, seconds: float) -> int:
+    """The frames (4k+1) that cover `seconds` of audio, within the checkpoint's maximum."""
+    most = min(MAX_FRAMES, spec.limits.frames)
+    if not seconds * spec.fps >= 1:  # also NaN
+        raise InputError(
+            "fit", f"the audio is {seconds:.2f} s, shorter than one frame: nothing to fit; fit frames and give frames"
+        )
+    need = math.ceil(round(seconds * spec.fps, 6))  # the frames that hear the audio to its end
+    frames = need + (1 - need) % 4
+    if frames > most:
+        raise InputError(
+            "fit",
+            f"the audio is {seconds:.1f} s, {frames} frames; a take is at most {most} frames "
+            f"({most / spec.fps:.2f} s): cut the audio, or fit frames with frames {most} (its first seconds)",
+        )
+    if given is not None and given != frames:
+        raise InputError(
+            "frames",
+            f"{given} frames given but fit audio makes {frames} (the audio's {seconds:.2f} s); leave frames unset "
+            "or fit frames",
+        )
+    return frames
+
+
 def _check_tokens(spec: ModelSpec, frames: int, height: int, width: int) -> None:
-    """Size and length together within the checkpoint's token budget, naming the frames that fit."""
-    tokens, most = spec.tokens(frames, height, width), spec.limits.tokens
+    """Size and length together within the checkpoint's token budget for one window, naming the
+    frames that fit."""
+    tokens, most = spec.window_tokens(frames, height, width), spec.limits.tokens
     if tokens <= most:
         return
-    fits = max((f for f in range(1, frames, 4) if spec.tokens(f, height, width) <= most), default=None)
+    top = min(frames, spec.window_frames)
+    fits = max((f for f in range(1, top, 4) if spec.tokens(f, height, width) <= most), default=None)
     fix = f"ask for at most {fits} frames at this size, or a smaller size" if fits else "ask for a smaller size"
+    what = f"{frames} frames" if frames <= spec.window_frames else f"windows of {top} frames"
     raise InputError(
         "frames",
-        f"{frames} frames at {width}x{height} are {tokens:,} tokens, more than {spec.name} renders in one take "
+        f"{what} at {width}x{height} are {tokens:,} tokens, more than {spec.name} renders in one take "
         f"({most:,}); {fix}",
+    )
+
+
+def _check_pixels(spec: ModelSpec, frames: int, height: int, width: int) -> None:
+    """The decoded clip within the checkpoint's pixel budget (what a worker holds of one take)."""
+    pixels, most = frames * height * width, spec.limits.pixels
+    if pixels <= most:
+        return
+    fits = (most // (height * width) - 1) // 4 * 4 + 1
+    raise InputError(
+        "frames",
+        f"{frames} frames at {width}x{height} are {pixels:,} pixels, more than {spec.name} renders in one take "
+        f"({most:,}); ask for at most {fits} frames at this size, or a smaller size",
     )
 
 
@@ -235,6 +318,14 @@ class ResolvedRequest:
     #: the DiT's timesteps as given ("1000,750,500,250", normalized), None: from steps and shift
     timesteps: str | None = None
     guidance: str = "on"
+    fit: str = "frames"
+    overlap: int = DEFAULT_OVERLAP
+    colour_hold: str = "off"
+
+    @property
+    def windows(self) -> tuple[Window, ...]:
+        """The windows the take renders as (one when it fits the checkpoint's native length)."""
+        return plan(self.latent_frames, self.spec.window_latents, self.overlap)
 
     @property
     def given_timesteps(self) -> tuple[int, ...] | None:

@@ -92,16 +92,21 @@ class WeightFiles:
 class Limits:
     """The most one take may ask of a checkpoint: what bounds a worker's memory and time."""
 
-    frames: int  #: video frames
+    frames: int  #: video frames, windows of a long take together
     side: int  #: pixels, width or height
-    #: DiT tokens, (latent frames + the reference frame) x latent cells per frame: what a
-    #: step's time and activation memory grow with
+    #: DiT tokens of one window, (latent frames + the reference frame) x latent cells per
+    #: frame: what a step's time and activation memory grow with
     tokens: int
+    #: width x height x frames: the decoded clip, held once as uint8 RGB (3 bytes a pixel)
+    pixels: int
 
 
-#: the real checkpoints: 161 frames at 720p either way up (the largest zero latent the 17B
-#: ships is 720p x 161 frames), and no side past 720p's long one
-REAL_LIMITS = Limits(frames=161, side=1280, tokens=42 * 45 * 80)
+#: 60 s at 25 fps: the longest take, in windows
+MAX_FRAMES = 1501
+#: the real checkpoints: windows of up to 161 frames' tokens at 720p either way up (the largest
+#: zero latent the 17B ships is 720p x 161 frames), no side past 720p's long one, and a minute
+#: at 720p (4.1 GB of frames)
+REAL_LIMITS = Limits(frames=MAX_FRAMES, side=1280, tokens=42 * 45 * 80, pixels=1280 * 720 * MAX_FRAMES)
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,9 @@ class ModelSpec:
     width: int
     height: int
     frames: int = 97
+    #: the native clip length the DiT was trained on (4k+1 frames): a longer take renders as
+    #: overlapping windows of it (models/windows.py)
+    window_frames: int = 97
     steps: int = 50
     shift: float = 5.0
     fps: int = 25
@@ -136,10 +144,18 @@ class ModelSpec:
     )
 
     def tokens(self, frames: int, height: int, width: int) -> int:
-        """DiT tokens of a take: its latent frames plus the reference frame, times the cells."""
+        """DiT tokens of one clip: its latent frames plus the reference frame, times the cells."""
         t, h, w = self.vae.stride
         _, ph, pw = self.dit.patch_size
         return ((frames - 1) // t + 2) * (height // (h * ph)) * (width // (w * pw))
+
+    def window_tokens(self, frames: int, height: int, width: int) -> int:
+        """DiT tokens of a take's largest window (its one clip when it fits a window)."""
+        return self.tokens(min(frames, self.window_frames), height, width)
+
+    @property
+    def window_latents(self) -> int:
+        return (self.window_frames - 1) // self.vae.stride[0] + 1
 
     @property
     def passes_per_step(self) -> dict[str, int]:
@@ -195,7 +211,8 @@ TINY = ModelSpec(
     height=48,
     frames=17,
     steps=4,
-    limits=Limits(frames=161, side=256, tokens=42 * 16 * 12),  # CPU-sized: 161 frames at 256x192
+    # CPU-sized: windows of 161 frames' tokens at 256x192, a minute at that size
+    limits=Limits(frames=MAX_FRAMES, side=256, tokens=42 * 16 * 12, pixels=256 * 192 * MAX_FRAMES),
     text=TextConfig(vocab_size=384, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2),
     vae=VAEConfig(base_dim=8),
     whisper=WhisperConfig(d_model=32, encoder_layers=32, encoder_attention_heads=2, encoder_ffn_dim=64),

@@ -3,9 +3,15 @@
 The official file uses Wan's own module names; `official_key` maps each diffusers key to
 its official name structurally (by position in the block layout, never by substring).
 Latents are normalised per channel as Wan does: z = (mu - mean) / std.
+
+`VideoVAE.stream` decodes a long take's latents one latent frame at a time through the
+causal decoder's cache (diffusers' own frame loop, without its concatenation), so its memory
+is that of one latent frame whatever the length.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 from diffusers import AutoencoderKLWan
@@ -112,3 +118,27 @@ class VideoVAE:
         # cuDNN picks the fastest conv3d algorithm per shape (the decode is conv-bound)
         with torch.backends.cudnn.flags(enabled=True, benchmark=True):
             return self.vae.decode(z.to(self.device, self.dtype)).sample.float().clamp(-1, 1)
+
+    @torch.no_grad()
+    def stream(self, latents: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Normalised latents [16, F, h, w] -> video chunks [3, t, 8h, 8w] in [-1, 1], one per
+        latent frame (t = 1, then 4), on the VAE's device: 1+4(F-1) frames in all.
+
+        The decoder's causal cache (`_feat_map`, as diffusers' `_decode` keeps it) carries each
+        conv's last frames to the next chunk: the frames equal one whole decode's.
+        """
+        vae = self.vae
+        if vae.config.patch_size is not None:  # Wan2.2's patchified VAE: not HuMo's
+            raise ValueError("streamed decoding supports the Wan2.1 VAE (no patch_size)")
+        mean, inv_std = self.mean[0].to(latents.device), self.inv_std[0].to(latents.device)
+        vae.clear_cache()
+        try:
+            with torch.backends.cudnn.flags(enabled=True, benchmark=True):
+                for i in range(latents.shape[1]):
+                    z = latents[:, i : i + 1].float() / inv_std + mean  # [16, 1, h, w]
+                    x = vae.post_quant_conv(z[None].to(self.device, self.dtype))  # a 1x1x1 conv: per frame
+                    vae._conv_idx = [0]
+                    out = vae.decoder(x, feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0)
+                    yield out[0].float().clamp(-1, 1)
+        finally:
+            vae.clear_cache()

@@ -121,6 +121,8 @@ def settings(pg_url, s3_endpoint, weights, tmp_path_factory) -> Settings:
         release_timeout=30.0,
         release_interval=0.1,
         progress_interval=0.0,
+        consent_policy="off",  # tests of other features use assets nobody consented for; test_consent*.py set it
+        webhook_allow_networks="127.0.0.0/8",  # the tests' webhook receivers listen on loopback
     )
 
 

@@ -29,6 +29,10 @@ REDIS_URL = os.environ.get("FARM_TEST_REDIS", "redis://127.0.0.1:6379/11")
 
 
 TABLES = (
+    "webhook_attempts",
+    "webhook_messages",
+    "webhook_endpoints",
+    "outbox_cursors",
     "outputs",
     "attempts",
     "takes",
@@ -40,6 +44,9 @@ TABLES = (
     "users",
     "login_failures",
     "hero_nights",
+    "consent_events",
+    "consent_links",
+    "consent_records",
 )
 
 

@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
             # loop sent to this worker (it holds the take's stack) is taken before a pool take
             f"--queues={runtime.direct_queue},{args.pool}",
             f"--loglevel={args.loglevel}",
-            f"--hostname={args.pool}@{socket.gethostname()}-{runtime.heartbeat.id.split(':')[1]}",
+            # the farm's worker id as Celery's (and so Flower's) name for it: one name everywhere
+            f"--hostname={runtime.heartbeat.id}@{socket.gethostname()}",
             "--without-gossip",
             "--without-mingle",
         ]

@@ -12,7 +12,7 @@ from celery.signals import worker_shutdown
 from farm.queue import RENDER_TASK, make_celery, send_take
 from farm.settings import get_settings
 
-from .errors import Declined, Draining
+from .errors import Declined, Draining, TakeFailed
 from .explore import ExploreRuntime
 from .runtime import Runtime
 
@@ -44,11 +44,15 @@ def _stop_runtime(**_kwargs) -> None:
         _runtime.stop()
 
 
-@app.task(name=RENDER_TASK, bind=True)
+#: what a run answers when the take ended failed (farm.states.fail moved it to failed)
+ENDED_FAILED = "failed (failed)"
+
+
+@app.task(name=RENDER_TASK, bind=True, throws=(TakeFailed,))
 def render_take(self, take_id: str) -> str:
     """Render one take: the runtime claims, renders, uploads and records it."""
     try:
-        return runtime().run(take_id)
+        outcome = runtime().run(take_id)
     except Declined as exc:
         why = "draining" if isinstance(exc, Draining) else "blocklisted for its batch"
         if (self.request.delivery_info or {}).get("routing_key") == runtime().direct_queue:
@@ -60,3 +64,6 @@ def render_take(self, take_id: str) -> str:
         # a lone blocked worker from spinning on it
         time.sleep(1.0)
         raise Reject(f"take {take_id}: worker {why}", requeue=True) from None
+    if outcome == ENDED_FAILED:  # recorded; the task fails too, so Flower's count is the farm's
+        raise TakeFailed(f"take {take_id} failed; GET /takes/{take_id} says why")
+    return outcome

@@ -39,6 +39,12 @@ class HostOutOfMemory(WorkerError):
     runs out again, so it is not retried (a smaller size or fewer frames fits)."""
 
 
+class TakeFailed(WorkerError):
+    """The take ended failed (no attempt left, or a cause no retry mends): raised from the
+    Celery task once it is recorded, so Celery and Flower count a failed task where the farm
+    counts a failed take."""
+
+
 class GroupFailed(WorkerError):
     """A hero rank died or raised, or the take passed its deadline: the whole group was
     killed and a fresh one is loading. The take did not render; retry it."""

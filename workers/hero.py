@@ -13,7 +13,7 @@ from functools import cached_property
 
 from farm.settings import Settings
 from farm.storage import Storage
-from models import OnStep, RenderRequest, RenderResult
+from models import OnPreview, OnStep, RenderRequest, RenderResult
 from models.checkpoints import files_sha256, open_checkpoint
 from models.specs import get_spec
 from models.weights import weights_dir
@@ -29,7 +29,8 @@ class GroupPipeline:
     def __init__(self, group: RankGroup, checkpoint: str, weights, deadline: float):
         self.group, self.checkpoint, self.weights, self.deadline = group, checkpoint, weights, deadline
 
-    def render(self, request: RenderRequest, on_step: OnStep) -> RenderResult:
+    def render(self, request: RenderRequest, on_step: OnStep, on_preview: OnPreview | None = None) -> RenderResult:
+        """on_preview is not called: the prediction lives on the rank processes (explore previews)."""
         return self.group.render(request, on_step, timeout=self.deadline)
 
     @cached_property

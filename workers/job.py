@@ -21,6 +21,7 @@ from farm.db import run_with_retry
 from farm.tables import Asset, Attempt, Take
 from models import RenderCanceled
 
+from .attempt_logs import AttemptLog
 from .errors import classify
 from .heartbeat import Heartbeat
 
@@ -36,9 +37,11 @@ class Job:
     gpus: int  #: GPUs the take holds: GPU seconds = wall seconds x this
     started: float = field(default_factory=time.monotonic)
     scratch: tempfile.TemporaryDirectory = field(init=False)  #: the inputs and outputs on local disk
+    log: AttemptLog = field(init=False)  #: the worker's log lines of this attempt (workers/attempt_logs.py)
 
     def __post_init__(self) -> None:
         self.scratch = tempfile.TemporaryDirectory(prefix=f"take-{self.take.id}-")
+        self.log = AttemptLog(self.take.id, self.attempt.number)
 
     @property
     def folder(self) -> Path:

@@ -31,8 +31,16 @@ def software() -> dict:
 
 
 def build_manifest(
-    take, attempt, result: RenderResult, checkpoint_digest: str | None, outputs: dict, host: str, gpu: str
+    take,
+    attempt,
+    result: RenderResult,
+    checkpoint_digest: str | None,
+    outputs: dict,
+    host: str,
+    gpu: str,
+    consent: dict | None = None,
 ) -> dict:
+    """consent: per input, its status and records at render time (farm.consent.snapshot)."""
     req = result.request
     return {
         "manifest_version": 1,
@@ -43,7 +51,13 @@ def build_manifest(
         "checkpoint": {"name": req.spec.name, "dit_sha256": checkpoint_digest},
         "request": req.record(),
         #: loras: [{sha256, strength}] in the order they were stacked
-        "inputs": {"image": take.image_sha256, "audio": take.audio_sha256, "loras": take.loras or []},
+        #: consent: {image|audio: {status, records: [{id, sha256 of the record's content}], synthetic_by}}
+        "inputs": {
+            "image": take.image_sha256,
+            "audio": take.audio_sha256,
+            "loras": take.loras or [],
+            "consent": consent or {},
+        },
         "engine": result.engine,  #: what the engine ran with (sampler, order, passes), as it reports it
         "audio_fit": {
             "action": result.audio_fit.action,

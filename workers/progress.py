@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,11 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from farm import states
 from farm.db import run_with_retry, transaction
 from farm.settings import Settings
+from farm.storage import preview_key
 from models import RenderCanceled
 
 from .errors import RenderTimeout, Stalled
 from .heartbeat import Heartbeat
 from .job import Job
+from .previews import Previews
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +31,19 @@ class Progress:
     """on_step(i, n) for one render. Inside `with Progress(...) as on_step:` the render must
     keep making steps (the heartbeat's watchdog) and end within FARM_RENDER_TIME_LIMIT."""
 
-    def __init__(self, factory: sessionmaker[Session], settings: Settings, heartbeat: Heartbeat, job: Job):
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        settings: Settings,
+        heartbeat: Heartbeat,
+        job: Job,
+        previews: Previews | None = None,
+    ):
         self.factory, self.settings, self.heartbeat, self.job = factory, settings, heartbeat, job
+        self.previews = previews
         self.deadline = 0.0
         self.reported = 0.0  #: monotonic time of the last progress write
+        self.previewed = 0.0  #: monotonic time of the last preview
         self.step = 0  #: the last step that finished
 
     def __enter__(self) -> Progress:
@@ -71,3 +83,10 @@ class Progress:
             return
         if stop:
             raise RenderCanceled(f"take {take_id} canceled at step {i}/{n}")
+
+    def preview(self, i: int, n: int, make: Callable[[], bytes]) -> None:
+        """The engine's on_preview: every preview_interval seconds, the prediction's JPEG to
+        the attempt's preview key (not after the last step: the clip itself comes next)."""
+        if self.previews is not None and i < n:
+            key = preview_key(self.job.take.id, self.job.attempt.number)
+            self.previewed = self.previews.offer(key, self.previewed, make)

@@ -19,6 +19,7 @@ of ranks.
 from __future__ import annotations
 
 import logging
+import time
 
 from farm import queue
 from farm.affinity import stack_key
@@ -30,11 +31,14 @@ from models import InputError, RenderRequest, RenderResult
 from models.request import LoraUse
 
 from .admission import admit
+from .attempt_logs import AttemptLogs
+from .credentials import ClipSigner
 from .errors import is_oom
 from .finisher import Finisher
 from .heartbeat import Heartbeat
 from .job import Job, claim
 from .lora_cache import LoraCache
+from .previews import Previews
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -51,9 +55,13 @@ class Runtime:
             self.factory, pool, gpu, settings.heartbeat_interval, holding=stack_key(self.checkpoint, None)
         )
         self.loras = LoraCache(self.storage, settings.data_dir / "loras", settings.lora_cache_bytes)
-        self.pipeline = None  #: what renders: render(request, on_step) and checkpoint_digest
+        self.pipeline = None  #: what renders: render(request, on_step, on_preview) and checkpoint_digest
+        self.previews = Previews(self.storage, settings.preview_interval)
+        self.logs = AttemptLogs(self.storage)  #: each attempt's log lines, stored when it ends
         # the digest is asked on the finisher thread: hashing the weights never holds up the GPU
-        self.finisher = Finisher(self.factory, self.storage, lambda: self.pipeline.checkpoint_digest)
+        self.finisher = Finisher(
+            self.factory, self.storage, lambda: self.pipeline.checkpoint_digest, ClipSigner(settings), self.logs
+        )
 
     @property
     def direct_queue(self) -> str:
@@ -66,6 +74,8 @@ class Runtime:
 
     def start(self) -> Runtime:
         self.pipeline = self.load()
+        if self.settings.preview_interval:  # fit the preview map now (~1 s on a GPU), not in a take's steps
+            getattr(self.pipeline, "preview_map", None)  # a rank group has none: its ranks hold the DiT
         self.heartbeat.start()  # only once the model is loaded: capacity means ready
         log.info("%s worker %s ready: %s on %s", self.pool, self.heartbeat.id, self.checkpoint, self.gpu)
         return self
@@ -73,7 +83,9 @@ class Runtime:
     def stop(self) -> None:
         """Finish what was rendered (SIGTERM: the in-flight take is finished, never lost)."""
         self.finisher.close()
+        self.previews.close()
         self.heartbeat.stop()
+        self.logs.close()
 
     def drain(self) -> str | None:
         """Wait for the take the finisher holds; its outcome."""
@@ -86,16 +98,26 @@ class Runtime:
         job = claim(self.factory, take_id, self.heartbeat, self.gpus_per_take)
         if job is None:
             return "dropped"
-        self.heartbeat.beat(current_take_id=take_id)
+        with self.logs.capturing(job.log):
+            return self._run(job)
+
+    def _run(self, job: Job) -> str:
+        take, number = job.take, job.attempt.number
+        log.info("take %s attempt %d: rendering %s on %s", take.id, number, take.checkpoint, self.heartbeat.id)
+        self.heartbeat.beat(current_take_id=take.id)
         holding = None  # a failed render may have left its stack, or none, on the DiT: unknown
         try:
             result = self._render(job)
-            holding = stack_key(job.take.checkpoint, job.take.loras)  # the DiT keeps the take's stack
+            holding = stack_key(take.checkpoint, take.loras)  # the DiT keeps the take's stack
+            log.info("take %s attempt %d: rendered in %.1f s", take.id, number, time.monotonic() - job.started)
         except BaseException as exc:
             job.scratch.cleanup()
             if is_oom(exc):
                 _free_gpu_memory()
-            return job.failed(self.factory, exc)
+            try:
+                return job.failed(self.factory, exc)
+            finally:
+                self.logs.store(job.log)  # the attempt ended here: its lines are complete
         finally:
             self.heartbeat.beat(current_take_id=None, holding=holding)  # the GPU is free again
         return self.finisher.hand_over(job, result, background=self.settings.finish_in_background)
@@ -119,8 +141,8 @@ class Runtime:
             loras=tuple(LoraUse(str(self.loras.path(asset)), strength) for asset, strength in job.loras),
             **job.take.params,
         )
-        with Progress(self.factory, self.settings, self.heartbeat, job) as on_step:
-            return self.pipeline.render(request, on_step)
+        with Progress(self.factory, self.settings, self.heartbeat, job, self.previews) as on_step:
+            return self.pipeline.render(request, on_step, on_step.preview)
 
 
 def _free_gpu_memory() -> None:

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
+from ..assets import too_large
 from ..db import session_factory
 from ..errors import InvalidRequest
 from ..settings import Settings, get_settings
@@ -21,7 +22,9 @@ from ..storage import LocalStorage, Storage, open_storage
 from . import flower, handlers
 from .events import ChangeFeed
 from .handlers import ENVELOPE, BodyLimit, Limit
-from .routes import assets, auth, batches, nights, ops, site, takes
+from .routes import assets, auth, batches, nights, ops, projects, site, takes, webhooks
+from .routes import consent as consent_routes
+from .routes import live as live_routes
 from .routes import metrics as metrics_routes
 from .schemas import check_presets
 
@@ -54,11 +57,20 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.state.sessions = session_factory(settings.database)
     app.state.storage = storage or open_storage(settings)
     app.state.feed = ChangeFeed(app.state.sessions)
+    app.state.leadership = None  #: farm up's farm.leader.Leadership: whether this process leads
 
-    # the route's own answer (a 422) to a file over MAX_FILE
-    batch_file = InvalidRequest("file", f"larger than {batches.MAX_FILE // 1024} KiB; split the batch")
+    # the route's answer (a 422) to a batch file and its media over their limit
+    batch_file = InvalidRequest("file", batches.TOO_LARGE.format(settings.max_upload_bytes // 2**20))
     app.add_middleware(
-        BodyLimit, settings=settings, routes={"/batches/file": Limit(batches.MAX_FILE + ENVELOPE, batch_file)}
+        BodyLimit,
+        settings=settings,
+        routes={
+            "/batches/file": Limit(batches.with_media(settings) + ENVELOPE, batch_file),
+            "/batches/file/estimate": Limit(batches.with_media(settings) + ENVELOPE, batch_file),
+            "/consent/evidence": Limit(
+                settings.max_upload_bytes + ENVELOPE, too_large(settings.max_upload_bytes, consent_routes.EVIDENCE_FIX)
+            ),
+        },
     )
 
     @app.middleware("http")
@@ -78,8 +90,12 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
         assets.lora_router,
         batches.router,
         takes.router,
+        live_routes.router,
         ops.router,
         nights.router,
+        projects.router,
+        consent_routes.router,
+        webhooks.router,
     ):
         app.include_router(router, responses=handlers.ERROR_RESPONSES)
     app.include_router(flower.router)

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, computed_field, create_model
 from pydantic.json_schema import JsonDict
 
 from models.params import Param, text_problem
 from models.request import MAX_LORA_STRENGTH, MAX_LORAS, PARAMS
 
-from .. import nightly
+from .. import nightly, webhooks
 from ..batches import MAX_CHECKPOINTS, MAX_OVERRIDES, MAX_TAKES
 from ..errors import InvalidRequest
 from ..tables import Role
@@ -129,6 +129,31 @@ class Sweep(BaseModel):
     overrides: list[SweepOverride] = Field(default_factory=list, max_length=MAX_OVERRIDES)
 
 
+def _event(value: str) -> str:
+    if value not in webhooks.EVENTS:
+        raise ValueError(f"{value!r} is not an event; choose from {', '.join(webhooks.EVENTS)}")
+    return value
+
+
+WebhookEvent = Annotated[str, AfterValidator(_event)]  #: one of farm.webhooks.EVENTS
+WebhookEvents = Annotated[list[WebhookEvent], Field(min_length=1, max_length=len(webhooks.EVENTS))]
+
+
+class BatchWebhook(BaseModel):
+    """An endpoint for one batch's events, made with the batch (farm.webhooks)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: Text = Field(max_length=2000, description="https://... ; private and loopback hosts are refused")
+    events: WebhookEvents = Field(default_factory=lambda: list(webhooks.EVENTS))
+
+
+class BatchWebhookPublic(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    secret: str = Field(description="the signing secret (whsec_...): shown only in the submit's answer")
+
+
 class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     project: Text = Field("default", min_length=1, max_length=200)
@@ -137,10 +162,14 @@ class BatchCreate(BaseModel):
     defaults: TakeCreate | None = None  # type: ignore[valid-type]
     takes: list[TakeCreate] = Field(default_factory=list, max_length=MAX_TAKES)  # type: ignore[valid-type]
     sweep: Sweep | None = None
+    webhooks: list[BatchWebhook] = Field(
+        default_factory=list, max_length=4, description="endpoints told of this batch's takes and its end"
+    )
 
 
 class Counts(BaseModel):
     queued: int = 0
+    paused: int = 0
     released: int = 0
     running: int = 0
     done: int = 0
@@ -157,6 +186,48 @@ class BatchPublic(BaseModel):
     take_ids: list[str] | None = Field(None, description="every take's id (left out of lists with with_take_ids=false)")
     counts: Counts
     finished: bool
+    warnings: list[str] = Field(default_factory=list, description="on submit: what keeps takes waiting")
+    webhooks: list[BatchWebhookPublic] | None = Field(default=None, description="on submit: the batch's endpoints")
+
+
+class BatchActionPublic(BaseModel):
+    """What an action on a whole batch did, in words and numbers."""
+
+    batch: BatchPublic
+    changed: int = Field(description="takes the action changed at once")
+    stopping: int = Field(0, description="cancel: rendering takes that stop after their current step")
+    message: str
+
+
+class CheckpointCostPublic(BaseModel):
+    checkpoint: str
+    takes: int
+    gpu_seconds: float | None = Field(description="None: no take of this checkpoint has finished here yet")
+    measured_from: int = Field(description="finished attempts its GPU time per step and token is measured from")
+
+
+class AudioFitPublic(BaseModel):
+    """Takes whose audio runs past their clip (only the clip's span is heard)."""
+
+    audio: str = Field(description="sha256 of the audio")
+    filename: str
+    audio_seconds: float
+    frames: int
+    clip_seconds: float
+    cover_frames: int | None = Field(description="frames that hear all of it; None: more than one take renders")
+    max_frames: int = Field(description="the most frames one take renders at this size")
+    takes: int
+
+
+class BatchEstimatePublic(BaseModel):
+    """A batch's size and GPU time before it is submitted."""
+
+    takes: int
+    gpu_seconds: float | None = Field(description="of the checkpoints measured; None when none is")
+    checkpoints: list[CheckpointCostPublic]
+    confirm: bool = Field(description="big enough that the dashboard and CLI ask before submitting it")
+    warnings: list[str] = Field(default_factory=list, description="what would keep takes waiting, audio past the clip")
+    audio: list[AudioFitPublic] = Field(default_factory=list, description="takes whose audio runs past the clip")
 
 
 class AttemptPublic(BaseModel):
@@ -171,6 +242,12 @@ class AttemptPublic(BaseModel):
     gpu_seconds: float
     error_class: str | None
     error_message: str | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def seconds(self) -> float | None:
+        """How long the attempt took, claim to its end (None while it runs)."""
+        return round((self.finished_at - self.started_at).total_seconds(), 3) if self.finished_at else None
 
 
 class OutputsPublic(BaseModel):
@@ -207,12 +284,23 @@ class TakePublic(BaseModel):
     finished_at: datetime | None
     attempts: list[AttemptPublic] | None = None
     outputs: OutputsPublic | None = None
+    consent: dict | None = Field(
+        None, description="the consent decision (farm.consent.decide): policy, outcome, each input's records"
+    )
+    consent_withdrawn: str | None = Field(None, description="why the clip may no longer be downloaded")
 
 
 class TakesPublic(BaseModel):
     data: list[TakePublic]
     count: int
+    total: int | None = Field(None, description="takes matching on all pages (the first page only)")
     next_cursor: str | None
+
+
+class ProjectPublic(BaseModel):
+    name: str
+    batches: int
+    takes: int
 
 
 class AssetPublic(BaseModel):
@@ -256,10 +344,17 @@ class WorkerPublic(BaseModel):
     gpu: str
     alive: bool
     stopped: bool
+    state: str = Field(description="one of farm.fleet.STATES: idle, busy, draining, dead, stopped")
     heartbeat_age: float  #: seconds since its last heartbeat
     current_take_id: str | None
     gpu_seconds_24h: float
     attempts_24h: int
+
+
+class WorkerActionPublic(BaseModel):
+    id: str
+    state: str  #: as farm.fleet decides it, after the action
+    detail: str  #: what the action did, in words
 
 
 class CheckpointPublic(BaseModel):
@@ -270,6 +365,7 @@ class CheckpointPublic(BaseModel):
     frames: int
     steps: int
     max_tokens: int = Field(description="DiT tokens one take may use: (latent frames + 1) x (height/16) x (width/16)")
+    live_workers: int = Field(0, description="serving workers holding this checkpoint now (none: its takes wait)")
     params: list[dict[str, Any]] = Field(
         description="every render parameter, with its default and its maximum on this checkpoint"
     )
@@ -332,3 +428,17 @@ class NightTakePublic(BaseModel):
 @dataclass
 class NightDetailPublic(nightly.NightReport):
     hero_takes: list[NightTakePublic] = field(default_factory=list)
+
+
+class LivePublic(BaseModel):
+    """A take's live view (farm/live.py)."""
+
+    state: str
+    step: int
+    total: int
+    eta_seconds: float | None = Field(description="running: seconds left at the pace so far (after the first step)")
+    queue_position: int | None = Field(
+        description="queued: 1 is released next in its pool; null when deeper than queue_lookahead"
+    )
+    queue_lookahead: int
+    preview_step: int | None = Field(description="running: the step of the preview at /takes/{id}/preview.jpg")

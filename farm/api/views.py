@@ -19,7 +19,9 @@ def take_public(
 ) -> TakePublic:
     outputs = None
     if output is not None and storage is not None:  # presigning is most of a list's time: lists sign the thumbnail
-        url = lambda key: None if thumbnail_only else storage.url(key, seconds)
+        # a clip whose consent was withdrawn is never handed out again (its thumbnail stays)
+        withheld = thumbnail_only or take.consent_withdrawn is not None
+        url = lambda key: None if withheld else storage.url(key, seconds)
         outputs = OutputsPublic(
             clip=url(output.clip_key),
             thumbnail=storage.url(output.thumbnail_key, seconds),
@@ -57,6 +59,8 @@ def take_public(
         finished_at=take.finished_at,
         attempts=[AttemptPublic.model_validate(a) for a in attempts] if attempts is not None else None,
         outputs=outputs,
+        consent=take.consent,
+        consent_withdrawn=take.consent_withdrawn,
     )
 
 

@@ -11,12 +11,16 @@ import sys
 import httpx
 
 from ..errors import FarmError
+from ..tables import TakeState
+from . import consent
+from .batches import cmd_batch
 from .client import api_url, cmd_submit, cmd_takes
 from .pools import cmd_pools, cmd_workers
 from .serve import cmd_beat, cmd_db, cmd_flower, cmd_up, cmd_worker
 from .users import cmd_user
 
 __all__ = [
+    "cmd_batch",
     "cmd_beat",
     "cmd_db",
     "cmd_flower",
@@ -46,14 +50,22 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--token", default=None, help="API token (default: $FARM_API_TOKEN)")
     submit.add_argument("--no-wait", action="store_true")
     submit.add_argument("--idempotency-key", default=None, help="default: the file's hash")
+    submit.add_argument("--yes", action="store_true", help="submit a big batch without asking (its cost is shown)")
     submit.set_defaults(fn=cmd_submit)
     takes = sub.add_parser("takes", help="list takes")
-    takes.add_argument("--state", choices=["queued", "released", "running", "done", "failed", "canceled"])
+    takes.add_argument("--state", choices=[s.value for s in TakeState])
     takes.add_argument("--batch", default=None)
     takes.add_argument("--limit", type=int, default=50)
     takes.add_argument("--api", default=None)
     takes.add_argument("--token", default=None, help="API token (default: $FARM_API_TOKEN)")
     takes.set_defaults(fn=cmd_takes)
+    batch = sub.add_parser("batch", help="act on every take of a batch: cancel, retry, priority, pause, resume, select")
+    batch.add_argument("action", choices=["cancel", "retry", "priority", "pause", "resume", "select", "unselect"])
+    batch.add_argument("batch", help="batch id")
+    batch.add_argument("value", nargs="?", type=int, help="with priority: the new priority (-1000 to 1000)")
+    batch.add_argument("--api", default=None)
+    batch.add_argument("--token", default=None, help="API token (default: $FARM_API_TOKEN)")
+    batch.set_defaults(fn=cmd_batch)
     workers = sub.add_parser("workers", help="list workers; `farm workers drain|resume ID` (reads the database)")
     workers.add_argument("--all", action="store_true", help="every worker ever registered, not only the last hour's")
     workers.add_argument("--pool", default=None)
@@ -79,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     user.add_argument("--token", action="store_true", help="with create: also print an API token")
     user.add_argument("--token-name", default="cli", help="with token: what the token is for")
     user.set_defaults(fn=cmd_user)
+    consent.add_parsers(sub)  # `farm consent ...`, `farm verify CLIP.mp4`
     flower = sub.add_parser("flower", help="run Flower on loopback for the dispatcher's /flower (farm up does)")
     flower.set_defaults(fn=cmd_flower)
     db = sub.add_parser("db", help="schema migrations")

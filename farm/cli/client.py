@@ -33,6 +33,19 @@ def api_client(args, timeout: float = 60) -> httpx.Client:
     return httpx.Client(base_url=api_url(args), timeout=timeout, headers=headers, event_hooks={"response": [signed_in]})
 
 
+def refuse(r: httpx.Response) -> None:
+    """Exit with the API's error in its words (`error: field: detail`) when it refused."""
+    if r.status_code < 400:
+        return
+    try:
+        detail = r.json()
+    except ValueError:
+        raise SystemExit(f"error: the farm answered {r.status_code}: {r.text[:300]}") from None
+    if isinstance(detail.get("detail"), str):
+        raise SystemExit(f"error: {detail.get('field') or 'batch'}: {detail['detail']}")
+    raise SystemExit(f"error: {json.dumps(detail)}")
+
+
 def api_url(args) -> str:
     return getattr(args, "api", None) or os.environ.get("FARM_API", DEFAULT_API)
 
@@ -57,6 +70,29 @@ def _resolve_media(client: httpx.Client, take: dict, base: Path) -> dict:
     return out
 
 
+def gpu_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "GPU time not known yet (nothing of its checkpoints has finished on this farm)"
+    return f"about {seconds / 3600:.1f} GPU hours" if seconds >= 3600 else f"about {seconds / 60:.0f} GPU minutes"
+
+
+def confirm_big(client: httpx.Client, body: dict, yes: bool) -> None:
+    """Show a big batch's size and GPU time and ask before it is submitted (--yes: do not ask);
+    say what keeps takes waiting."""
+    r = client.post("/batches/estimate", json=body)
+    refuse(r)
+    cost = r.json()
+    for line in cost["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
+    if not cost["confirm"] or yes:
+        return
+    what = f"{cost['takes']} takes, {gpu_time(cost['gpu_seconds'])}"
+    if not sys.stdin.isatty():
+        raise SystemExit(f"error: this batch is {what}; pass --yes to submit it")
+    if input(f"Submit {what}? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise SystemExit("not submitted")
+
+
 def cmd_submit(args) -> int:
     from tqdm import tqdm
 
@@ -78,14 +114,9 @@ def cmd_submit(args) -> int:
             body["defaults"] = _resolve_media(client, body["defaults"], path.parent)
         body["takes"] = [_resolve_media(client, t, path.parent) for t in body.get("takes") or []]
         key = args.idempotency_key or hashlib.sha256(raw).hexdigest()[:32]
+        confirm_big(client, body, args.yes)
         r = client.post("/batches", json=body, headers={"Idempotency-Key": key})
-        if r.status_code >= 400:
-            detail = r.json()
-            raise SystemExit(
-                f"error: {detail.get('field') or 'batch'}: {detail.get('detail')}"
-                if isinstance(detail.get("detail"), str)
-                else f"error: {json.dumps(detail)}"
-            )
+        refuse(r)
         batch = r.json()
         print(
             f"batch {batch['id']}: {len(batch['take_ids'])} takes"
@@ -98,7 +129,9 @@ def cmd_submit(args) -> int:
                 time.sleep(1)
                 batch = client.get(f"/batches/{batch['id']}").json()
                 c = batch["counts"]
-                bar.set_postfix(queued=c["queued"], running=c["running"] + c["released"], failed=c["failed"])
+                bar.set_postfix(
+                    queued=c["queued"], paused=c["paused"], running=c["running"] + c["released"], failed=c["failed"]
+                )
                 bar.update(c["done"] + c["failed"] + c["canceled"] - bar.n)
         failed = 0
         for take_id in batch["take_ids"]:

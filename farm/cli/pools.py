@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 from .. import fleet, metrics
 from ..errors import FarmError
+from ..leader import holder
 from ..tables import utcnow
 
 
@@ -89,6 +90,7 @@ def cmd_pools(args) -> int:
 
     with _record() as (settings, session):
         figures = metrics.pools(session, utcnow(), settings.worker_timeout)
+        leader = holder(settings, "release")
     if args.json:
         print(json.dumps({p.pool: {**asdict(p), "depth": p.depth} for p in figures}, indent=2))
         return 0
@@ -96,4 +98,5 @@ def cmd_pools(args) -> int:
         [("POOL", "WORKERS", "SLOTS", "DRAINING", "QUEUED", "RELEASED", "RUNNING", "DEPTH")]
         + [(p.pool, p.workers, p.slots, p.draining, p.queued, p.released, p.running, p.depth) for p in figures]
     )
+    print(f"release leader: {leader}" if leader else "release leader: none (no `farm up` holds the release lock)")
     return 0

@@ -73,8 +73,9 @@ def cmd_worker(args) -> int:
 
 
 def cmd_up(args) -> int:
-    """Dashboard + API, release loop, nightly scheduler, Flower and one explore worker, until
-    Ctrl-C or SIGTERM: then it stops its processes in order, says "farm up: stopped" and exits 0."""
+    """Dashboard + API, release loop (while this replica leads: farm.leader), nightly scheduler,
+    Flower and one explore worker, until Ctrl-C or SIGTERM: then it stops its processes in
+    order, says "farm up: stopped" and exits 0."""
     stop, children = threading.Event(), _Children(os.getpid())
     try:
         server = _start(args, stop, children)
@@ -103,18 +104,30 @@ def _start(args, stop: threading.Event, children: _Children):
 
     from ..api.app import create_app
     from ..db import session_factory
+    from ..leader import Leadership, lock_for
     from ..migrate import upgrade
     from ..nightly import Scheduler, scheduler_lock
     from ..queue import make_celery
     from ..release import Releaser
     from ..settings import get_settings, redact
+    from ..webhooks import Outbox
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database)
+    # any number of `farm up`s share the record: the one holding the release lock runs the
+    # release loop, the reconciler and webhook deliveries; the others stand by (farm.leader)
     releaser = Releaser(session_factory(settings.database), make_celery(settings), settings)
-    threading.Thread(target=releaser.run, args=(stop,), name="release-loop", daemon=True).start()
+    outbox = Outbox(session_factory(settings.database), settings)
+    leadership = Leadership(lock_for(settings, "release"), "release")
+    leadership.start(
+        stop,
+        {
+            "release-loop": (releaser.tick, settings.release_interval),
+            "webhook-delivery": (outbox.deliver_once, settings.webhook_interval),
+        },
+    )
     # the nightly hero scheduler; a second `farm up` or `farm beat` on the same record stands by
     beat = Scheduler(session_factory(settings.database), settings, scheduler_lock(settings))
     threading.Thread(target=beat.run, args=(stop,), name="nightly-beat", daemon=True).start()
@@ -130,7 +143,9 @@ def _start(args, stop: threading.Event, children: _Children):
         settings = settings.model_copy(update={"flower_port": _free_loopback_port(settings.flower_port)})
         children.start([sys.executable, "-m", "farm.cli", "flower"], FARM_FLOWER_PORT=str(settings.flower_port))
         flower = f"Flower at /flower for operators, on 127.0.0.1:{settings.flower_port}"
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info"))
+    app = create_app(settings)
+    app.state.leadership = leadership  # /healthz says whether this process leads
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
     print(
         f"farm up: dashboard on http://{args.host}:{args.port} (API docs at /docs, {flower}), "
         f"data in {settings.data_dir}",

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, aliased
 from models import InputError, RenderRequest
 from models.request import PARAMS
 
-from .. import db, states, usage
+from .. import consent, db, states, usage
 from ..batches import pool_of
 from ..settings import Settings
 from ..tables import Batch, HeroNight, Take, TakeState, new_id
@@ -121,7 +121,7 @@ def _plan(session: Session, settings: Settings, record: HeroNight, now: datetime
     left = record.budget_gpu_hours - record.estimated_gpu_hours
     parents = candidates(session, record.night)
     batch_ids: dict[str, str] = {}
-    created, record.skipped_over_budget = 0, 0
+    created, record.skipped_over_budget, record.skipped_consent = 0, 0, 0
     for i, parent in enumerate(parents):
         try:
             values, hours = hero_take(parent, settings)
@@ -133,6 +133,11 @@ def _plan(session: Session, settings: Settings, record: HeroNight, now: datetime
                 exc.field,
                 exc.message,
             )
+            continue
+        values = consent.decide(session, [values], settings, start=now, end=record.window_end, refuse=False)[0]
+        if values["consent"]["outcome"] == "refused":
+            record.skipped_consent += 1
+            consent.skipped(session, parent.id, record.night, values["consent"]["missing"])
             continue
         if hours > left:
             record.skipped_over_budget = len(parents) - i

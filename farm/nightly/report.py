@@ -21,6 +21,7 @@ class NightReport:
     state: str  #: planned | running | done | stopped (over budget)
     takes: int  #: hero takes planned
     skipped_over_budget: int  #: selected takes left for a later night (last pass)
+    skipped_consent: int  #: selected takes their consent does not cover (last pass; farm.consent)
     queued: int
     running: int  #: released or rendering
     done: int
@@ -54,6 +55,7 @@ def _report(record: HeroNight, counts: dict[TakeState, int], seconds: float) -> 
         state=state,
         takes=record.planned,
         skipped_over_budget=record.skipped_over_budget,
+        skipped_consent=record.skipped_consent,
         queued=queued,
         running=running,
         done=counts.get(S.done, 0),

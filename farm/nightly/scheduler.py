@@ -1,110 +1,32 @@
 """`farm beat`: plans the current night on every pass while it holds the one scheduler
-lock (a Postgres advisory lock; a file lock on the embedded SQLite)."""
+lock (farm.leader's "beat" lock: a Postgres advisory lock; a file lock on the embedded SQLite)."""
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import signal
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
-from typing import Protocol
 
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..db import get_engine, session_factory, transaction
+from .. import consent
+from ..db import session_factory, transaction
+from ..leader import LOCKS, FileLock, PostgresLock, lock_for
+from ..leader import Lock as SchedulerLock
 from ..settings import Settings
 from ..tables import HeroNight, utcnow
 from .planning import plan_night
 from .window import night_at
 
 log = logging.getLogger(__name__)
-LOCK_KEY = 0x6661726D6E697465  #: the scheduler's Postgres advisory lock ("farmnite")
-
-
-class SchedulerLock(Protocol):
-    def acquire(self) -> bool:
-        """Take the lock if it is free, never waiting; True while this holder has it."""
-
-    def release(self) -> None: ...
-
-
-class PostgresLock:
-    """A session-level advisory lock on a connection of its own: Postgres frees it when the
-    holder's connection ends, however its process died."""
-
-    def __init__(self, engine: Engine, key: int = LOCK_KEY):
-        self.engine, self.key = engine, key
-        self.conn: Connection | None = None
-
-    def acquire(self) -> bool:
-        try:
-            if self.conn is not None:
-                self.conn.execute(text("SELECT 1"))  # the connection lives: the lock is still ours
-                return True
-            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            if conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}).scalar_one():
-                self.conn = conn
-                return True
-            conn.close()
-            return False
-        except DBAPIError:
-            log.warning("scheduler lock: database unreachable; not leading until it answers")
-            self._drop()
-            return False
-
-    def release(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
-                self.conn.close()
-            except DBAPIError:
-                self._drop()
-            self.conn = None
-
-    def _drop(self) -> None:
-        if self.conn is not None:
-            self.conn.invalidate()  # never back to the pool holding a lock
-            self.conn.close()
-            self.conn = None
-
-
-class FileLock:
-    """flock on a file in the data folder (the embedded default: one machine); the OS frees
-    it when the holder's process ends."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self) -> bool:
-        if self.fd is not None:
-            return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self.fd = fd
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+LOCK_KEY = LOCKS["beat"]  #: the scheduler's Postgres advisory lock (farm.leader)
+__all__ = ["LOCK_KEY", "FileLock", "PostgresLock", "Scheduler", "SchedulerLock", "scheduler_lock", "serve"]
 
 
 def scheduler_lock(settings: Settings) -> SchedulerLock:
-    if settings.database.startswith("postgresql"):
-        return PostgresLock(get_engine(settings.database))
-    return FileLock(settings.data_dir / "beat.lock")
+    return lock_for(settings, "beat")
 
 
 class Scheduler:
@@ -131,6 +53,9 @@ class Scheduler:
             )
             self.leading = leading
         now = self.clock()
+        if leading:  # consent records whose validity ended: their takes are withdrawn (farm.consent)
+            with transaction(self.factory) as session:
+                consent.expire_due(session, now)
         night = night_at(now, self.settings) if leading else None
         if night is None:
             return None

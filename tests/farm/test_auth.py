@@ -41,6 +41,9 @@ OPERATOR_ONLY = {
     ("GET", "/flower/{path}"),
     ("POST", "/flower/{path}"),
     ("POST", "/nights/{night}/plan"),
+    ("POST", "/workers/{worker_id}/drain"),
+    ("POST", "/workers/{worker_id}/resume"),
+    ("POST", "/consent/records/{record_id}/revoke"),  #: producers record consent, operators revoke it
 }
 
 

@@ -311,7 +311,7 @@ def test_who_may_read_and_plan_nights(nightly, client_as):
 
 def test_one_postgres_lock_holder_and_a_dead_holders_lock_is_freed(nightly):
     engine = get_engine(nightly.database)
-    a, b = PostgresLock(engine), PostgresLock(engine)
+    a, b = PostgresLock(engine, "beat"), PostgresLock(engine, "beat")
     assert a.acquire() and not b.acquire()
     assert a.acquire()  # still ours
     a.release()
@@ -333,8 +333,8 @@ def test_one_file_lock_holder(tmp_path):
 def test_of_two_schedulers_only_the_lock_holder_plans(nightly, sessions):
     selected(sessions, nightly, [0])
     engine = get_engine(nightly.database)
-    a = Scheduler(sessions, nightly, PostgresLock(engine), clock=lambda: INSIDE)
-    b = Scheduler(sessions, nightly, PostgresLock(engine), clock=lambda: INSIDE)
+    a = Scheduler(sessions, nightly, PostgresLock(engine, "beat"), clock=lambda: INSIDE)
+    b = Scheduler(sessions, nightly, PostgresLock(engine, "beat"), clock=lambda: INSIDE)
     assert a.tick().planned == 1
     assert b.tick() is None and (a.leading, b.leading) == (True, False)
     a.lock.release()

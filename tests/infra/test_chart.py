@@ -428,3 +428,27 @@ def test_values_are_checked_against_the_schema():
         render({"postgresql": {"enabled": False}})
     with pytest.raises(helm.HelmError, match="autoscaling.redis.passwordKey"):
         render({"autoscaling": {"trigger": "redis", "redis": {"passwordKey": "redis-password"}}})
+
+
+def test_production_runs_two_dispatchers_with_a_disruption_budget_and_rolling_updates():
+    """Several replicas are safe (one leads the release loop by a Postgres lock,
+    tests/farm/test_leader.py): production runs 2 behind one Service, spread over nodes, a
+    PodDisruptionBudget keeps one through drains, and a rollout starts the new pod first."""
+    docs = render(PRODUCTION)
+    dispatcher = one(docs, "Deployment", "dispatcher")
+    assert dispatcher["spec"]["replicas"] == 2
+    assert dispatcher["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    [budget] = by_kind(docs, "PodDisruptionBudget").values()
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"] == dispatcher["spec"]["selector"]["matchLabels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels(dispatcher).items()
+    spread = pod(dispatcher)["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert spread[0]["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= pod_labels(dispatcher).items()
+    assert not by_kind(render(), "PodDisruptionBudget")  # one replica (the default): a budget would block drains
+    with pytest.raises(helm.HelmValuesError):
+        render({"dispatcher": {"minAvailable": 0}})
+
+
+def pod_labels(doc: dict) -> dict:
+    return doc["spec"]["template"]["metadata"]["labels"]

@@ -65,7 +65,12 @@ def test_it_names_the_take_its_inputs_and_its_weights(rendered, media, pipelines
     digest = pipelines["tiny"].checkpoint_digest
     m = manifest_of(rendered, media, digest)
     assert (m["take_id"], m["batch_id"], m["producer"], m["attempt"]) == ("take-1", "batch-1", "ana", 2)
-    assert m["inputs"] == {"image": file_sha256(media["image"]), "audio": file_sha256(media["audio"]), "loras": []}
+    assert m["inputs"] == {
+        "image": file_sha256(media["image"]),
+        "audio": file_sha256(media["audio"]),
+        "loras": [],
+        "consent": {},  # none given: the finisher passes farm.consent.snapshot (tests/workers/test_credentials.py)
+    }
     assert m["checkpoint"] == {"name": "tiny", "dit_sha256": digest} and len(digest) == 64
     assert m["outputs"]["clip"]["sha256"] == "c" * 64 and m["hardware"] == {"host": "host-1", "gpu": "cpu"}
     assert m["frames_sha256"] == rendered.frames_sha256

@@ -5,20 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from models.request import PARAMS
 from models.specs import SPECS
 
-from ... import fleet, metrics, usage
+from ... import capacity, fleet, metrics, usage
 from ...batches import pool_of
 from ...queue import POOLS
 from ...tables import Attempt, Take, utcnow
-from ..auth import Viewer
+from ..auth import Operator, Viewer
 from ..deps import SessionDep, SettingsDep
 from ..events import stream
-from ..schemas import CheckpointPublic, PoolPublic, PresetPublic, WorkerPublic
+from ..schemas import CheckpointPublic, PoolPublic, PresetPublic, WorkerActionPublic, WorkerPublic
 
 router = APIRouter(tags=["ops"])
 GPU_WINDOW = timedelta(hours=24)
@@ -43,9 +43,11 @@ def pools(_user: Viewer, session: SessionDep, settings: SettingsDep) -> dict[str
 
 
 @router.get("/checkpoints", response_model=list[CheckpointPublic])
-def checkpoints(_user: Viewer, settings: SettingsDep) -> list[CheckpointPublic]:
-    """What takes can render with: each checkpoint's pool, default size, limits, and every
-    render parameter with its default and maximum there (the submit form is built from these)."""
+def checkpoints(_user: Viewer, session: SessionDep, settings: SettingsDep) -> list[CheckpointPublic]:
+    """What takes can render with: each checkpoint's pool, default size, limits, the live
+    workers holding it now, and every render parameter with its default and maximum there
+    (the submit form is built from these)."""
+    live = capacity.live(session, utcnow(), settings)
     return [
         CheckpointPublic(
             name=s.name,
@@ -55,6 +57,7 @@ def checkpoints(_user: Viewer, settings: SettingsDep) -> list[CheckpointPublic]:
             frames=s.frames,
             steps=s.steps,
             max_tokens=s.limits.tokens,
+            live_workers=sum(n for (_, held), n in live.items() if held == s.name),
             params=[p.describe(s) for p in PARAMS],
         )
         for s in SPECS.values()
@@ -88,6 +91,7 @@ def workers(
                 gpu=w.gpu,
                 stopped=stopped,
                 alive=w.state in fleet.SERVING,
+                state=w.state,
                 heartbeat_age=round(w.heartbeat_age, 1),
                 current_take_id=w.current_take_id,
                 gpu_seconds_24h=mine.gpu_seconds,
@@ -95,6 +99,35 @@ def workers(
             )
         )
     return out
+
+
+WorkerId = Annotated[str, Path(max_length=200, description="the worker's id, or the start of it")]
+
+
+def _set_draining(session, settings, worker_id: str, drain: bool) -> WorkerActionPublic:
+    worker = fleet.find(session, worker_id)
+    now = utcnow()
+    changed = fleet.set_draining(session, worker, drain, now, settings.worker_timeout)
+    session.commit()
+    session.refresh(worker)
+    state = fleet.row(worker, now, settings.worker_timeout).state
+    return WorkerActionPublic(id=worker.id, state=state, detail=fleet.drained_words(worker, drain, changed))
+
+
+@router.post("/workers/{worker_id}/drain", response_model=WorkerActionPublic)
+def drain_worker(
+    worker_id: WorkerId, _user: Operator, session: SessionDep, settings: SettingsDep
+) -> WorkerActionPublic:
+    """Drain a live worker: it finishes the take it renders and claims no new one."""
+    return _set_draining(session, settings, worker_id, True)
+
+
+@router.post("/workers/{worker_id}/resume", response_model=WorkerActionPublic)
+def resume_worker(
+    worker_id: WorkerId, _user: Operator, session: SessionDep, settings: SettingsDep
+) -> WorkerActionPublic:
+    """A drained worker claims takes again."""
+    return _set_draining(session, settings, worker_id, False)
 
 
 @router.get(

@@ -23,10 +23,16 @@ objects = APIRouter(tags=["objects"], include_in_schema=False)  #: only where th
 @router.get("/healthz", tags=["ops"], responses={503: {"model": ErrorPublic}})
 def healthz(request: Request) -> dict:
     """Readiness: the dispatcher can reach its database (open to anyone, like /livez); a 503
-    within seconds when it cannot (refused or silent: farm.db's timeouts, api.handlers)."""
+    within seconds when it cannot (refused or silent: farm.db's timeouts, api.handlers).
+    `release_leader`: whether this process runs the release loop (farm.leader)."""
     with request.app.state.sessions() as session:
         session.execute(text("SELECT 1"))
-    return {"ok": True, "version": __version__}
+    leadership = request.app.state.leadership
+    return {
+        "ok": True,
+        "version": __version__,
+        "release_leader": leadership is not None and leadership.leading.is_set(),
+    }
 
 
 @router.get("/livez", tags=["ops"])

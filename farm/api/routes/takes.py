@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import PlainTextResponse
 
 from ... import batches, states, takes
 from ...tables import TakeState
@@ -28,23 +29,33 @@ def list_takes(
     pool: str | None = None,
     checkpoint: str | None = None,
     selected: bool | None = None,
-    q: str | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="words, any order: prompt or take id")] = None,
+    project: Annotated[str | None, Query(max_length=200)] = None,
+    sort: Annotated[str, Query(description="newest or oldest first")] = "newest",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> TakesPublic:
-    """Takes, newest first, filtered, with their thumbnail URLs; page with `cursor` (the previous
-    page's next_cursor)."""
+    """Takes, newest (or oldest) first, filtered, with their thumbnail URLs; page with `cursor`
+    (the previous page's next_cursor). The first page says how many match in all (`total`)."""
     filters = takes.Filters(
-        states=state, batch_id=batch_id, producer=producer, pool=pool, checkpoint=checkpoint, selected=selected, q=q
+        states=state,
+        batch_id=batch_id,
+        producer=producer,
+        pool=pool,
+        checkpoint=checkpoint,
+        selected=selected,
+        q=q,
+        project=project,
     )
-    found = takes.page(session, filters, limit, cursor)
+    found = takes.page(session, filters, limit, cursor, sort)
     data = [
         take_public(
             t, output=found.outputs.get(t.id), storage=storage, seconds=settings.presign_seconds, thumbnail_only=True
         )
         for t in found.takes
     ]
-    return TakesPublic(data=data, count=len(data), next_cursor=found.next_cursor)
+    total = takes.count(session, filters) if cursor is None else None
+    return TakesPublic(data=data, count=len(data), total=total, next_cursor=found.next_cursor)
 
 
 @router.get("/{take_id}", response_model=TakePublic)
@@ -85,6 +96,19 @@ def reprioritise_take(take_id: str, body: PriorityUpdate, user: Producer, sessio
 def select_take(take_id: str, body: SelectUpdate, user: Producer, session: SessionDep) -> TakePublic:
     """Select (or unselect) a finished take for the nightly hero re-render."""
     return _act(user, session, take_id, states.select_for_hero, body.selected)
+
+
+@router.get("/{take_id}/attempts/{number}/log", response_class=PlainTextResponse)
+def get_attempt_log(
+    take_id: str,
+    number: Annotated[int, Path(ge=1, le=10_000)],
+    _user: Viewer,
+    session: SessionDep,
+    storage: StorageDep,
+) -> PlainTextResponse:
+    """The worker's log lines of one attempt, kept when the attempt ended (404 saying why when
+    there are none: still running, or its worker was killed first)."""
+    return PlainTextResponse(takes.attempt_log(session, storage, take_id, number))
 
 
 @router.get("/{take_id}/manifest")

@@ -2,6 +2,10 @@
 // its server-sent events; core.js holds what every view shares.
 
 import { me, main, hooks, h, ApiError, api, toast, can, mine, badge, pct, stepText, fmtTime, bar, setProgress, query, plural, views } from "./core.js";
+import { batchBar, costPanel } from "./batchbar.js";
+import { consentPanel } from "./consent.js";
+import { livePanel } from "./live.js";
+import "./webhooks.js";
 
 let current = null;  // the view on screen: {el, closers, stale}
 
@@ -62,7 +66,7 @@ async function route() {
 }
 
 Object.assign(views, { takes: viewTakes, take: viewTake, compare: viewCompare, submit: viewSubmit, pools: viewPools, nights: viewNights });
-hooks.signedOut = route;
+hooks.signedOut = signInAgain;
 window.addEventListener("hashchange", route);
 document.getElementById("logout").addEventListener("click", async () => {
   await api("/auth/logout", { method: "POST" });
@@ -93,6 +97,61 @@ function viewLogin() {
   form.querySelector("input").focus();
 }
 
+// the session ended mid-work: a sign-in dialog over the page, which stays as it was (typed
+// prompts, chosen files); the call that found the session gone is made again once signed in
+let signingIn = null;
+function signInAgain() {
+  if (signingIn) return signingIn;
+  signingIn = new Promise((resolve) => {
+    const was = me.name;
+    const err = h("p", { class: "error", role: "alert" });
+    const name = h("input", { id: "again-name", name: "name", autocomplete: "username", required: true, value: was || "" });
+    const password = h("input", { id: "again-password", name: "password", type: "password", autocomplete: "current-password", required: true });
+    const form = h("form", { method: "dialog" },
+      h("h2", { id: "again-title" }, "Sign in again to carry on"),
+      h("p", { id: "again-why" }, "Your session has ended: it expired, you signed out in another window, or your password changed. " +
+        "Sign in and carry on where you were: what you typed and chose here is kept."),
+      h("label", { for: "again-name" }, "Name"), name, h("label", { for: "again-password" }, "Password"), password,
+      err, h("button", { class: "primary", type: "submit" }, "Sign in and carry on"));
+    const dialog = h("dialog", { class: "panel again", "aria-labelledby": "again-title", "aria-describedby": "again-why" }, form);
+    dialog.addEventListener("cancel", (ev) => ev.preventDefault());  // Escape would leave the call hanging
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      err.textContent = "";
+      try {
+        const u = await api("/auth/login", { method: "POST", json: { name: name.value, password: password.value } });
+        Object.assign(me, { name: u.name, role: u.role, csrf: u.csrf_token });
+        dialog.close();
+        dialog.remove();
+        signingIn = null;
+        toast("Signed in again: carry on");
+        resolve();
+        if (u.name !== was) route();  // another person: the page is redrawn for them
+      } catch (e) { err.textContent = e.status === 401 ? "That name and password do not match; try again." : e.message; }
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    (was ? password : name).focus();
+  });
+  return signingIn;
+}
+
+// a view's stream of take changes; one refused because the session ended asks to sign in
+// again (as any call does) and opens again, so a page left open stays live
+function live(view, url, onTake) {
+  let events = null, closed = false;
+  const open = () => {
+    events = new EventSource(url);
+    events.addEventListener("take", onTake);
+    events.addEventListener("error", () => {
+      if (closed || events.readyState !== EventSource.CLOSED) return;  // the browser reconnects by itself
+      api("/auth/me").then(() => { if (!closed) open(); }, () => {});
+    });
+  };
+  open();
+  view.onClose(() => { closed = true; events.close(); });
+}
+
 // ---------- takes: batches, filters, live grid ----------
 async function viewTakes(_arg, view) {
   const q = query();
@@ -114,7 +173,7 @@ async function viewTakes(_arg, view) {
     h("div", {}, h("label", { for: "f-q" }, "Search prompts"), h("input", { id: "f-q", name: "q", type: "search", value: q.get("q") || "" })),
     h("div", {}, h("label", { for: "f-state" }, "State"),
       h("select", { id: "f-state", name: "state" }, h("option", { value: "" }, "any"),
-        ["queued", "released", "running", "done", "failed", "canceled"].map((s) => h("option", { value: s, selected: q.get("state") === s }, s)))),
+        ["queued", "paused", "released", "running", "done", "failed", "canceled"].map((s) => h("option", { value: s, selected: q.get("state") === s }, s)))),
     h("div", {}, h("label", { for: "f-producer" }, "Producer"), h("input", { id: "f-producer", name: "producer", value: q.get("producer") || "" })),
     h("div", {}, h("label", { for: "f-selected" }, "Hero"),
       h("select", { id: "f-selected", name: "selected" }, h("option", { value: "" }, "any"),
@@ -128,10 +187,11 @@ async function viewTakes(_arg, view) {
     location.hash = `#/takes?${p}`;
   });
 
-  const title = batchId ? (await api(`/batches/${batchId}`)).name : "All takes";
+  const batch = batchId ? await api(`/batches/${batchId}?with_take_ids=false`) : null;
   view.el.append(h("div", { class: "layout" },
     h("aside", { class: "panel" }, h("h2", {}, "Batches"), h("p", {}, h("a", { href: "#/takes" }, "All takes")), batchList),
-    h("section", { "aria-labelledby": "takes-title" }, h("h1", { id: "takes-title" }, title), filters,
+    h("section", { "aria-labelledby": "takes-title" }, h("h1", { id: "takes-title" }, batch ? batch.name : "All takes"),
+      batch ? batchBar(batch, route) : null, filters,
       h("div", { class: "toolbar" }, compareBtn, h("span", { class: "hint" }, "Tick 2 to 4 finished takes to compare them side by side.")),
       grid, h("p", {}, more))));
 
@@ -194,10 +254,8 @@ async function viewTakes(_arg, view) {
   }
 
   // live: one event stream; a take that changes is redrawn, a finished one fetched whole (URLs)
-  const events = new EventSource(`/events${batchId ? `?batch_id=${batchId}` : ""}`);
-  view.onClose(() => events.close());
   let batchesDirty = false, added = 0, newest = 0;  // takes that joined live; beyond a page, reload to see more
-  events.addEventListener("take", async (ev) => {
+  live(view, `/events${batchId ? `?batch_id=${batchId}` : ""}`, async (ev) => {
     const c = JSON.parse(ev.data);
     batchesDirty = true;
     const el = cards.get(c.id);
@@ -230,6 +288,23 @@ const WORDS = {
 };
 const inWords = (cls, msg) => (cls ? `${WORDS[cls] || cls}${msg ? ` (${msg})` : ""}` : "");
 
+// where the clip would be: live progress while it can still come, else why there is none
+async function noClip(t) {
+  const p = t.progress, at = p && p.total ? ` at step ${p.step} of ${p.total}` : "";
+  const retry = mine(t) ? " Retry renders it again." : "";
+  if (t.state === "canceled") return [h("p", {}, `Canceled${p.step ? at : " before it started"}: there is no clip.${retry}`)];
+  if (t.state === "failed") return [h("p", {}, `Failed${at}: there is no clip.${retry}`)];
+  if (t.state === "paused") return [h("p", {}, "Paused with its batch: it waits until the batch is resumed.")];
+  const out = [bar(t.progress, false), h("p", { class: "hint" }, t.cancel_requested ? "Canceling: it stops after the current step."
+    : "The clip appears here when the take is done.")];
+  if (t.state === "queued") {
+    const c = (await api("/checkpoints")).find((x) => x.name === t.checkpoint);
+    if (c && !c.live_workers) out.push(h("p", { class: "warn", "data-waiting": "" },
+      `Waiting, not failed: no live worker of the ${t.pool} pool holds ${t.checkpoint}. It starts when one does.`));
+  }
+  return out;
+}
+
 async function viewTake(id, view) {
   const t = await api(`/takes/${id}`);
   const done = t.state === "done";
@@ -238,10 +313,11 @@ async function viewTake(id, view) {
   const usedNote = h("p", { class: "hint" }, done ? "" : "As asked; once the take is done, as the manifest records it.");
   drawUsed(used, t, loraInfo, null);
   const status = h("p", {}, badge(t.state), " ", t.state === "running" ? `step ${t.progress.step} of ${t.progress.total}` : "",
-    t.selected_for_hero ? h("span", { class: "badge state-done" }, " selected for hero") : null);
+    t.selected_for_hero ? h("span", { class: "badge state-done" }, " selected for hero") : null,
+    done && t.cancel_requested ? h("span", { class: "warn", "data-late": "" }, "Too late to cancel: it had finished its last step. The clip is kept.") : null);
   const player = done ? h("video", { src: t.outputs.clip, poster: t.outputs.thumbnail, controls: true, preload: "metadata",
-    "aria-label": `clip of take ${id.slice(0, 8)}`, "data-clip": id }) : h("div", { class: "panel" }, bar(t.progress, false),
-    h("p", { class: "hint" }, "The clip appears here when the take is done."));
+    "aria-label": `clip of take ${id.slice(0, 8)}`, "data-clip": id })
+    : h("div", { class: "panel no-clip" }, livePanel(t, view), ...await noClip(t));
   const act = (label, fn, show = true, primary = false) => (show ? h("button", { type: "button", class: primary ? "primary" : null, onclick: async () => {
     try { await fn(); } catch (e) { toast(e.message, true); }
   } }, label) : null);
@@ -262,11 +338,14 @@ async function viewTake(id, view) {
       location.hash = `#/take/${b.take_ids[0]}`;
     }, can("producer") && done),
     can("producer") ? h("a", { class: "button", href: `#/submit?from=${id}` }, "Duplicate with edits") : null,
-    act("Cancel", async () => { await api(`/takes/${id}/cancel`, { method: "POST" }); route(); },
-      manage && ["queued", "released", "running"].includes(t.state)),
+    act("Cancel", async () => {
+      const after = await api(`/takes/${id}/cancel`, { method: "POST" });
+      if (after.state === "running") toast("Cancel requested: it stops after the current step");
+      route();
+    }, manage && ["queued", "paused", "released", "running"].includes(t.state) && !t.cancel_requested),
     act("Retry", async () => { await api(`/takes/${id}/retry`, { method: "POST" }); route(); },
       manage && ["failed", "canceled"].includes(t.state)),
-    manage && !["done", "failed", "canceled"].includes(t.state) ? h("span", {}, h("label", { for: "prio", class: "sr-only" }, "Priority"), prio,
+    manage && !["done", "failed", "canceled", "running"].includes(t.state) ? h("span", {}, h("label", { for: "prio", class: "sr-only" }, "Priority"), prio,
       act("Set priority", async () => { await api(`/takes/${id}/priority`, { method: "POST", json: { priority: Number(prio.value) } }); toast("Priority set"); })) : null);
 
   const attempts = h("table", {}, h("caption", { class: "sr-only" }, "Attempts"),
@@ -284,6 +363,7 @@ async function viewTake(id, view) {
       h("section", { class: "panel" }, h("h2", {}, "Prompt"), h("p", {}, t.params.prompt || ""),
         h("p", { class: "hint" }, describe(t)),
         h("h2", {}, "Render settings"), used, usedNote,
+        h("h2", {}, "Consent"), consentPanel(t),
         h("h2", {}, "Manifest"), manifest)));
   if (done) {
     api(`/takes/${id}/manifest`).then((m) => {
@@ -293,11 +373,10 @@ async function viewTake(id, view) {
     });
   }
   if (!["done", "failed", "canceled"].includes(t.state)) {
-    const events = new EventSource(`/events?batch_id=${t.batch_id}`);
-    view.onClose(() => events.close());
-    events.addEventListener("take", (ev) => {
+    live(view, `/events?batch_id=${t.batch_id}`, (ev) => {
       const c = JSON.parse(ev.data);
       if (c.id !== id) return;
+      if (c.state === "done" && c.cancel_requested) toast("Too late, it finished: the clip is kept");
       if (c.state !== t.state) route();
       else { const b = view.el.querySelector(".bar"); if (b) setProgress(b, c.progress, false); }
     });
@@ -437,7 +516,9 @@ async function viewSubmit(_arg, view) {
   const field = (id, label, input, hint) => h("div", {}, h("label", { for: id }, label), input, hint ? h("p", { class: "hint", id: `${id}-hint` }, hint) : null);
   const input = (id, attrs = {}) => h("input", { id, name: id, ...attrs });
   const err = h("p", { class: "error", role: "alert" });
+  const confirmBox = h("div", { class: "confirm-box" });
   const imgPreview = h("div", { class: "preview" }), audPreview = h("div", { class: "preview" });
+  const fitNote = h("div", { class: "fit", "aria-live": "polite" });
 
   async function upload(kind, file, preview) {
     const fd = new FormData();
@@ -447,9 +528,11 @@ async function viewSubmit(_arg, view) {
       const a = await api("/assets", { method: "POST", form: fd });
       if (a.kind !== kind) throw new Error(`${file.name} is ${a.kind === "image" ? "an image" : "audio"}, not ${kind}`);
       assets[kind] = a.sha256;
+      if (kind === "audio") checkFit();
       const url = URL.createObjectURL(file);
       preview.replaceChildren(kind === "image" ? h("img", { src: url, alt: "reference image preview" })
-        : h("audio", { src: url, controls: true, "aria-label": "audio preview" }), h("p", { class: "hint" }, `${a.filename} · ${a.sha256.slice(0, 12)}`));
+        : h("audio", { src: url, controls: true, "aria-label": "audio preview" }),
+        h("p", { class: "hint" }, `${a.filename} · ${a.sha256.slice(0, 12)}${a.info && a.info.seconds ? ` · ${a.info.seconds.toFixed(1)} s` : ""}`));
     } catch (e) { assets[kind] = null; preview.replaceChildren(h("span", { class: "error" }, e.message)); }
   }
   const imageIn = input("image", { type: "file", accept: "image/*", onchange: (ev) => ev.target.files[0] && upload("image", ev.target.files[0], imgPreview) });
@@ -463,8 +546,20 @@ async function viewSubmit(_arg, view) {
   const presetHint = h("p", { class: "hint", id: "preset-hint", "aria-live": "polite" });
   const presetFields = () => (presetSel && presetsByName.get(presetSel.value)) || {};
 
-  const ckpt = h("select", { id: "checkpoint", name: "checkpoint" }, checkpoints.map((c) =>
-    h("option", { value: c.name, selected: ownCheckpoint === c.name }, `${c.name} (${c.pool}, ${c.width}×${c.height})`)));
+  // the checkpoints live workers hold come first, and the first of them is chosen: a take of
+  // one nobody holds would wait, queued (the form says so)
+  checkpoints.sort((a, b) => (b.live_workers > 0) - (a.live_workers > 0));
+  const firstLive = ownCheckpoint || (checkpoints.find((c) => c.live_workers > 0) || {}).name;
+  const ckpt = h("select", { id: "checkpoint", name: "checkpoint", "aria-describedby": "checkpoint-warn" }, checkpoints.map((c) =>
+    h("option", { value: c.name, selected: firstLive === c.name },
+      `${c.name} (${c.pool}, ${c.width}×${c.height})${c.live_workers ? "" : " · no live worker"}`)));
+  const ckptWarn = h("p", { class: "warn", id: "checkpoint-warn", hidden: true, "aria-live": "polite" });
+  function drawCkptWarn() {
+    const c = checkpoints.find((x) => x.name === ckptName()), live = checkpoints.filter((x) => x.live_workers > 0).map((x) => x.name);
+    ckptWarn.hidden = !c || c.live_workers > 0;
+    if (c && !c.live_workers) ckptWarn.textContent = `No live worker holds ${c.name}: its takes would wait, queued, until one starts.` +
+      (live.length ? ` Live workers hold ${live.join(", ")}.` : " No worker is running at all.");
+  }
   // a preset that names a checkpoint shows it here as an option of its own, which choosing another overrides
   const presetCkpt = h("option", { value: "" });
   let ckptChosen = !!ownCheckpoint;  // the producer (or the take duplicated) chose it: a preset's does not replace it
@@ -611,6 +706,7 @@ async function viewSubmit(_arg, view) {
       if (el && el.tagName === "SELECT") el.options[0].textContent = unsetChoice(d);
     }
     drawStack();
+    drawCkptWarn();
   }
   ckpt.addEventListener("change", () => { ckptChosen = ckpt.value !== ""; refresh(); });
   if (presetSel) presetSel.addEventListener("change", () => { syncPresetCheckpoint(); refresh(); });
@@ -625,13 +721,13 @@ async function viewSubmit(_arg, view) {
       field("seeds", "Seeds", input("seeds", { value: base && p.seed !== undefined ? String(p.seed) : "", placeholder: "e.g. 1, 2, 3", "aria-describedby": "seeds-hint" }),
         "A list, or leave empty and give a count."),
       field("seed_count", "Random seeds", input("seed_count", { type: "number", min: "1", max: "10000", value: base ? "" : "4" })),
-      field("checkpoint", "Checkpoint", ckpt), described().filter((d) => d.choices && !d.advanced).map(paramField)),
+      h("div", {}, h("label", { for: "checkpoint" }, "Checkpoint"), ckpt, ckptWarn), described().filter((d) => d.choices && !d.advanced).map(paramField)),
     h("div", { class: "row" }, described().filter((d) => !d.advanced && d.type !== "string").map(paramField)),
     described().filter((d) => !d.advanced && d.type === "string" && !d.choices).map(paramField),
     h("details", {}, h("summary", {}, "More settings"),
       h("div", { class: "row more" }, described().filter((d) => d.advanced).map(paramField))),
     h("div", { class: "row" }, h("div", {}, h("label", { for: "image" }, "Reference image"), imageIn, imgPreview),
-      h("div", {}, h("label", { for: "audio" }, "Audio"), audioIn, audPreview)),
+      h("div", {}, h("label", { for: "audio" }, "Audio"), audioIn, audPreview, fitNote)),
     h("fieldset", { class: "loras", "aria-describedby": "loras-hint" }, h("legend", {}, "LoRAs"),
       h("p", { class: "hint", id: "loras-hint" }, "Stacked on the model in this order. Strength 1 applies a LoRA as it was trained, 0 not at all; negative values push the other way."),
       stackList, stackNote,
@@ -639,9 +735,44 @@ async function viewSubmit(_arg, view) {
         h("div", {}, h("label", { for: "lora_file" }, "Upload a LoRA"), loraFile,
           h("p", { class: "hint", id: "lora_file-hint" }, ".safetensors from ComfyUI, kohya or diffusers; checked against every checkpoint as it uploads."), loraStatus),
         h("div", {}, h("label", { for: "lora_pick" }, "Or add an uploaded LoRA"), h("div", { class: "inline" }, pick, addBtn)))),
-    err, h("p", {}, h("button", { type: "submit", class: "primary" }, "Submit batch")));
+    err, h("p", {}, h("button", { type: "submit", class: "primary" }, "Submit batch")), confirmBox);
   form.addEventListener("input", drawPresetHint);
   form.addEventListener("change", drawPresetHint);
+  form.addEventListener("input", checkFit);
+  form.addEventListener("change", checkFit);
+
+  // what every take of the batch shares, as the form says it
+  function formDefaults() {
+    const defaults = { checkpoint: ckpt.value || undefined, preset: presetSel && presetSel.value ? presetSel.value : undefined,
+      image: assets.image || undefined, audio: assets.audio || undefined };
+    if (stack.length) defaults.loras = stack.map((u) => ({ asset: u.sha, strength: Number(u.strength) }));
+    for (const d of described()) {
+      const v = form.querySelector(`#${CSS.escape(d.name)}`).value;
+      if (v !== "") defaults[d.name] = d.type === "string" ? v : Number(v);
+    }
+    return defaults;
+  }
+
+  // audio longer than the clip: said as soon as both are known, with the frames that cover it
+  // (the farm's estimate decides, for one take of the form's settings)
+  let fitTimer = null, fitAsked = 0;
+  function checkFit() { clearTimeout(fitTimer); fitTimer = setTimeout(drawFit, 300); }
+  async function drawFit() {
+    const asked = ++fitAsked;
+    if (!assets.audio) { fitNote.replaceChildren(); return; }
+    let cost;
+    try {
+      cost = await api("/batches/estimate", { method: "POST", json: { defaults: formDefaults(), takes: [{ prompt: "audio check", seed: 0 }] } });
+    } catch { cost = { audio: [] }; }  // the form is not complete yet: the submit says what is wrong
+    if (asked !== fitAsked) return;  // a newer check is on its way
+    fitNote.replaceChildren(...cost.audio.map((f) => h("div", { class: "warn", "data-fit": "" },
+      `The audio ${f.filename} is ${f.audio_seconds.toFixed(1)} s but the clip is ${f.clip_seconds.toFixed(2)} s (${f.frames} frames): only that much of it is heard. `,
+      f.cover_frames ? h("button", { type: "button", onclick: () => {
+        form.querySelector("#frames").value = String(f.cover_frames);
+        checkFit();
+        toast(`Frames set to ${f.cover_frames}: the clip covers the audio`);
+      } }, `Use ${f.cover_frames} frames`) : `At most ${f.max_frames} frames fit one take at this size: cut the audio to its line.`)));
+  }
   fillPick();
   syncPresetCheckpoint();
   refresh();
@@ -661,19 +792,23 @@ async function viewSubmit(_arg, view) {
         return;
       }
     }
-    const defaults = { checkpoint: ckpt.value || undefined, preset: presetSel && presetSel.value ? presetSel.value : undefined,
-      image: assets.image || undefined, audio: assets.audio || undefined };
-    if (stack.length) defaults.loras = stack.map((u) => ({ asset: u.sha, strength: Number(u.strength) }));
-    for (const d of described()) {
-      const v = form.querySelector(`#${CSS.escape(d.name)}`).value;
-      if (v !== "") defaults[d.name] = d.type === "string" ? v : Number(v);
-    }
+    const defaults = formDefaults();
     const body = { project: form.project.value || "default", name: form.name.value || undefined, defaults,
       sweep: { prompts, ...(seeds.length ? { seeds } : { seed_count: Number(form.seed_count.value || 1) }) } };
-    try {
+    const send = async () => {
       const b = await api("/batches", { method: "POST", json: body });
-      toast(`Batch submitted: ${plural(b.take_ids.length, "take")}`);
+      toast(`Batch submitted: ${plural(b.take_ids.length, "take")}${b.warnings.length ? `. ${b.warnings.join(" ")}` : ""}`);
       location.hash = `#/takes?batch=${b.id}`;
+    };
+    try {
+      // a big batch is shown with its size and GPU time, and confirmed first (with what would
+      // keep its takes waiting); a small one is sent, and what would keep it waiting is said after
+      const cost = await api("/batches/estimate", { method: "POST", json: body });
+      if (!cost.confirm) return await send();
+      const back = () => { confirmBox.replaceChildren(); form.querySelector("button[type=submit]").focus(); };
+      const { panel, focus } = costPanel(cost, () => send().catch((e) => { back(); err.textContent = e.message; }), back);
+      confirmBox.replaceChildren(panel);
+      focus();
     } catch (e) {
       err.textContent = e.message;
       const lora = e.field && /loras(?:\[(\d+)\]|\.(\d+))/.exec(e.field);
@@ -684,20 +819,45 @@ async function viewSubmit(_arg, view) {
   });
 
   const fileErr = h("p", { class: "error", role: "alert" });
-  const fileIn = input("batch_file", { type: "file", accept: ".csv,.yaml,.yml,text/csv" });
+  const fileIn = input("batch_file", { type: "file", accept: ".csv,.yaml,.yml,text/csv", "aria-describedby": "batch_file-hint" });
+  const mediaIn = input("batch_media", { type: "file", multiple: true, accept: "image/*,audio/*,.wav,.mp3,.flac,.ogg,.m4a",
+    "aria-describedby": "batch_media-hint" });
+  const mediaList = h("p", { class: "hint", "aria-live": "polite" });
+  const fileConfirm = h("div", { class: "confirm-box" });
+  mediaIn.addEventListener("change", () => {
+    mediaList.textContent = mediaIn.files.length ? `With it: ${[...mediaIn.files].map((f) => f.name).join(", ")}` : "";
+  });
   const fileForm = h("form", { class: "panel", "aria-label": "Submit a batch file" },
     h("h2", {}, "Or submit a CSV or YAML file"),
-    field("batch_file", "Batch file", fileIn, "CSV: a header row of take fields (prompt, seed, checkpoint, mode, image, audio …), one take per row. YAML: the `farm submit` format."),
-    fileErr, h("button", { type: "submit" }, "Submit file"));
+    h("div", { class: "row" },
+      field("batch_file", "Batch file", fileIn, "CSV: a header row of take fields (prompt, seed, checkpoint, mode, image, audio …), one take per row. YAML: the `farm submit` format."),
+      h("div", {}, h("label", { for: "batch_media" }, "The images and audio it names"), mediaIn,
+        h("p", { class: "hint", id: "batch_media-hint" }, "Choose the files the batch names (media/portrait.png is portrait.png): they upload with it. " +
+          "Media uploaded before can be named by sha256, or its first 6 or more characters."), mediaList)),
+    fileErr, h("button", { type: "submit" }, "Submit file"), fileConfirm);
   fileForm.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     fileErr.textContent = "";
     if (!fileIn.files[0]) { fileErr.textContent = "batch_file: choose a file"; return; }
-    const fd = new FormData();
-    fd.append("file", fileIn.files[0]);
-    try {
-      const b = await api("/batches/file", { method: "POST", form: fd });
+    const upload = () => {
+      const fd = new FormData();
+      fd.append("file", fileIn.files[0]);
+      for (const f of mediaIn.files) fd.append("media", f);
+      return fd;
+    };
+    const send = async () => {
+      const b = await api("/batches/file", { method: "POST", form: upload() });
+      toast(`Batch submitted: ${plural(b.take_ids.length, "take")}${b.warnings.length ? `. ${b.warnings.join(" ")}` : ""}`);
       location.hash = `#/takes?batch=${b.id}`;
+    };
+    try {
+      // as the form's: a big batch is shown with its size and GPU time and confirmed first
+      const cost = await api("/batches/file/estimate", { method: "POST", form: upload() });
+      if (!cost.confirm) return await send();
+      const back = () => { fileConfirm.replaceChildren(); fileForm.querySelector("button[type=submit]").focus(); };
+      const { panel, focus } = costPanel(cost, () => send().catch((e) => { back(); fileErr.textContent = e.message; }), back, "file-cost");
+      fileConfirm.replaceChildren(panel);
+      focus();
     } catch (e) { fileErr.textContent = e.message; }
   });
   view.el.append(h("h1", { id: "submit-title" }, from ? `New batch from take ${from.slice(0, 8)}` : "Submit a batch"), form, h("br"), fileForm);

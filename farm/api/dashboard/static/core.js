@@ -5,8 +5,9 @@
 const RANK = { viewer: 0, producer: 1, operator: 2 };
 export const me = { name: null, role: null, csrf: null };
 export const main = document.getElementById("main");
-// what app.js does when the session has ended (a 401 on a call other than sign-in)
-export const hooks = { signedOut: () => {} };
+// what app.js does when the session has ended (a 401 on a call other than sign-in): it
+// resolves once the user has signed in again, and the call is then made again
+export const hooks = { signedOut: async () => {} };
 
 // ---------- helpers ----------
 export function h(tag, attrs = {}, ...children) {
@@ -25,7 +26,8 @@ export class ApiError extends Error {
   constructor(status, detail, field) { super(detail); this.status = status; this.field = field; }
 }
 
-export async function api(path, { method = "GET", json, form } = {}) {
+export async function api(path, options = {}, again = true) {
+  const { method = "GET", json, form } = options;
   const headers = {};
   if (method !== "GET" && me.csrf) headers["X-CSRF-Token"] = me.csrf;
   let body;
@@ -35,7 +37,14 @@ export async function api(path, { method = "GET", json, form } = {}) {
   if (r.status === 204) return null;
   const data = await r.json().catch(() => ({ detail: r.statusText }));
   if (!r.ok) {
-    if (r.status === 401 && path !== "/auth/login") { me.name = null; hooks.signedOut(); }
+    // the session ended (expiry, sign-out elsewhere, a password change): sign in again in
+    // place, then make the call again, so nothing typed or uploaded is lost
+    if (r.status === 401 && path !== "/auth/login" && again) { await hooks.signedOut(); return api(path, options, false); }
+    // another tab signed in anew: this one's CSRF token is stale; take the session's and go on
+    if (r.status === 403 && data.field === "csrf" && again) {
+      const s = await api("/auth/session");
+      if (s.user) { me.csrf = s.user.csrf_token; return api(path, options, false); }
+    }
     throw new ApiError(r.status, data.detail || r.statusText, data.field);
   }
   return data;

@@ -1,0 +1,76 @@
+"""A take while it waits or renders: its place in the release order, its ETA, its preview.
+
+The place is counted in the release loop's own order (farm.release.next_takes: priority, fair
+share, age), so it is where the take really stands; it is looked up to QUEUE_LOOKAHEAD takes
+deep. The ETA extrapolates the running attempt's pace (seconds since it started per finished
+step) over the steps left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import release, states
+from .errors import NotFound
+from .storage import Storage, preview_key
+from .tables import Attempt, Take, TakeState, utcnow
+
+QUEUE_LOOKAHEAD = 1000  #: takes of the release order read to place a queued take; deeper: "over 1000"
+
+
+@dataclass(frozen=True)
+class Live:
+    state: str
+    step: int
+    total: int
+    eta_seconds: float | None  #: running, after its first step
+    queue_position: int | None  #: queued: 1 is released next (None: deeper than QUEUE_LOOKAHEAD)
+    queue_lookahead: int
+    preview_step: int | None  #: the running attempt has a preview (the step it was asked at)
+
+
+def queue_position(session: Session, take: Take) -> int | None:
+    order = release.next_takes(session, take.pool, QUEUE_LOOKAHEAD, night=take.hero_night)
+    return order.index(take.id) + 1 if take.id in order else None
+
+
+def eta_seconds(take: Take, started: datetime, now: datetime) -> float | None:
+    if not take.progress_step or not take.progress_total:
+        return None
+    pace = (now - started).total_seconds() / take.progress_step
+    return max(0.0, pace * (take.progress_total - take.progress_step))
+
+
+def running_attempt(session: Session, take: Take) -> Attempt | None:
+    return session.execute(
+        select(Attempt).where(Attempt.take_id == take.id, Attempt.number == take.attempt_count)
+    ).scalar_one_or_none()
+
+
+def live(session: Session, storage: Storage, take_id: str, now: datetime | None = None) -> Live:
+    take = states.get(session, take_id)
+    eta = position = preview = None
+    if take.state == TakeState.queued:
+        position = queue_position(session, take)
+    elif take.state == TakeState.running:
+        attempt = running_attempt(session, take)
+        if attempt is not None:
+            eta = eta_seconds(take, attempt.started_at, now or utcnow())
+            if storage.exists(preview_key(take.id, attempt.number)):
+                preview = take.progress_step or 0
+    return Live(
+        take.state.value, take.progress_step or 0, take.progress_total or 0, eta, position, QUEUE_LOOKAHEAD, preview
+    )
+
+
+def preview(session: Session, storage: Storage, take_id: str) -> bytes:
+    """The running attempt's latest preview JPEG; NotFound when there is none (yet, or any more)."""
+    take = states.get(session, take_id)
+    attempt = running_attempt(session, take) if take.state == TakeState.running else None
+    if attempt is None or not storage.exists(key := preview_key(take.id, attempt.number)):
+        raise NotFound(f"take {take_id} has no live preview: previews exist while it renders, after its first steps")
+    return storage.get_bytes(key)
