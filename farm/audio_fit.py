@@ -1,19 +1,19 @@
 """Audio that does not fit the clip: a take renders `frames` at the checkpoint's fps and hears
 only that span of its audio (a 5.3 s line in a 17-frame take is a 0.68 s clip). Said at
-submit, with the frames that would cover the audio (4k+1, within the checkpoint's limits)."""
+submit, with the frames that cover the audio as the engine's `fit: audio` counts them."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models import InputError, RenderRequest
 from models.request import ResolvedRequest
 
-from .estimates import resolve
+from .estimates import TEXT, resolve
 from .tables import Asset
 
 
@@ -26,8 +26,8 @@ class Misfit:
     audio_seconds: float
     frames: int
     clip_seconds: float
-    cover_frames: int | None  #: the fewest frames that hear it all; None: more than one take renders here
-    max_frames: int  #: the most this checkpoint renders at the take's size
+    cover_frames: int | None  #: the frames that hear all of it (None: no take is that long)
+    cannot: str | None  #: why no take covers it, and the fix
     takes: int
 
     def words(self) -> str:
@@ -36,16 +36,20 @@ class Misfit:
             f"{takes}: the audio {self.filename} is {self.audio_seconds:.1f} s but the clip is "
             f"{self.clip_seconds:.2f} s ({self.frames} frames)"
         )
-        if self.cover_frames is not None:
-            return f"{head}; frames: {self.cover_frames} cover it"
-        return f"{head}; at most {self.max_frames} frames fit one take here: cut the audio to its line"
+        return f"{head}; frames: {self.cover_frames} cover it" if self.cover_frames else f"{head}; {self.cannot}"
 
 
-def largest_frames(r: ResolvedRequest) -> int:
-    """The most frames (4k+1) the checkpoint renders in one take at this size."""
-    spec = r.spec
-    top = spec.limits.frames - (spec.limits.frames - 1) % 4
-    return next((f for f in range(top, 0, -4) if spec.tokens(f, r.height, r.width) <= spec.limits.tokens), 1)
+def covering(r: ResolvedRequest, params: dict, image: str | None, seconds: float) -> tuple[int | None, str | None]:
+    """(the frames that cover `seconds` of audio at this take's checkpoint and size, None) or
+    (None, why not): the engine's own `fit: audio` rule decides."""
+    asked = {k: v for k, v in params.items() if k != "frames"}
+    try:
+        fitted = RenderRequest(
+            checkpoint=r.spec.name, image=image, audio=r.audio, **{**asked, "fit": "audio"}
+        ).resolved(probe_files=False, audio_seconds=seconds)
+    except InputError as exc:
+        return None, exc.message
+    return fitted.frames, None
 
 
 def misfits(session: Session, rows: list[dict]) -> list[Misfit]:
@@ -56,29 +60,24 @@ def misfits(session: Session, rows: list[dict]) -> list[Misfit]:
     audio = {a.sha256: a for a in session.execute(select(Asset).where(Asset.sha256.in_(shas))).scalars()}
     #: seconds of each audio, where its upload recorded them
     lengths = {sha: float(seconds) for sha, a in audio.items() if (seconds := (a.info or {}).get("seconds"))}
-    found: Counter[tuple[str, int, int, int]] = Counter()
-    seen: dict[tuple, ResolvedRequest | None] = {}  # a sweep's takes share a few shapes: resolved once each
+    found: Counter[tuple[str, int, float, int | None, str | None]] = Counter()
+    #: a sweep's takes share a few shapes (they differ in text and seed): each resolved once
+    seen: dict[tuple, tuple[int, float, int | None, str | None] | None] = {}
     for row in rows:
-        sha, p = row["audio_sha256"], row["params"]
+        sha, p, image = row["audio_sha256"], row["params"], row["image_sha256"]
         if sha not in lengths:
             continue
-        shape = (
-            row["checkpoint"],
-            sha,
-            row["image_sha256"],
-            *(p.get(k) for k in ("mode", "frames", "width", "height")),
-        )
+        shape = (row["checkpoint"], sha, image, *sorted((k, v) for k, v in p.items() if k not in TEXT))
         if shape not in seen:
-            seen[shape] = resolve(row["checkpoint"], p, row["image_sha256"], sha)
-        r = seen[shape]
-        if r is not None and r.frames / r.spec.fps < lengths[sha]:
-            found[(sha, r.frames, r.spec.fps, largest_frames(r))] += 1
-    out = []
-    for (sha, frames, fps, most), n in found.items():
-        seconds = lengths[sha]
-        need = math.ceil(seconds * fps - 1e-9)
-        cover = need + (1 - need) % 4  # the next 4k+1
-        out.append(
-            Misfit(sha, audio[sha].filename, seconds, frames, frames / fps, cover if cover <= most else None, most, n)
-        )
-    return out
+            seen[shape] = None
+            r = resolve(row["checkpoint"], p, image, sha, lengths[sha])
+            if r is not None and r.frames / r.spec.fps < lengths[sha]:
+                seen[shape] = (r.frames, r.frames / r.spec.fps, *covering(r, p, image, lengths[sha]))
+        short = seen[shape]
+        if short is not None:
+            frames, clip, cover, cannot = short
+            found[(sha, frames, clip, cover, cannot)] += 1
+    return [
+        Misfit(sha, audio[sha].filename, lengths[sha], frames, clip, cover, cannot, n)
+        for (sha, frames, clip, cover, cannot), n in found.items()
+    ]

@@ -1,6 +1,6 @@
 """What a batch will cost before it is accepted: its takes and their GPU time, measured.
 
-A take's work is its steps x DiT passes a step x DiT tokens (what a step's time grows with).
+A take's work is its steps x DiT passes a step x DiT tokens over its windows (what a step's time grows with).
 Each checkpoint's GPU seconds per unit of work is the median over its last MEASURED finished
 attempts on this farm; a checkpoint nothing has rendered yet has no estimate (said so).
 """
@@ -23,11 +23,14 @@ MEASURED = 50  #: finished attempts per checkpoint the rate is taken from
 CONFIRM_AT = 20
 
 
-def resolve(checkpoint: str, params: dict, image: str | None, audio: str | None) -> ResolvedRequest | None:
+def resolve(
+    checkpoint: str, params: dict, image: str | None, audio: str | None, audio_seconds: float | None = None
+) -> ResolvedRequest | None:
     """A take's request with the checkpoint's defaults applied (None: it no longer resolves,
-    e.g. one recorded under older rules)."""
+    e.g. one recorded under older rules). audio_seconds: its audio's length, where known."""
     try:
-        return RenderRequest(checkpoint=checkpoint, image=image, audio=audio, **params).resolved(probe_files=False)
+        request = RenderRequest(checkpoint=checkpoint, image=image, audio=audio, **params)
+        return request.resolved(probe_files=False, audio_seconds=audio_seconds)
     except (InputError, TypeError, ValueError):
         return None
 
@@ -38,7 +41,7 @@ def work(checkpoint: str, params: dict, image: str | None, audio: str | None) ->
     if r is None:  # left out of the measure
         return 0.0
     passes = 1 if r.guidance == "off" else r.spec.passes_per_step[r.mode]
-    return float(r.steps * passes * r.spec.tokens(r.frames, r.height, r.width))
+    return float(r.steps * passes * r.step_tokens)  # every window of a long take
 
 
 def rate(session: Session, checkpoint: str) -> tuple[float | None, int]:

@@ -1,4 +1,4 @@
-"""Projects: the names batches are filed under, with how much each holds."""
+"""Projects: the names batches are filed under, with how many batches each holds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .tables import Batch, Project, Take
+from .tables import Batch, Project
 
 MAX_LISTED = 500  #: projects one answer lists, the most recently used first
 
@@ -16,20 +16,16 @@ MAX_LISTED = 500  #: projects one answer lists, the most recently used first
 class ProjectRow:
     name: str
     batches: int
-    takes: int
 
 
 def listed(session: Session, limit: int = MAX_LISTED) -> list[ProjectRow]:
-    """Projects that hold a batch, the one used last first."""
-    per_batch = (
-        select(Take.batch_id, func.count().label("n")).group_by(Take.batch_id).subquery()
-    )  # takes per batch, counted once
+    """Projects that hold a batch, the one used last first. Counted from batches alone: the
+    takes page reads it on every visit, and a farm holds far fewer batches than takes."""
     rows = session.execute(
-        select(Project.name, func.count(Batch.id), func.coalesce(func.sum(per_batch.c.n), 0))
+        select(Project.name, func.count(Batch.id))
         .join(Batch, Batch.project_id == Project.id)
-        .outerjoin(per_batch, per_batch.c.batch_id == Batch.id)
         .group_by(Project.id, Project.name)
         .order_by(func.max(Batch.created_at).desc(), Project.name)
         .limit(limit)
     )
-    return [ProjectRow(name, batches, int(takes)) for name, batches, takes in rows]
+    return [ProjectRow(name, batches) for name, batches in rows]

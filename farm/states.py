@@ -317,6 +317,19 @@ def cancel_unstarted(
     )
 
 
+def _retried(extra_attempts: int) -> dict:
+    """What a retry sets on a take: a fresh start, `extra_attempts` more attempts."""
+    return dict(
+        cancel_requested=False,
+        finished_at=None,
+        released_at=None,
+        error_class=None,
+        error_message=None,
+        max_attempts=Take.attempt_count + extra_attempts,
+        progress_step=0,
+    )
+
+
 def retry(session: Session, take_id: str, extra_attempts: int, now: datetime | None = None) -> None:
     """failed|canceled -> queued with `extra_attempts` more attempts; never a take whose consent
     was withdrawn (farm.consent)."""
@@ -329,13 +342,7 @@ def retry(session: Session, take_id: str, extra_attempts: int, now: datetime | N
         RETRYABLE,
         S.queued,
         now or utcnow(),
-        cancel_requested=False,
-        finished_at=None,
-        released_at=None,
-        error_class=None,
-        error_message=None,
-        max_attempts=Take.attempt_count + extra_attempts,
-        progress_step=0,
+        **_retried(extra_attempts),
     ):
         raise IllegalTransition(f"take {take_id} is {take.state.value}: only failed or canceled takes can be retried")
 
@@ -438,13 +445,7 @@ def retry_batch(session: Session, batch_id: str, extra_attempts: int, now: datet
         S.queued,
         now or utcnow(),
         Take.consent_withdrawn.is_(None),
-        cancel_requested=False,
-        finished_at=None,
-        released_at=None,
-        error_class=None,
-        error_message=None,
-        max_attempts=Take.attempt_count + extra_attempts,
-        progress_step=0,
+        **_retried(extra_attempts),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, true, tuple_
 from sqlalchemy.orm import Session
@@ -14,7 +14,7 @@ from . import batches, states
 from .errors import IllegalTransition, InvalidRequest, NotFound, ObjectMissing
 from .settings import Settings
 from .storage import Storage, log_key
-from .tables import Attempt, AttemptState, Batch, Output, Project, Take, TakeState
+from .tables import Attempt, AttemptState, Batch, Output, Project, Take, TakeState, as_utc, utcnow
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Filters:
 SORTS = ("newest", "oldest")  #: the orders a page can come in (both keyset-paged on created_at, id)
 MAX_WORDS = 12  #: words of a search
 MIN_ID = 4  #: characters of a take id a search word must have to match ids
+LOG_GRACE = timedelta(seconds=30)  #: after an attempt ends, while its worker stores its log
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,12 @@ def attempt_log(session: Session, storage: Storage, take_id: str, number: int) -
     except ObjectMissing:
         if attempt.state == AttemptState.running:
             raise NotFound(f"attempt {number} is still running: its log is kept when it ends", field="number") from None
+        # the worker stores the log just after it records the end: a moment's gap, not a loss
+        if attempt.finished_at is not None and utcnow() - as_utc(attempt.finished_at) < LOG_GRACE:
+            raise NotFound(
+                f"attempt {number} ended just now: its log is being kept; ask again",
+                field="number",
+            ) from None
         raise NotFound(
             f"attempt {number} ended {attempt.state.value} with no log: its worker stopped (killed, or lost "
             "the take) before it could keep one; its error says what is known",

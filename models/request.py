@@ -328,6 +328,12 @@ class ResolvedRequest:
         return plan(self.latent_frames, self.spec.window_latents, self.overlap)
 
     @property
+    def step_tokens(self) -> int:
+        """DiT tokens of one step over every window (a step's work; one clip's tokens when it is one window)."""
+        stride = self.spec.vae.stride[0]
+        return sum(self.spec.tokens(stride * (w.length - 1) + 1, self.height, self.width) for w in self.windows)
+
+    @property
     def given_timesteps(self) -> tuple[int, ...] | None:
         """The timesteps the caller gave, as integers (None: the schedule from steps and shift)."""
         return parse_timesteps(self.timesteps) if self.timesteps is not None else None

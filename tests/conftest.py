@@ -19,6 +19,7 @@ import pytest
 import redis
 from PIL import Image, ImageDraw
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from farm.db import get_engine, session_factory
 from farm.migrate import upgrade
@@ -128,9 +129,17 @@ def settings(pg_url, s3_endpoint, weights, tmp_path_factory) -> Settings:
 
 @pytest.fixture
 def clean(settings) -> Settings:
-    """Empty tables and queues before a test."""
-    with get_engine(settings.database).begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+    """Empty tables and queues before a test. A request of the previous test still reading two
+    tables (a closed page's last call) can deadlock with the TRUNCATE, and Postgres may end the
+    TRUNCATE: it is made again, the reader having gone on."""
+    for attempt in range(5):
+        try:
+            with get_engine(settings.database).begin() as conn:
+                conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+            break
+        except OperationalError as exc:
+            if not isinstance(exc.orig, psycopg.errors.DeadlockDetected) or attempt == 4:
+                raise
     redis.Redis.from_url(REDIS_URL).flushdb()
     return settings
 

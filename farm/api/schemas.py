@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, computed_field, create_model
@@ -214,8 +214,8 @@ class AudioFitPublic(BaseModel):
     audio_seconds: float
     frames: int
     clip_seconds: float
-    cover_frames: int | None = Field(description="frames that hear all of it; None: more than one take renders")
-    max_frames: int = Field(description="the most frames one take renders at this size")
+    cover_frames: int | None = Field(description="frames that hear all of it (what `fit: audio` makes); None: none do")
+    cannot: str | None = Field(None, description="why no take covers it, and the fix")
     takes: int
 
 
@@ -300,7 +300,6 @@ class TakesPublic(BaseModel):
 class ProjectPublic(BaseModel):
     name: str
     batches: int
-    takes: int
 
 
 class AssetPublic(BaseModel):
@@ -363,6 +362,7 @@ class CheckpointPublic(BaseModel):
     width: int
     height: int
     frames: int
+    fps: int  #: frames a second of its clips
     steps: int
     max_tokens: int = Field(description="DiT tokens one take may use: (latent frames + 1) x (height/16) x (width/16)")
     live_workers: int = Field(0, description="serving workers holding this checkpoint now (none: its takes wait)")
@@ -418,11 +418,23 @@ class NightTakePublic(BaseModel):
     id: str
     parent_id: str
     producer: str
+    prompt: str | None  #: the parent's, so a producer knows it
+    seed: int | None
     state: str
     priority: int
     gpu_seconds: float
     error_class: str | None
     error_message: str | None
+
+
+class TonightPublic(BaseModel):
+    """The night being run now, or the next one to open."""
+
+    night: date
+    window_start: datetime
+    window_end: datetime
+    open: bool  #: its window holds the present moment
+    budget_gpu_hours: float
 
 
 @dataclass

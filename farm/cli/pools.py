@@ -73,14 +73,7 @@ def _drain(worker_id: str, drain: bool) -> int:
         except FarmError as exc:
             raise SystemExit(f"error: {exc}") from None
         session.commit()
-    if not changed:
-        print(f"worker {worker.id} is already {'draining' if drain else 'taking work'}")
-    elif not drain:
-        print(f"worker {worker.id} resumed: it claims takes again")
-    elif worker.current_take_id:
-        print(f"worker {worker.id} draining: it finishes take {worker.current_take_id} and claims no new one")
-    else:
-        print(f"worker {worker.id} draining: it claims no new take")
+    print(fleet.drained_words(worker, drain, changed))  # the API's words too
     return 0
 
 

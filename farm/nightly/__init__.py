@@ -20,12 +20,13 @@ One pass of `plan_night`:
 The release loop releases a night's hero takes only inside that night's window.
 """
 
-from .planning import PLANNED, STOPPED, candidates, hero_take, plan_night
-from .report import NightReport, night_takes, reports
+from .planning import PLANNED, STOPPED, candidates, close_ended, hero_take, plan_night
+from .report import CLOSED, NightReport, night_takes, reports
 from .scheduler import FileLock, PostgresLock, Scheduler, SchedulerLock, scheduler_lock, serve
-from .window import night_at, window
+from .window import next_night, night_at, window
 
 __all__ = [
+    "CLOSED",
     "PLANNED",
     "STOPPED",
     "FileLock",
@@ -34,7 +35,9 @@ __all__ = [
     "Scheduler",
     "SchedulerLock",
     "candidates",
+    "close_ended",
     "hero_take",
+    "next_night",
     "night_at",
     "night_takes",
     "plan_night",

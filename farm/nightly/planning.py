@@ -33,7 +33,8 @@ def hero_take(parent: Take, settings: Settings) -> tuple[dict, float]:
         checkpoint=settings.hero_checkpoint, image=parent.image_sha256, audio=parent.audio_sha256, **params
     ).resolved(probe_files=False)
     params.update({p.name: p.read(resolved) for p in PARAMS if p.hero == "resolve"})  # e.g. its default size
-    latent_frames = resolved.latent_frames + ("I" in resolved.mode)  # the reference is one more frame
+    # every window's latent frames (a long take's overlaps are rendered twice), each window's reference one more
+    latent_frames = sum(w.length + ("I" in resolved.mode) for w in resolved.windows)
     seconds = resolved.steps * settings.hero_step_seconds * settings.hero_gpus * latent_frames / ANCHOR_LATENT_FRAMES
     values = {
         "producer": parent.producer,
@@ -59,16 +60,7 @@ def plan_night(
         return None
     record = _lock_night(session, night, start, end, now)
     record.budget_gpu_hours, record.updated_at = settings.nightly_budget_gpu_hours, now
-    closed = select(HeroNight.night).where(HeroNight.window_end <= now).scalar_subquery()
-    ended = _cancel_unstarted(
-        session,
-        Take.hero_night.in_(closed),
-        "NightEnded",
-        "night ended: its window closed before the take started",
-        now,
-    )
-    if ended:
-        log.info("canceled %d unstarted hero takes of nights whose window closed", len(ended))
+    close_ended(session, now)
     spent = gpu_seconds(session, night) / 3600
     if record.state == STOPPED or spent > record.budget_gpu_hours:
         # on every pass, not just the one that stops the night: a take retried since is canceled again
@@ -91,6 +83,23 @@ def plan_night(
         return record
     _plan(session, settings, record, now)
     return record
+
+
+def close_ended(session: Session, now: datetime) -> list[str]:
+    """Cancel the unstarted hero takes of nights whose window closed ("night ended"); `farm
+    beat` does it on every pass, so a night is closed right after its window, not the next
+    evening. The caller commits."""
+    closed = select(HeroNight.night).where(HeroNight.window_end <= now.astimezone(UTC)).scalar_subquery()
+    ended = _cancel_unstarted(
+        session,
+        Take.hero_night.in_(closed),
+        "NightEnded",
+        "night ended: its window closed before the take started",
+        now,
+    )
+    if ended:
+        log.info("canceled %d unstarted hero takes of nights whose window closed", len(ended))
+    return ended
 
 
 def _lock_night(session: Session, night: date, start: datetime, end: datetime, now: datetime) -> HeroNight:

@@ -9,8 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import states, usage
-from ..tables import HeroNight, Take, TakeState
+from ..tables import HeroNight, Take, TakeState, as_utc, utcnow
 from .planning import PLANNED, STOPPED
+
+CLOSED = "closed"  #: a report's state: the window ended with takes that never started
 
 S = TakeState
 
@@ -18,7 +20,7 @@ S = TakeState
 @dataclass
 class NightReport:
     night: date
-    state: str  #: planned | running | done | stopped (over budget)
+    state: str  #: planned | running | done | stopped (over budget) | closed (its window ended with takes unstarted)
     takes: int  #: hero takes planned
     skipped_over_budget: int  #: selected takes left for a later night (last pass)
     skipped_consent: int  #: selected takes their consent does not cover (last pass; farm.consent)
@@ -36,20 +38,28 @@ class NightReport:
     updated_at: datetime  #: its last pass
 
 
-def reports(session: Session, limit: int = 60, night: date | None = None) -> list[NightReport]:
-    """The latest nights (or one), newest first, with their takes' counts and GPU hours."""
+def reports(
+    session: Session, limit: int = 60, night: date | None = None, now: datetime | None = None
+) -> list[NightReport]:
+    """The latest nights (or one), newest first, with their takes' counts and GPU hours, as of `now`."""
+    now = now or utcnow()
     stmt = select(HeroNight).order_by(HeroNight.night.desc()).limit(limit)
     records = session.execute(stmt if night is None else stmt.where(HeroNight.night == night)).scalars().all()
     nights = [r.night for r in records]
     counts = states.counts(session, Take.hero_night, nights)
     gpu = usage.by(session, Take.hero_night, where=[Take.hero_night.in_(nights)])
-    return [_report(r, counts[r.night], gpu[r.night].gpu_seconds if r.night in gpu else 0.0) for r in records]
+    return [_report(r, counts[r.night], gpu[r.night].gpu_seconds if r.night in gpu else 0.0, now) for r in records]
 
 
-def _report(record: HeroNight, counts: dict[TakeState, int], seconds: float) -> NightReport:
+def _report(record: HeroNight, counts: dict[TakeState, int], seconds: float, now: datetime) -> NightReport:
     running = sum(counts.get(s, 0) for s in states.ACTIVE)
-    queued = counts.get(S.queued, 0)
-    state = STOPPED if record.state == STOPPED else "running" if running else PLANNED if queued else "done"
+    queued, canceled = counts.get(S.queued, 0), counts.get(S.canceled, 0)
+    # the release loop starts a night's takes only inside its window: once it ended, the unstarted
+    # never will (the next pass of `farm beat` cancels them), so the night is closed at once
+    ended = as_utc(record.window_end) <= as_utc(now) and (queued or canceled)
+    state = "running" if running else CLOSED if ended else PLANNED if queued else "done"
+    if record.state == STOPPED:
+        state = STOPPED
     return NightReport(
         night=record.night,
         state=state,
@@ -60,7 +70,7 @@ def _report(record: HeroNight, counts: dict[TakeState, int], seconds: float) -> 
         running=running,
         done=counts.get(S.done, 0),
         failed=counts.get(S.failed, 0),
-        canceled=counts.get(S.canceled, 0),
+        canceled=canceled,
         gpu_hours=seconds / 3600,
         estimated_gpu_hours=record.estimated_gpu_hours,
         budget_gpu_hours=record.budget_gpu_hours,

@@ -17,7 +17,7 @@ from ..leader import LOCKS, FileLock, PostgresLock, lock_for
 from ..leader import Lock as SchedulerLock
 from ..settings import Settings
 from ..tables import HeroNight, utcnow
-from .planning import plan_night
+from .planning import close_ended, plan_night
 from .window import night_at
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class Scheduler:
         if leading:  # consent records whose validity ended: their takes are withdrawn (farm.consent)
             with transaction(self.factory) as session:
                 consent.expire_due(session, now)
+                close_ended(session, now)  # every pass, inside a window or not
         night = night_at(now, self.settings) if leading else None
         if night is None:
             return None

@@ -26,3 +26,12 @@ def night_at(now: datetime, settings: Settings) -> date | None:
         if start <= now < end:
             return night
     return None
+
+
+def next_night(now: datetime, settings: Settings) -> date:
+    """The night whose window holds `now`, else the next one to open."""
+    night = night_at(now, settings)
+    if night is not None:
+        return night
+    today = now.astimezone(ZoneInfo(settings.nightly_timezone)).date()
+    return today if now < window(today, settings)[0] else today + timedelta(days=1)

@@ -3,6 +3,8 @@ lines of two takes never mix, though one renders while the other finishes on ano
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from farm.db import transaction
 from farm.storage import log_key
 from farm.tables import Attempt, AttemptState, Take, TakeState, utcnow
@@ -54,20 +56,26 @@ def test_an_attempt_without_a_log_says_why(client, client_as, sessions, clean, s
     take_id = make_batch(sessions, clean, [{"prompt": "killed", "seed": 1}])[0]
     with transaction(sessions) as session:
         session.get(Take, take_id).state = TakeState.queued
-        session.add(Attempt(take_id=take_id, number=1, worker_id="w", host="h", gpu="g", state=AttemptState.lost,
-                            started_at=utcnow(), finished_at=utcnow()))  # fmt: skip
-        session.add(Attempt(take_id=take_id, number=2, worker_id="w", host="h", gpu="g", state=AttemptState.running))
+        for number, state, ended in (
+            (1, AttemptState.lost, utcnow() - timedelta(minutes=5)),
+            (2, AttemptState.failed, utcnow()),
+            (3, AttemptState.running, None),
+        ):
+            session.add(Attempt(take_id=take_id, number=number, worker_id="w", host="h", gpu="g", state=state,
+                                started_at=utcnow() - timedelta(minutes=6), finished_at=ended))  # fmt: skip
     storage.delete(log_key(take_id, 1))
     r = client.get(f"/takes/{take_id}/attempts/1/log")
     assert r.status_code == 404 and r.json()["field"] == "number"
     assert "ended lost with no log: its worker stopped" in r.json()["detail"]
-    r = client.get(f"/takes/{take_id}/attempts/2/log")
+    r = client.get(f"/takes/{take_id}/attempts/2/log")  # its worker stores it a moment after the end
+    assert r.status_code == 404 and "ended just now: its log is being kept; ask again" in r.json()["detail"]
+    r = client.get(f"/takes/{take_id}/attempts/3/log")
     assert r.status_code == 404 and "still running" in r.json()["detail"]
     r = client.get(f"/takes/{take_id}/attempts/7/log")
     assert r.status_code == 404 and "has no attempt 7" in r.json()["detail"]
     assert client.get(f"/takes/{take_id}/attempts/0/log").status_code == 422
     assert client.get("/takes/nope/attempts/1/log").status_code == 404
     assert client_as(None).get(f"/takes/{take_id}/attempts/1/log").status_code == 401
-    assert client_as("vic").get(f"/takes/{take_id}/attempts/2/log").status_code == 404  # viewers read logs too
-    running = client.get(f"/takes/{take_id}").json()["attempts"]
-    assert [a["seconds"] is None for a in running] == [False, True]
+    assert client_as("vic").get(f"/takes/{take_id}/attempts/3/log").status_code == 404  # viewers read logs too
+    attempts = client.get(f"/takes/{take_id}").json()["attempts"]
+    assert attempts[0]["seconds"] == 60.0 and attempts[2]["seconds"] is None

@@ -33,7 +33,7 @@ def test_audio_past_the_clip_is_said_with_the_frames_that_cover_it(client, tmp_p
     cost = client.post("/batches/estimate", json=body(line["sha256"], n=3)).json()
     assert cost["audio"] == [
         {"audio": line["sha256"], "filename": "line.wav", "audio_seconds": 5.3, "frames": 17, "clip_seconds": 0.68,
-         "cover_frames": 133, "max_frames": 161, "takes": 3}
+         "cover_frames": 133, "cannot": None, "takes": 3}
     ]  # fmt: skip
     expected = "3 takes: the audio line.wav is 5.3 s but the clip is 0.68 s (17 frames); frames: 133 cover it"
     assert cost["warnings"] == [expected]
@@ -44,13 +44,17 @@ def test_audio_past_the_clip_is_said_with_the_frames_that_cover_it(client, tmp_p
 
 
 def test_audio_longer_than_any_take_says_to_cut_it(client, tmp_path):
-    speech = upload(client, write_wav(tmp_path / "speech.wav", 10.0)).json()
+    speech = upload(client, write_wav(tmp_path / "speech.wav", 61.0)).json()  # a take is at most 60 s
     cost = client.post("/batches/estimate", json=body(speech["sha256"], frames=None)).json()
     [fit] = cost["audio"]
-    assert (fit["cover_frames"], fit["max_frames"], fit["frames"]) == (None, 161, 17)  # tiny's default frames
+    assert (fit["cover_frames"], fit["frames"]) == (None, 17)  # tiny's default frames
+    assert fit["cannot"].startswith("the audio is 61.0 s, 1525 frames; a take is at most 1501 frames")
     assert cost["warnings"] == [
-        "1 take: the audio speech.wav is 10.0 s but the clip is 0.68 s (17 frames); at most 161 frames fit one take "
-        "here: cut the audio to its line"
+        f"1 take: the audio speech.wav is 61.0 s but the clip is 0.68 s (17 frames); {fit['cannot']}"
     ]
     text_only = client.post("/batches/estimate", json={**body(speech["sha256"]), "defaults": {"mode": "T"}}).json()
     assert text_only["audio"] == []  # a take that hears no audio has nothing to fit
+    fitted = {**body(speech["sha256"], frames=None)}
+    short = upload(client, write_wav(tmp_path / "short.wav", 5.3)).json()
+    fitted["defaults"] = {"checkpoint": "tiny", "mode": "TA", "audio": short["sha256"], "fit": "audio"}
+    assert client.post("/batches/estimate", json=fitted).json()["audio"] == []  # fit: audio covers it already

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 
 from farm.db import transaction
 from farm.tables import Take
@@ -18,6 +19,23 @@ from ..services import password, wait_for
 from .test_dashboard import SHOTS, open_page, sign_in
 
 WIDE, PHONE = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def opened(browser, api):
+    """opened(): a page of its own at 1280 wide; closed after the test, so no page left open
+    keeps calling the API while the next test empties the tables."""
+    contexts = []
+
+    def make():
+        page, problems = open_page(browser, api)
+        contexts.append(page.context)
+        page.set_viewport_size(WIDE)
+        return page, problems
+
+    yield make
+    for context in contexts:
+        context.close()
 
 
 def shots(page, name: str) -> None:
@@ -41,12 +59,11 @@ def fill_sweep(page, prompts: list[str], seeds: str) -> None:
 
 
 def test_checkpoints_a_confirmed_sweep_and_actions_on_the_whole_batch(
-    browser, api, tokens, start_worker, release_loop, client_as, sessions
+    opened, api, tokens, start_worker, release_loop, client_as, sessions
 ):
     start_worker()  # holds tiny
     ana = client_as("ana")
-    page, problems = open_page(browser, api)
-    page.set_viewport_size(WIDE)
+    page, problems = opened()
     sign_in(page, "ana")
 
     # the form offers what live workers hold first, chosen; one nobody holds is marked and explained
@@ -148,9 +165,8 @@ def test_checkpoints_a_confirmed_sweep_and_actions_on_the_whole_batch(
     assert problems == []
 
 
-def test_a_session_that_ends_mid_form_is_signed_in_again_in_place(browser, api, tokens, client_as, media):
-    page, problems = open_page(browser, api)
-    page.set_viewport_size(WIDE)
+def test_a_session_that_ends_mid_form_is_signed_in_again_in_place(opened, api, tokens, client_as, media):
+    page, problems = opened()
     sign_in(page, "ana")
     fill_sweep(page, ["a presenter, typed before the session ended"], "7")
     page.get_by_label("Checkpoint", exact=True).select_option("tiny")
@@ -186,12 +202,11 @@ def test_a_session_that_ends_mid_form_is_signed_in_again_in_place(browser, api, 
     assert [p for p in problems if "401" not in p] == []
 
 
-def test_a_batch_file_goes_up_with_the_media_it_names(browser, api, tokens, client_as, tmp_path):
+def test_a_batch_file_goes_up_with_the_media_it_names(opened, api, tokens, client_as, tmp_path):
     from ..services import ROOT
 
     examples = ROOT / "examples"
-    page, problems = open_page(browser, api)
-    page.set_viewport_size(WIDE)
+    page, problems = opened()
     sign_in(page, "ana")
     page.get_by_role("link", name="Submit").click()
     page.get_by_label("Batch file", exact=True).set_input_files(examples / "batch.yaml")  # the README's own
@@ -226,11 +241,10 @@ def test_a_batch_file_goes_up_with_the_media_it_names(browser, api, tokens, clie
     assert problems == []
 
 
-def test_audio_longer_than_the_clip_is_said_at_submit_with_frames_that_cover_it(browser, api, tokens, tmp_path):
+def test_audio_longer_than_the_clip_is_said_at_submit_with_frames_that_cover_it(opened, api, tokens, tmp_path):
     from ..conftest import write_wav
 
-    page, problems = open_page(browser, api)
-    page.set_viewport_size(WIDE)
+    page, problems = opened()
     sign_in(page, "ana")
     fill_sweep(page, ["a presenter reads a 5.3 s line"], "1")
     page.get_by_label("Checkpoint", exact=True).select_option("tiny")

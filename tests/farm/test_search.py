@@ -17,11 +17,14 @@ def prompts(body: dict) -> list[str]:
 
 
 def test_search_matches_all_words_in_any_order_take_ids_and_producers_in_any_case(client, sessions, clean):
-    ana = make_batch(sessions, clean, [{"prompt": "A singer on a dark stage", "seed": 1},
-                                       {"prompt": "a presenter in a bright studio", "seed": 2}], "ana", project="Spring Ad")  # fmt: skip
-    bo = make_batch(sessions, clean, [{"prompt": "the stage is dark, a singer waits", "seed": 3},
-                                      {"prompt": "100% singer_ok", "seed": 4}], "bo", project="winter")  # fmt: skip
-    assert sorted(prompts(listed(client, q="stage SINGER"))) == ["A singer on a dark stage", "the stage is dark, a singer waits"]
+    mine = [{"prompt": "A singer on a dark stage", "seed": 1}, {"prompt": "a presenter in a bright studio", "seed": 2}]
+    ana = make_batch(sessions, clean, mine, "ana", project="Spring Ad")
+    theirs = [{"prompt": "the stage is dark, a singer waits", "seed": 3}, {"prompt": "100% singer_ok", "seed": 4}]
+    bo = make_batch(sessions, clean, theirs, "bo", project="winter")
+    assert sorted(prompts(listed(client, q="stage SINGER"))) == [
+        "A singer on a dark stage",
+        "the stage is dark, a singer waits",
+    ]
     assert prompts(listed(client, q="singer bright")) == []  # every word must match
     assert prompts(listed(client, q=ana[1][:8])) == ["a presenter in a bright studio"]  # a take id's start
     assert prompts(listed(client, q=ana[1].upper())) == ["a presenter in a bright studio"]
@@ -39,8 +42,8 @@ def test_projects_are_listed_and_filter_batches(client, sessions, clean):
     make_batch(sessions, clean, [{"prompt": "two", "seed": 2}, {"prompt": "three", "seed": 3}], "bo", project="beta")
     make_batch(sessions, clean, [{"prompt": "four", "seed": 4}], "bo", project="beta")
     assert client.get("/projects").json() == [
-        {"name": "beta", "batches": 2, "takes": 3},  # the one used last first
-        {"name": "alpha", "batches": 1, "takes": 1},
+        {"name": "beta", "batches": 2},  # the one used last first
+        {"name": "alpha", "batches": 1},
     ]
     batches = client.get("/batches", params={"project": "BETA", "with_take_ids": "false"}).json()
     assert len(batches) == 2 and {b["project"] for b in batches} == {"beta"}
@@ -67,3 +70,11 @@ def test_bad_searches_are_refused_naming_the_field(client, clean):
     assert r.status_code == 422 and r.json()["field"] == "q" and "at most 12" in r.json()["detail"]
     assert client.get("/takes", params={"q": "x" * 201}).status_code == 422
     assert client.get("/takes", params={"project": "x" * 201}).status_code == 422
+
+
+def test_a_batch_files_name_names_the_batch_in_its_project(client, clean):
+    text = "name: spring promo\nproject: spring\ntakes:\n  - {prompt: a presenter, seed: 1, mode: T}\n"
+    r = client.post("/batches/file", files={"file": ("promo.yaml", text.encode())})
+    assert r.status_code == 201, r.text
+    assert (r.json()["name"], r.json()["project"]) == ("spring promo", "spring")  # not the file's name
+    assert listed(client, project="Spring")["total"] == 1

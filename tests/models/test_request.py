@@ -84,12 +84,12 @@ def test_unreadable_audio_and_audio_less_files(tmp_path, media):
 @pytest.mark.parametrize(
     "checkpoint,changes,field,words",
     [
-        ("humo-1.7b", {"frames": 165}, "frames", "at most 161"),
+        ("tiny", {"width": 256, "height": 256, "frames": 1501}, "frames", "at most 1125 frames"),  # the pixel budget
         ("humo-17b", {"width": 1296, "height": 720}, "width", "at most 1280"),
         ("humo-17b", {"width": 720, "height": 1296}, "height", "at most 1280"),
         ("tiny", {"width": 272}, "width", "at most 256"),
         # each within its own limit, together past the token budget: the frames that fit are named
-        ("humo-1.7b", {"width": 1280, "height": 1280, "frames": 161}, "frames", "at most 85 frames at this size"),
+        ("humo-1.7b", {"width": 1280, "height": 1280, "frames": 97}, "frames", "at most 85 frames at this size"),
     ],
 )
 def test_each_checkpoint_bounds_one_take(checkpoint, changes, field, words):
@@ -100,8 +100,9 @@ def test_each_checkpoint_bounds_one_take(checkpoint, changes, field, words):
 def test_the_largest_take_a_checkpoint_allows_is_accepted():
     for checkpoint in ("humo-1.7b", "humo-17b"):
         for width, height in ((1280, 720), (720, 1280)):
-            req = RenderRequest(prompt="p", mode="T", checkpoint=checkpoint, width=width, height=height, frames=161)
-            r = req.resolved()
-            assert r.spec.tokens(r.frames, r.height, r.width) == r.spec.limits.tokens
+            req = RenderRequest(prompt="p", mode="T", checkpoint=checkpoint, width=width, height=height, frames=1501)
+            r = req.resolved()  # a minute at 720p: windows of 97 frames, its frames within the pixel budget
+            assert r.frames * r.height * r.width == r.spec.limits.pixels
+            assert r.spec.window_tokens(r.frames, r.height, r.width) <= r.spec.limits.tokens
     square = RenderRequest(prompt="p", mode="T", checkpoint="humo-1.7b", width=1280, height=1280, frames=85)
     assert square.resolved().frames == 85  # the largest that fits at 1280x1280, as the error says

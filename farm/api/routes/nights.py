@@ -13,7 +13,7 @@ from ...errors import InvalidRequest, NotFound
 from ...tables import Take, utcnow
 from ..auth import Operator, Viewer
 from ..deps import SessionDep, SettingsDep
-from ..schemas import NightDetailPublic, NightTakePublic
+from ..schemas import NightDetailPublic, NightTakePublic, TonightPublic
 
 router = APIRouter(prefix="/nights", tags=["nights"])
 
@@ -32,6 +32,8 @@ def _night_take(t: Take, seconds: float) -> NightTakePublic:
         id=t.id,
         parent_id=t.parent_id,
         producer=t.producer,
+        prompt=t.params.get("prompt"),
+        seed=t.params.get("seed"),
         state=t.state.value,
         priority=t.priority,
         gpu_seconds=seconds,
@@ -46,6 +48,18 @@ def list_nights(
 ) -> list[nightly.NightReport]:
     """The latest nights, newest first: takes planned, skipped over budget, their states and GPU hours."""
     return nightly.reports(session, limit)
+
+
+@router.get("/tonight", response_model=TonightPublic)
+def tonight(_user: Viewer, settings: SettingsDep) -> TonightPublic:
+    """The night whose window is open now, or the next one to open: what "plan now" plans."""
+    now = utcnow()
+    night = nightly.next_night(now, settings)
+    start, end = nightly.window(night, settings)
+    return TonightPublic(
+        night=night, window_start=start, window_end=end, open=start <= now < end,
+        budget_gpu_hours=settings.nightly_budget_gpu_hours,
+    )  # fmt: skip
 
 
 @router.get("/{night}", response_model=NightDetailPublic)

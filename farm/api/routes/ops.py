@@ -55,6 +55,7 @@ def checkpoints(_user: Viewer, session: SessionDep, settings: SettingsDep) -> li
             width=s.width,
             height=s.height,
             frames=s.frames,
+            fps=s.fps,
             steps=s.steps,
             max_tokens=s.limits.tokens,
             live_workers=sum(n for (_, held), n in live.items() if held == s.name),

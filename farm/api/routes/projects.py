@@ -16,5 +16,5 @@ router = APIRouter(prefix="/projects", tags=["projects"])
 
 @router.get("", response_model=list[ProjectPublic])
 def list_projects(_user: Viewer, session: SessionDep) -> list[ProjectPublic]:
-    """Projects with their batches and takes, the one used last first."""
+    """Projects with how many batches each holds, the one used last first."""
     return [ProjectPublic(**asdict(p)) for p in projects.listed(session)]

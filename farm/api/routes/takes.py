@@ -98,7 +98,11 @@ def select_take(take_id: str, body: SelectUpdate, user: Producer, session: Sessi
     return _act(user, session, take_id, states.select_for_hero, body.selected)
 
 
-@router.get("/{take_id}/attempts/{number}/log", response_class=PlainTextResponse)
+@router.get(
+    "/{take_id}/attempts/{number}/log",
+    # text on success; its errors are the API's JSON ones (a response_class would document them as text)
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "the log lines"}},
+)
 def get_attempt_log(
     take_id: str,
     number: Annotated[int, Path(ge=1, le=10_000)],

@@ -5,7 +5,12 @@ import { me, main, hooks, h, ApiError, api, toast, can, mine, badge, pct, stepTe
 import { batchBar, costPanel } from "./batchbar.js";
 import { consentPanel } from "./consent.js";
 import { livePanel } from "./live.js";
+import { attemptsPanel, inWords } from "./attempts.js";
 import "./webhooks.js";
+import { FILTERS, filterForm, filtered, countLine } from "./filters.js";
+import "./compare.js";
+import "./ops.js";
+import "./nights.js";
 
 let current = null;  // the view on screen: {el, closers, stale}
 
@@ -38,7 +43,9 @@ const fetchTake = (() => {
   };
 })();
 
+let shownName = null;  // the view on screen, to tell a new page from the same one redrawn
 async function route() {
+  const focusedId = document.activeElement && document.activeElement.id;
   const view = newView();
   if (!me.name) {
     const s = await api("/auth/session");
@@ -63,9 +70,22 @@ async function route() {
     if (e instanceof ApiError && e.status === 401) return;
     view.el.append(h("p", { class: "error", role: "alert" }, e.message));
   }
+  if (!view.stale) placeFocus(view, shownName === (name || "takes") ? focusedId : null);
+  shownName = name || "takes";
 }
 
-Object.assign(views, { takes: viewTakes, take: viewTake, compare: viewCompare, submit: viewSubmit, pools: viewPools, nights: viewNights });
+// after a navigation the keyboard (and a screen reader) starts at the page's heading; the same
+// page redrawn (a filter chosen) keeps it on the control it was on
+function placeFocus(view, focusedId) {
+  const again = focusedId && view.el.querySelector(`#${CSS.escape(focusedId)}`);
+  const heading = view.el.querySelector("h1");
+  const target = again || heading;
+  if (!target || view.el.contains(document.activeElement)) return;  // the view placed it itself
+  if (target === heading) heading.tabIndex = -1;
+  target.focus({ preventScroll: target === heading });
+}
+
+Object.assign(views, { takes: viewTakes, take: viewTake, submit: viewSubmit });
 hooks.signedOut = signInAgain;
 window.addEventListener("hashchange", route);
 document.getElementById("logout").addEventListener("click", async () => {
@@ -169,29 +189,14 @@ async function viewTakes(_arg, view) {
   const cards = new Map();
   let cursor = null;
 
-  const filters = h("form", { class: "filters", role: "search" },
-    h("div", {}, h("label", { for: "f-q" }, "Search prompts"), h("input", { id: "f-q", name: "q", type: "search", value: q.get("q") || "" })),
-    h("div", {}, h("label", { for: "f-state" }, "State"),
-      h("select", { id: "f-state", name: "state" }, h("option", { value: "" }, "any"),
-        ["queued", "paused", "released", "running", "done", "failed", "canceled"].map((s) => h("option", { value: s, selected: q.get("state") === s }, s)))),
-    h("div", {}, h("label", { for: "f-producer" }, "Producer"), h("input", { id: "f-producer", name: "producer", value: q.get("producer") || "" })),
-    h("div", {}, h("label", { for: "f-selected" }, "Hero"),
-      h("select", { id: "f-selected", name: "selected" }, h("option", { value: "" }, "any"),
-        h("option", { value: "true", selected: q.get("selected") === "true" }, "selected for hero"))),
-    h("div", { style: "flex:0 0 auto" }, h("button", { type: "submit" }, "Filter")));
-  filters.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    const p = new URLSearchParams();
-    if (batchId) p.set("batch", batchId);
-    for (const k of ["q", "state", "producer", "selected"]) if (filters[k].value) p.set(k, filters[k].value);
-    location.hash = `#/takes?${p}`;
-  });
+  const filters = filterForm(q, batchId);
+  const found = h("p", { class: "count", role: "status", "data-count": "" });
 
   const batch = batchId ? await api(`/batches/${batchId}?with_take_ids=false`) : null;
   view.el.append(h("div", { class: "layout" },
     h("aside", { class: "panel" }, h("h2", {}, "Batches"), h("p", {}, h("a", { href: "#/takes" }, "All takes")), batchList),
     h("section", { "aria-labelledby": "takes-title" }, h("h1", { id: "takes-title" }, batch ? batch.name : "All takes"),
-      batch ? batchBar(batch, route) : null, filters,
+      batch ? batchBar(batch, route) : null, filters, found,
       h("div", { class: "toolbar" }, compareBtn, h("span", { class: "hint" }, "Tick 2 to 4 finished takes to compare them side by side.")),
       grid, h("p", {}, more))));
 
@@ -226,12 +231,13 @@ async function viewTakes(_arg, view) {
   async function load() {
     const p = new URLSearchParams({ limit: "120" });
     if (batchId) p.set("batch_id", batchId);
-    for (const k of ["q", "state", "producer", "selected"]) if (q.get(k)) p.set(k, q.get(k));
+    for (const k of FILTERS) if (q.get(k)) p.set(k, q.get(k));
     if (cursor) p.set("cursor", cursor);
     const page = await api(`/takes?${p}`);
     const block = h("div", { class: "grid page", role: "list" });
     grid.append(block);
     for (const t of page.data) put(t, block);
+    if (page.total !== null && page.total !== undefined) found.textContent = countLine(page.total, q);
     cursor = page.next_cursor;
     more.hidden = !cursor;
     if (!cards.size) block.replaceWith(h("p", { class: "hint" }, "No takes match."));
@@ -244,11 +250,11 @@ async function viewTakes(_arg, view) {
   view.onClose(() => io.disconnect());
 
   async function loadBatches() {
-    const list = await api("/batches?limit=60&with_take_ids=false");
+    const list = await api(`/batches?limit=60&with_take_ids=false${q.get("project") ? `&project=${encodeURIComponent(q.get("project"))}` : ""}`);
     batchList.replaceChildren(...list.map((b) => {
       const total = Object.values(b.counts).reduce((a, n) => a + n, 0), done = b.counts.done + b.counts.failed + b.counts.canceled;
       return h("li", {}, h("a", { href: `#/takes?batch=${b.id}`, "aria-current": b.id === batchId ? "true" : "false", "data-batch": b.id },
-        h("div", {}, h("strong", {}, b.name), " ", h("span", { class: "hint" }, `${b.producer} · ${done}/${total}`)),
+        h("div", {}, h("strong", {}, b.name), " ", h("span", { class: "hint" }, `${b.project} · ${b.producer} · ${done}/${total}`)),
         bar({ step: done, total }, b.finished)));
     }));
   }
@@ -261,7 +267,7 @@ async function viewTakes(_arg, view) {
     const el = cards.get(c.id);
     if (!el) {  // a take submitted since the page loaded (by anyone) joins the top of an unfiltered grid
       const fresh = Date.parse(c.created_at) > newest;
-      const unfiltered = !["q", "state", "producer", "selected"].some((k) => q.get(k));
+      const unfiltered = !filtered(q);  // (and newest first)
       if (fresh && unfiltered && added++ < 120) put(await fetchTake(c.id), top);
       return;
     }
@@ -277,17 +283,6 @@ async function viewTakes(_arg, view) {
 }
 
 // ---------- one take ----------
-const WORDS = {
-  RenderTimeout: "The render ran past its time limit and was stopped.",
-  GPUOutOfMemory: "The GPU ran out of memory. A smaller size or fewer frames will fit.",
-  HostOutOfMemory: "The machine ran out of memory rendering it; it would again. A smaller size or fewer frames will fit.",
-  WorkerLost: "The worker rendering it stopped (crash, restart or lost heartbeat); it was handed on.",
-  InputError: "An input could not be read or does not fit the checkpoint.",
-  StorageError: "The clip could not be uploaded to the object store.",
-  Canceled: "Canceled on request.",
-};
-const inWords = (cls, msg) => (cls ? `${WORDS[cls] || cls}${msg ? ` (${msg})` : ""}` : "");
-
 // where the clip would be: live progress while it can still come, else why there is none
 async function noClip(t) {
   const p = t.progress, at = p && p.total ? ` at step ${p.step} of ${p.total}` : "";
@@ -307,6 +302,7 @@ async function noClip(t) {
 
 async function viewTake(id, view) {
   const t = await api(`/takes/${id}`);
+  const batchOf = api(`/batches/${t.batch_id}?with_take_ids=false`);  // its name and project
   const done = t.state === "done";
   const loraInfo = await Promise.all((t.loras || []).map((u) => loraAsset(u.sha256)));
   const used = h("dl", { class: "used", "aria-label": "Render settings" });
@@ -330,7 +326,8 @@ async function viewTake(id, view) {
       route();
     }, manage && done, true),
     act("Re-roll seed", async () => {
-      const b = await api("/batches", { method: "POST", json: { name: `re-roll of ${id.slice(0, 8)}`, takes: [takeBody(t, { seed: undefined })] } });
+      const b = await api("/batches", { method: "POST", json: { project: (await batchOf).project, name: `re-roll of ${id.slice(0, 8)}`,
+        takes: [takeBody(t, { seed: undefined })] } });
       location.hash = `#/take/${b.take_ids[0]}`;
     }, can("producer")),
     act("Re-render exactly", async () => {
@@ -348,13 +345,11 @@ async function viewTake(id, view) {
     manage && !["done", "failed", "canceled", "running"].includes(t.state) ? h("span", {}, h("label", { for: "prio", class: "sr-only" }, "Priority"), prio,
       act("Set priority", async () => { await api(`/takes/${id}/priority`, { method: "POST", json: { priority: Number(prio.value) } }); toast("Priority set"); })) : null);
 
-  const attempts = h("table", {}, h("caption", { class: "sr-only" }, "Attempts"),
-    h("thead", {}, h("tr", {}, ["#", "worker", "gpu", "state", "started", "GPU s", "error"].map((c) => h("th", { scope: "col" }, c)))),
-    h("tbody", {}, (t.attempts || []).map((a) => h("tr", {}, h("td", {}, a.number), h("td", {}, a.worker_id), h("td", {}, a.gpu),
-      h("td", {}, badge(a.state)), h("td", {}, fmtTime(a.started_at)), h("td", {}, a.gpu_seconds.toFixed(1)),
-      h("td", {}, inWords(a.error_class, a.error_message))))));
+  const attempts = attemptsPanel(t);
   const manifest = h("pre", { "aria-label": "manifest" }, done ? "loading…" : "The manifest is written when the take is done.");
-  view.el.append(h("p", {}, h("a", { href: `#/takes?batch=${t.batch_id}` }, "← batch")),
+  const back = h("a", { href: `#/takes?batch=${t.batch_id}` }, "← batch");
+  batchOf.then((b) => { back.textContent = `← ${b.name}`; back.after(h("span", { class: "hint", "data-project": b.project }, ` · project ${b.project}`)); }, () => {});
+  view.el.append(h("p", {}, back),
     h("h1", {}, `Take ${id.slice(0, 8)}`),
     h("div", { class: "take-page" },
       h("section", {}, player, status, actions,
@@ -423,35 +418,6 @@ function takeBody(t, overrides = {}) {
   return { ...body, ...overrides };
 }
 
-// ---------- compare 2-4 takes in sync ----------
-async function viewCompare(arg, view) {
-  const ids = (arg || "").split(",").filter(Boolean).slice(0, 4);
-  if (ids.length < 2) { view.el.append(h("p", {}, "Pick 2 to 4 finished takes on the takes page.")); return; }
-  const takes = await Promise.all(ids.map((id) => api(`/takes/${id}`)));
-  const videos = takes.map((t, i) => h("video", { src: t.outputs ? t.outputs.clip : "", preload: "auto", muted: i !== 0,
-    "aria-label": `take ${t.id.slice(0, 8)}`, "data-clip": t.id }));
-  videos.forEach((v, i) => { v.muted = i !== 0; });
-  const lead = videos[0];
-  const play = h("button", { type: "button", class: "primary" }, "Play all");
-  const seek = h("input", { type: "range", min: "0", max: "1000", value: "0", id: "seek", style: "flex:1" });
-  const hear = h("select", { id: "hear" }, takes.map((t, i) => h("option", { value: String(i) }, `take ${t.id.slice(0, 8)}`)));
-  hear.addEventListener("change", () => videos.forEach((v, i) => { v.muted = String(i) !== hear.value; }));
-  const syncAll = () => { for (const v of videos.slice(1)) if (Math.abs(v.currentTime - lead.currentTime) > 0.08) v.currentTime = lead.currentTime; };
-  play.addEventListener("click", async () => {
-    if (lead.paused) { syncAll(); await Promise.all(videos.map((v) => v.play())); play.textContent = "Pause all"; }
-    else { videos.forEach((v) => v.pause()); play.textContent = "Play all"; }
-  });
-  lead.addEventListener("timeupdate", () => { syncAll(); if (lead.duration) seek.value = String(Math.round((1000 * lead.currentTime) / lead.duration)); });
-  lead.addEventListener("ended", () => { videos.forEach((v) => v.pause()); play.textContent = "Play all"; });
-  seek.addEventListener("input", () => { if (lead.duration) { const at = (seek.value / 1000) * lead.duration; videos.forEach((v) => { v.currentTime = at; }); } });
-  view.el.append(h("h1", {}, `Compare ${ids.length} takes`),
-    h("div", { class: "toolbar" }, play, h("label", { for: "seek", class: "sr-only" }, "Position"), seek,
-      h("label", { for: "hear", style: "margin:0" }, "Hear"), hear),
-    h("div", { class: "compare" }, takes.map((t, i) => h("figure", { style: "margin:0" }, videos[i],
-      h("figcaption", {}, h("a", { href: `#/take/${t.id}` }, `take ${t.id.slice(0, 8)}`), ` · seed ${t.params.seed} · ${t.checkpoint}`,
-        h("div", { class: "hint" }, t.params.prompt || ""))))));
-}
-
 // ---------- LoRAs and presets, in producer words ----------
 const MAX_LORAS = 8, MAX_STRENGTH = 10;  // the API's limits (models/request.py)
 const FORMATS = { comfyui: "ComfyUI", kohya: "kohya", diffusers: "diffusers" };
@@ -503,6 +469,8 @@ async function viewSubmit(_arg, view) {
   const from = query().get("from");
   const [checkpoints, base, loraList, presets] = await Promise.all([api("/checkpoints"), from ? api(`/takes/${from}`) : null,
     api("/loras"), api("/presets")]);
+  // a duplicate stays in its take's project
+  const baseProject = base ? (await api(`/batches/${base.batch_id}?with_take_ids=false`)).project : "default";
   // a take made from a preset keeps it; what the preset set stays the preset's (shown, not filled in)
   const presetsByName = new Map(presets.map((x) => [x.name, x.fields || {}]));
   const basePreset = (base && base.preset && presetsByName.get(base.preset)) || {};
@@ -712,7 +680,7 @@ async function viewSubmit(_arg, view) {
   if (presetSel) presetSel.addEventListener("change", () => { syncPresetCheckpoint(); refresh(); });
 
   const form = h("form", { class: "panel", "aria-labelledby": "submit-title", novalidate: true },
-    h("div", { class: "row" }, field("project", "Project", input("project", { value: "default", required: true })),
+    h("div", { class: "row" }, field("project", "Project", input("project", { value: baseProject, required: true })),
       field("name", "Batch name", input("name", { placeholder: "optional" }))),
     field("prompt", "Prompt", h("textarea", { id: "prompt", name: "prompt", rows: "3", required: true, "aria-describedby": "prompt-hint" }, p.prompt || ""),
       "One prompt per line: several lines make a sweep (every prompt × every seed)."),
@@ -771,7 +739,7 @@ async function viewSubmit(_arg, view) {
         form.querySelector("#frames").value = String(f.cover_frames);
         checkFit();
         toast(`Frames set to ${f.cover_frames}: the clip covers the audio`);
-      } }, `Use ${f.cover_frames} frames`) : `At most ${f.max_frames} frames fit one take at this size: cut the audio to its line.`)));
+      } }, `Use ${f.cover_frames} frames`) : f.cannot)));
   }
   fillPick();
   syncPresetCheckpoint();
@@ -861,42 +829,6 @@ async function viewSubmit(_arg, view) {
     } catch (e) { fileErr.textContent = e.message; }
   });
   view.el.append(h("h1", { id: "submit-title" }, from ? `New batch from take ${from.slice(0, 8)}` : "Submit a batch"), form, h("br"), fileForm);
-}
-
-// ---------- pools and workers ----------
-async function viewPools(_arg, view) {
-  const body = h("div");
-  view.el.append(h("h1", {}, "Pools and workers"), body);
-  async function draw() {
-    const [pools, workers] = await Promise.all([api("/pools"), api("/workers")]);
-    body.replaceChildren(
-      h("table", { class: "panel" }, h("caption", { class: "sr-only" }, "Pools"),
-        h("thead", {}, h("tr", {}, ["pool", "live slots", "queued", "released", "running", "GPU s (24 h)"].map((c) => h("th", { scope: "col" }, c)))),
-        h("tbody", {}, Object.entries(pools).map(([name, p]) => h("tr", { "data-pool": name }, h("td", {}, name), h("td", {}, p.workers),
-          h("td", {}, p.queued), h("td", {}, p.released), h("td", {}, p.running), h("td", {}, p.gpu_seconds_24h.toFixed(0)))))),
-      h("h2", {}, "Workers"),
-      workers.length ? h("table", { class: "panel" }, h("caption", { class: "sr-only" }, "Workers"),
-        h("thead", {}, h("tr", {}, ["worker", "pool", "GPU", "state", "heartbeat", "rendering", "GPU s (24 h)"].map((c) => h("th", { scope: "col" }, c)))),
-        h("tbody", {}, workers.map((w) => h("tr", {}, h("td", {}, w.id), h("td", {}, w.pool), h("td", {}, w.gpu),
-          h("td", {}, badge(w.alive ? (w.current_take_id ? "running" : "done") : "failed"), " ", w.alive ? (w.current_take_id ? "busy" : "idle") : "silent"),
-          h("td", {}, `${w.heartbeat_age.toFixed(0)} s ago`),
-          h("td", {}, w.current_take_id ? h("a", { href: `#/take/${w.current_take_id}` }, w.current_take_id.slice(0, 8)) : "—"),
-          h("td", {}, w.gpu_seconds_24h.toFixed(0))))))
-        : h("p", { class: "hint" }, "No workers are running."));
-  }
-  await draw();
-  const timer = setInterval(() => draw().catch(() => {}), 5000);
-  view.onClose(() => clearInterval(timer));
-}
-
-// ---------- nightly hero runs ----------
-async function viewNights(_arg, view) {
-  const nights = await api("/nights");
-  view.el.append(h("h1", {}, "Nightly hero runs"), nights.length ? h("table", { class: "panel" }, h("caption", { class: "sr-only" }, "Nights"),
-    h("thead", {}, h("tr", {}, ["night", "state", "takes", "done", "failed", "GPU hours", "budget"].map((c) => h("th", { scope: "col" }, c)))),
-    h("tbody", {}, nights.map((n) => h("tr", {}, h("td", {}, n.night), h("td", {}, n.state), h("td", {}, n.takes), h("td", {}, n.done),
-      h("td", {}, n.failed), h("td", {}, n.gpu_hours.toFixed(2)), h("td", {}, n.budget_gpu_hours.toFixed(1))))))
-    : h("p", { class: "hint" }, "No hero nights yet: select finished takes for hero and they render tonight."));
 }
 
 route();
