@@ -80,14 +80,18 @@ def test_bad_batches_name_the_field(client, media):
         ({"takes": [{"prompt": "p", "mode": "T", "width": 100}]}, "takes[0].width", "multiple of 16"),
         ({"takes": [{"prompt": "p", "mode": "T", "frames": 20}]}, "takes[0].frames", "4k+1"),
         (
-            {"takes": [{"prompt": "p", "mode": "T", "checkpoint": "humo-1.7b", "frames": 241}]},
+            {"takes": [{"prompt": "p", "mode": "T", "checkpoint": "humo-1.7b", "frames": 1505}]},
             "takes[0].frames",
-            "more than humo-1.7b renders in one take; at most 161",
+            "up to 1501",
         ),
-        (
-            {"takes": [{"prompt": "p", "mode": "T", "checkpoint": "tiny", "width": 256, "height": 256, "frames": 161}]},
+        (  # a long take's whole clip is bounded too: width x height x frames
+            {
+                "takes": [
+                    {"prompt": "p", "mode": "T", "checkpoint": "tiny", "width": 256, "height": 256, "frames": 1501}
+                ]
+            },
             "takes[0].frames",
-            "more than tiny renders in one take",
+            "more than tiny renders in one take (73,777,152); ask for at most 1125 frames",
         ),
         (
             {"takes": [{"prompt": "p", "mode": "T", "checkpoint": "humo-3b"}]},
