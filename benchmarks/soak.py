@@ -33,7 +33,7 @@ from farm.db import session_factory, transaction  # noqa: E402
 from farm.queue import make_celery  # noqa: E402
 from farm.release import Releaser  # noqa: E402
 from farm.settings import Settings  # noqa: E402
-from farm.storage import open_storage  # noqa: E402
+from farm.storage import open_storage, output_keys  # noqa: E402
 from farm.tables import Attempt, AttemptState, Output, Take, TakeState, Worker  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -134,9 +134,11 @@ def check(factory, storage, take_ids: list[str]) -> dict:
     )
     current = {storage._key(k) for outs in outputs.values() for o in outs
                for k in (o.clip_key, o.thumbnail_key, o.manifest_key)}  # fmt: skip
+    outputs_named = {key.rsplit("/", 1)[1] for key in output_keys("take", 1).values()}  # not previews or logs
     for page in listed:
         for obj in page.get("Contents", []):
-            problems["orphaned_objects"] += obj["Key"] not in current  # an object no done take names
+            if obj["Key"].rsplit("/", 1)[1] in outputs_named:
+                problems["orphaned_objects"] += obj["Key"] not in current  # an output no done take names
     return problems
 
 
