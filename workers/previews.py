@@ -46,12 +46,5 @@ class Previews:
         except Exception as exc:  # a view, not an output: the render goes on
             log.warning("preview %s not stored (%s)", key, exc)
 
-    def flush(self) -> None:
-        """Wait for the upload under way (tests, and a clean stop)."""
-        with self._lock:
-            pending = self._pending
-        if pending is not None:
-            pending.result()
-
     def close(self) -> None:
         self._uploads.shutdown(wait=True)
