@@ -179,17 +179,48 @@ def _current(take_id: str, attempt: Attempt):
 
 
 def progress(
-    session: Session, take_id: str, attempt: Attempt, step: int, total: int, now: datetime | None = None
+    session: Session,
+    take_id: str,
+    attempt: Attempt,
+    step: int,
+    total: int,
+    windows: int = 1,
+    now: datetime | None = None,
 ) -> bool:
-    """Record progress of the running attempt; returns True when a cancel was requested."""
+    """Record progress of the running attempt (step of total, over a long take's every window);
+    returns True when a cancel was requested."""
     session.execute(
         update(Take)
         .where(Take.id == take_id, Take.state == S.running, _current(take_id, attempt))
-        .values(progress_step=step, progress_total=total, updated_at=now or utcnow())
+        .values(progress_step=step, progress_total=total, progress_windows=windows, updated_at=now or utcnow())
         .execution_options(synchronize_session=False)
     )
     row = session.execute(select(Take.state, Take.cancel_requested, Take.attempt_count).where(Take.id == take_id)).one()
     return row.cancel_requested or row.state != S.running or row.attempt_count != attempt.number
+
+
+def start_at_window(
+    session: Session, take_id: str, attempt: Attempt, window: int, step: int, total: int, windows: int
+) -> None:
+    """The running attempt resumes a long take at `window` (from 0), after the windows an
+    earlier attempt saved: recorded on the attempt, and its progress starts there."""
+    session.execute(
+        update(Attempt).where(Attempt.id == attempt.id).values(start_window=window)
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+    progress(session, take_id, attempt, step, total, windows)
+
+
+def window_saved(session: Session, take_id: str, attempt: Attempt, count: int) -> bool:
+    """The running attempt stored its long take's first `count` windows (their latents, the
+    next attempt's start); False when the take is no longer this attempt's."""
+    moved = session.execute(
+        update(Take)
+        .where(Take.id == take_id, Take.state == S.running, _current(take_id, attempt))
+        .values(windows_saved=count)
+        .execution_options(synchronize_session=False)
+    )
+    return cast(CursorResult[Any], moved).rowcount == 1
 
 
 def _end_attempt(

@@ -51,6 +51,12 @@ def preview_key(take_id: str, attempt: int) -> str:
     return f"takes/{take_id}/{attempt}/preview.jpg"
 
 
+def window_key(take_id: str, index: int) -> str:
+    """A long take's finished window `index` (from 0): its latents, kept for the take, not the
+    attempt, so whichever attempt comes next resumes after it (workers/windows.py)."""
+    return f"takes/{take_id}/windows/{index:04d}.safetensors"
+
+
 def log_key(take_id: str, attempt: int) -> str:
     """The worker's log lines of one attempt, stored when the attempt ends (not an output: kept
     for every attempt, done or not)."""

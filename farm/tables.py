@@ -168,7 +168,11 @@ class Take(Base):
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     progress_step: Mapped[int] = mapped_column(Integer, default=0)
-    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)  #: every window's steps
+    progress_windows: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  #: of a long take
+    #: a long take's finished windows whose latents are stored (storage.window_key), from the
+    #: first on: the next attempt resumes after them
+    windows_saved: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error_class: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -204,6 +208,8 @@ class Attempt(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    #: the window (from 0) it started at: after the windows an earlier attempt saved
+    start_window: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error_class: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
     take: Mapped[Take] = relationship(back_populates="attempts")

@@ -15,7 +15,7 @@ from .request import RenderRequest
 from .specs import MODES, SPECS, ModelSpec, get_spec
 
 if TYPE_CHECKING:
-    from .pipeline import OnPreview, OnStep, Pipeline, RenderResult
+    from .pipeline import OnPreview, OnStep, OnWindow, Pipeline, RenderResult
 
 __all__ = [
     "MODES",
@@ -26,6 +26,7 @@ __all__ = [
     "ModelsError",
     "OnPreview",
     "OnStep",
+    "OnWindow",
     "Pipeline",
     "RenderCanceled",
     "RenderRequest",
@@ -37,7 +38,7 @@ __all__ = [
 
 #: imported on first use (PEP 562): the farm's API and dispatcher import this package for its
 #: requests and errors alone, and must not pay for torch, diffusers and transformers
-_FROM_PIPELINE = ("OnPreview", "OnStep", "Pipeline", "RenderResult")
+_FROM_PIPELINE = ("OnPreview", "OnStep", "OnWindow", "Pipeline", "RenderResult")
 
 
 def __getattr__(name: str):

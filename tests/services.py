@@ -226,17 +226,17 @@ class TcpProxy:
 
 
 class HoldingProxy:
-    """A TCP proxy to the S3 server that holds the first PUT of a clip until released; then
-    it drops that upload (its sender is gone) or, with forward_held, lets it through (its
-    sender resumed)."""
+    """A TCP proxy to the S3 server that holds the first PUT of a clip (or of any key ending in
+    `key`) until released; then it drops that upload (its sender is gone) or, with
+    forward_held, lets it through (its sender resumed)."""
 
-    def __init__(self, target: str, forward_held: bool = False):
+    def __init__(self, target: str, forward_held: bool = False, key: bytes = b"/clip.mp4"):
         url = urlsplit(target)
         self.target = (url.hostname, url.port)
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.holding, self.release, self.used = threading.Event(), threading.Event(), False
-        self.forward_held = forward_held
+        self.forward_held, self.key = forward_held, key
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -252,12 +252,7 @@ class HoldingProxy:
     def _pump(self, src: socket.socket, dst: socket.socket, outbound: bool) -> None:
         try:
             while data := src.recv(65536):
-                if (
-                    outbound
-                    and not self.used
-                    and data.startswith(b"PUT ")
-                    and b"/clip.mp4" in data.split(b"\r\n", 1)[0]
-                ):
+                if outbound and not self.used and data.startswith(b"PUT ") and self.key in data.split(b"\r\n", 1)[0]:
                     self.used = True
                     self.holding.set()
                     self.release.wait(120)

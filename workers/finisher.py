@@ -28,6 +28,7 @@ from .attempt_logs import AttemptLogs
 from .credentials import ClipSigner
 from .job import Job
 from .manifest import build_manifest
+from .windows import WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,13 @@ class Finisher:
         digest: Callable[[], str | None],
         signer: ClipSigner,
         logs: AttemptLogs,
+        windows: WindowStore,
     ):
         """digest: the checkpoint's weights digest, asked when a manifest is written; signer:
-        signs every clip's content credentials; logs: where each attempt's log lines go."""
+        signs every clip's content credentials; logs: where each attempt's log lines go;
+        windows: a long take's stored windows, deleted once its clip is recorded."""
         self.factory, self.storage, self.digest, self.signer = factory, storage, digest, signer
-        self.logs = logs
+        self.logs, self.windows = logs, windows
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finisher")
         self._pending: Future | None = None
 
@@ -108,4 +111,6 @@ class Finisher:
         for number in losers:
             for key in output_keys(job.take.id, number).values():
                 self.storage.delete(key)
+        if outcome == "done":
+            self.windows.delete(job.take.id, len(result.request.windows))
         return outcome

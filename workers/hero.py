@@ -9,11 +9,13 @@ the group, and the take is retried; GPU seconds count every GPU of the group.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from farm.settings import Settings
 from farm.storage import Storage
-from models import OnPreview, OnStep, RenderRequest, RenderResult
+from models import OnPreview, OnStep, OnWindow, RenderRequest, RenderResult
 from models.checkpoints import files_sha256, open_checkpoint
 from models.specs import get_spec
 from models.weights import weights_dir
@@ -22,6 +24,9 @@ from .heartbeat import gpu_name
 from .hero_group import RankGroup
 from .runtime import Runtime
 
+if TYPE_CHECKING:
+    import torch
+
 
 class GroupPipeline:
     """The rank group behind the two things the runtime asks of a pipeline."""
@@ -29,9 +34,17 @@ class GroupPipeline:
     def __init__(self, group: RankGroup, checkpoint: str, weights, deadline: float):
         self.group, self.checkpoint, self.weights, self.deadline = group, checkpoint, weights, deadline
 
-    def render(self, request: RenderRequest, on_step: OnStep, on_preview: OnPreview | None = None) -> RenderResult:
+    def render(
+        self,
+        request: RenderRequest,
+        on_step: OnStep,
+        on_preview: OnPreview | None = None,
+        *,
+        resume: Sequence[torch.Tensor] = (),
+        on_window: OnWindow | None = None,
+    ) -> RenderResult:
         """on_preview is not called: the prediction lives on the rank processes (explore previews)."""
-        return self.group.render(request, on_step, timeout=self.deadline)
+        return self.group.render(request, on_step, timeout=self.deadline, resume=resume, on_window=on_window)
 
     @cached_property
     def checkpoint_digest(self) -> str:

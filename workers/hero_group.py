@@ -24,6 +24,7 @@ import signal
 import socket
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from models import InputError, OnStep, RenderCanceled, RenderRequest, RenderResult, get_spec
+from models import InputError, OnStep, OnWindow, RenderCanceled, RenderRequest, RenderResult, get_spec
 from models.request import ResolvedRequest
 
 from .errors import GroupFailed, RankError
@@ -180,9 +181,16 @@ class RankGroup:
 
     # -- one take ---------------------------------------------------------------------------
     def render(
-        self, request: RenderRequest | ResolvedRequest, on_step: OnStep | None = None, *, timeout: float | None = None
+        self,
+        request: RenderRequest | ResolvedRequest,
+        on_step: OnStep | None = None,
+        *,
+        timeout: float | None = None,
+        resume: Sequence[torch.Tensor] = (),
+        on_window: OnWindow | None = None,
     ) -> RenderResult:
-        """Render one take on all ranks. Raises InputError (bad request, group unharmed),
+        """Render one take on all ranks (a long take from its `resume` windows on, each finished
+        window reported by rank 0 to on_window). Raises InputError (bad request, group unharmed),
         on_step's own exception (cooperative stop, group unharmed) or GroupFailed."""
         req = request.resolved() if isinstance(request, RenderRequest) else request
         if req.spec.name != get_spec(self.checkpoint).name:
@@ -193,7 +201,7 @@ class RankGroup:
         self.start()
         deadline = time.monotonic() + (self.take_timeout if timeout is None else timeout)
         try:
-            replies, stopped = self._take(req, on_step, deadline)
+            replies, stopped = self._take(req, [r.cpu() for r in resume], on_step, on_window, deadline)
         except GroupFailed:
             raise
         except BaseException:  # interrupted mid-take (e.g. a time limit): the ranks are out of step with us
@@ -206,17 +214,18 @@ class RankGroup:
             raise InputError(*rest)
         return pickle.loads(rest[0])
 
-    def _take(self, req: ResolvedRequest, on_step: OnStep | None, deadline: float):
-        """Send the take to every rank; (each rank's final reply, what on_step raised)."""
+    def _take(self, req: ResolvedRequest, resume: list, on_step: OnStep | None, on_window, deadline: float):
+        """Send the take to every rank; (each rank's final reply, what on_step or on_window raised)."""
         for rank in self._ranks:
-            rank.conn.send(req)
+            rank.conn.send((req, resume))
         replies: dict[int, tuple] = {}
         stopped: BaseException | None = None
         for rank, message in self._messages(deadline, "rendering"):
-            if message[0] == "step":
-                if on_step is not None and stopped is None:
+            if message[0] in ("step", "window"):
+                call = on_step if message[0] == "step" else on_window
+                if call is not None and stopped is None:
                     try:
-                        on_step(*message[1:])
+                        call(*message[1:])
                     except BaseException as exc:  # the ranks stop together at the next step
                         stopped = exc
                         self._cancel.set()
@@ -244,8 +253,8 @@ def _rank_main(
         conn.send(("error", "".join(traceback.format_exception(exc))))
         raise
     conn.send(("ready",))
-    while (req := conn.recv()) is not None:
-        _serve(pipe, rank, req, conn, cancel)
+    while (take := conn.recv()) is not None:
+        _serve(pipe, rank, *take, conn, cancel)
     dist.destroy_process_group()
 
 
@@ -263,7 +272,7 @@ def _load(rank: int, size: int, checkpoint: str, weights, device: str):
     return pipe
 
 
-def _serve(pipe, rank: int, req: ResolvedRequest, conn: Connection, cancel) -> None:
+def _serve(pipe, rank: int, req: ResolvedRequest, resume: list, conn: Connection, cancel) -> None:
     def on_step(i: int, n: int) -> None:
         if rank == 0:
             conn.send(("step", i, n))
@@ -272,12 +281,15 @@ def _serve(pipe, rank: int, req: ResolvedRequest, conn: Connection, cancel) -> N
         if stop.item():
             raise RenderCanceled(f"stopped after step {i}/{n}")
 
+    def on_window(i: int, n: int, latents: torch.Tensor) -> None:
+        conn.send(("window", i, n, latents.cpu()))  # by value, to be stored by the supervisor
+
     try:
         with torch.no_grad():
-            if rank == 0:
-                reply = ("done", pickle.dumps(pipe.render(req, on_step)))  # by value: no shared memory
+            if rank == 0:  # by value: no shared memory
+                reply = ("done", pickle.dumps(pipe.render(req, on_step, resume=resume, on_window=on_window)))
             else:  # the same path as rank 0's render, without the decode
-                pipe.denoise_take(req, on_step)
+                pipe.denoise_take(req, on_step, resume=resume)
                 reply = ("done", None)
     except RenderCanceled:
         reply = ("canceled",)

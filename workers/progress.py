@@ -38,8 +38,11 @@ class Progress:
         heartbeat: Heartbeat,
         job: Job,
         previews: Previews | None = None,
+        windows: int = 1,
     ):
+        """windows: a long take's count; the engine's steps (i of n) run over all of them."""
         self.factory, self.settings, self.heartbeat, self.job = factory, settings, heartbeat, job
+        self.windows = windows
         self.previews = previews
         self.deadline = 0.0
         self.reported = 0.0  #: monotonic time of the last progress write
@@ -77,7 +80,7 @@ class Progress:
         take_id = self.job.take.id
         try:
             with transaction(self.factory) as session:
-                stop = states.progress(session, take_id, self.job.attempt, i, n)
+                stop = states.progress(session, take_id, self.job.attempt, i, n, self.windows)
         except DBAPIError as exc:  # the database is away: keep rendering, report later
             log.warning("progress of take %s not recorded (%s)", take_id, type(exc.orig).__name__)
             return

@@ -40,6 +40,7 @@ from .job import Job, claim
 from .lora_cache import LoraCache
 from .previews import Previews
 from .progress import Progress
+from .windows import WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,15 @@ class Runtime:
         self.pipeline = None  #: what renders: render(request, on_step, on_preview) and checkpoint_digest
         self.previews = Previews(self.storage, settings.preview_interval)
         self.logs = AttemptLogs(self.storage)  #: each attempt's log lines, stored when it ends
+        self.windows = WindowStore(self.factory, self.storage, gpu)  #: a long take's finished windows
         # the digest is asked on the finisher thread: hashing the weights never holds up the GPU
         self.finisher = Finisher(
-            self.factory, self.storage, lambda: self.pipeline.checkpoint_digest, ClipSigner(settings), self.logs
+            self.factory,
+            self.storage,
+            lambda: self.pipeline.checkpoint_digest,
+            ClipSigner(settings),
+            self.logs,
+            self.windows,
         )
 
     @property
@@ -134,15 +141,22 @@ class Runtime:
                     f"the uploaded {kind} {asset.sha256[:12]} is missing from the store; upload the same "
                     "file again (it is repaired in place), then retry the take",
                 ) from None
-        request = RenderRequest(
+        req = RenderRequest(
             checkpoint=job.take.checkpoint,
             image=str(files["image"]) if "image" in files else None,
             audio=str(files["audio"]) if "audio" in files else None,
             loras=tuple(LoraUse(str(self.loras.path(asset)), strength) for asset, strength in job.loras),
             **job.take.params,
-        )
-        with Progress(self.factory, self.settings, self.heartbeat, job, self.previews) as on_step:
-            return self.pipeline.render(request, on_step, on_step.preview)
+        ).resolved()
+        resume, origins = self.windows.resume(job, req)  # a long take an earlier attempt began
+        progress = Progress(self.factory, self.settings, self.heartbeat, job, self.previews, len(req.windows))
+        with progress as on_step:
+            result = self.pipeline.render(
+                req, on_step, on_step.preview, resume=resume, on_window=self.windows.on_window(job)
+            )
+        if "windows" in result.engine:  # which attempt, on which GPU, rendered the windows it resumed after
+            result.engine["windows"]["resumed_from"] = origins
+        return result
 
 
 def _free_gpu_memory() -> None:

@@ -240,6 +240,7 @@ class AttemptPublic(BaseModel):
     started_at: datetime
     finished_at: datetime | None
     gpu_seconds: float
+    start_window: int = Field(0, description="a long take's window (from 0) it started at, after those saved")
     error_class: str | None
     error_message: str | None
 
@@ -448,6 +449,7 @@ class LivePublic(BaseModel):
     state: str
     step: int
     total: int
+    progress: dict = Field(description="as on the take: a long take's also window, windows, window_step, window_steps")
     eta_seconds: float | None = Field(description="running: seconds left at the pace so far (after the first step)")
     queue_position: int | None = Field(
         description="queued: 1 is released next in its pool; null when deeper than queue_lookahead"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..batches import Summary
+from ..live import progress
 from ..storage import Storage
 from ..tables import Attempt, Batch, Output, Take
 from .schemas import AttemptPublic, BatchPublic, Counts, OutputsPublic, TakePublic
@@ -45,11 +46,7 @@ def take_public(
         parent_id=take.parent_id,
         selected_for_hero=take.selected_for_hero,
         cancel_requested=take.cancel_requested,
-        progress={
-            "step": take.progress_step,
-            "total": take.progress_total,
-            "fraction": take.progress_step / take.progress_total if take.progress_total else 0.0,
-        },
+        progress=progress(take),
         attempt_count=take.attempt_count,
         max_attempts=take.max_attempts,
         error_class=take.error_class,

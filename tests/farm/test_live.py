@@ -11,7 +11,7 @@ from PIL import Image
 
 from farm import live
 from farm.storage import preview_key
-from farm.tables import Take, utcnow
+from farm.tables import Attempt, Take, utcnow
 from models.preview import UPSCALE
 
 from ..helpers import make_batch, wait_done
@@ -34,8 +34,28 @@ def test_a_queued_take_knows_its_place_in_the_release_order(client, sessions, cl
 def test_the_eta_is_the_pace_so_far_over_the_steps_left():
     now = utcnow()
     take = Take(progress_step=5, progress_total=20)
-    assert live.eta_seconds(take, now - timedelta(seconds=10), now) == 30.0  # 2 s a step, 15 left
-    assert live.eta_seconds(Take(progress_step=0, progress_total=20), now, now) is None  # no pace yet
+    assert live.eta_seconds(take, Attempt(started_at=now - timedelta(seconds=10)), now) == 30.0  # 2 s a step, 15 left
+    assert live.eta_seconds(Take(progress_step=0, progress_total=20), Attempt(started_at=now), now) is None  # no pace
+    # a long take resumed at window 3 of 4 (10 steps each): its pace counts from step 20
+    resumed = Take(progress_step=25, progress_total=40, progress_windows=4)
+    attempt = Attempt(started_at=now - timedelta(seconds=10), start_window=2)
+    assert live.eta_seconds(resumed, attempt, now) == 30.0
+    assert live.eta_seconds(Take(progress_step=20, progress_total=40, progress_windows=4), attempt, now) is None
+
+
+def test_a_long_take_s_progress_is_window_i_of_n_and_step_j_of_m():
+    def at(step: int, saved: int) -> tuple:
+        p = live.progress(Take(progress_step=step, progress_total=30, progress_windows=3, windows_saved=saved))
+        assert (p["windows"], p["window_steps"], p["windows_saved"]) == (3, 10, saved)
+        return p["window"], p["window_step"]
+
+    # (step, windows saved) -> (window, its step): a window stepped through but not yet stored
+    # is still the current one; once stored, the next one is, at step 0
+    cases = {(0, 0): (1, 0), (1, 0): (1, 1), (9, 0): (1, 9), (10, 0): (1, 10), (10, 1): (2, 0), (11, 1): (2, 1),
+             (20, 2): (3, 0), (29, 2): (3, 9), (30, 2): (3, 10), (30, 3): (3, 10)}  # fmt: skip
+    assert {case: at(*case) for case in cases} == cases
+    clip = live.progress(Take(progress_step=3, progress_total=4, progress_windows=1))
+    assert clip == {"step": 3, "total": 4, "fraction": 0.75}  # a clip: no windows named
 
 
 def jpeg_size(data: bytes) -> tuple[int, int]:

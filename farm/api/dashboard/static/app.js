@@ -285,7 +285,7 @@ async function viewTakes(_arg, view) {
 // ---------- one take ----------
 // where the clip would be: live progress while it can still come, else why there is none
 async function noClip(t) {
-  const p = t.progress, at = p && p.total ? ` at step ${p.step} of ${p.total}` : "";
+  const p = t.progress, at = p && p.total ? ` at ${stepText(p)}` : "";
   const retry = mine(t) ? " Retry renders it again." : "";
   if (t.state === "canceled") return [h("p", {}, `Canceled${p.step ? at : " before it started"}: there is no clip.${retry}`)];
   if (t.state === "failed") return [h("p", {}, `Failed${at}: there is no clip.${retry}`)];
@@ -308,7 +308,7 @@ async function viewTake(id, view) {
   const used = h("dl", { class: "used", "aria-label": "Render settings" });
   const usedNote = h("p", { class: "hint" }, done ? "" : "As asked; once the take is done, as the manifest records it.");
   drawUsed(used, t, loraInfo, null);
-  const status = h("p", {}, badge(t.state), " ", t.state === "running" ? `step ${t.progress.step} of ${t.progress.total}` : "",
+  const status = h("p", {}, badge(t.state), " ", t.state === "running" ? h("span", { "data-step": "" }, stepText(t.progress)) : "",
     t.selected_for_hero ? h("span", { class: "badge state-done" }, " selected for hero") : null,
     done && t.cancel_requested ? h("span", { class: "warn", "data-late": "" }, "Too late to cancel: it had finished its last step. The clip is kept.") : null);
   const player = done ? h("video", { src: t.outputs.clip, poster: t.outputs.thumbnail, controls: true, preload: "metadata",
@@ -373,7 +373,11 @@ async function viewTake(id, view) {
       if (c.id !== id) return;
       if (c.state === "done" && c.cancel_requested) toast("Too late, it finished: the clip is kept");
       if (c.state !== t.state) route();
-      else { const b = view.el.querySelector(".bar"); if (b) setProgress(b, c.progress, false); }
+      else {
+        const b = view.el.querySelector(".bar"), step = view.el.querySelector("[data-step]");
+        if (b) setProgress(b, c.progress, false);
+        if (step) step.textContent = stepText(c.progress);
+      }
     });
   }
 }

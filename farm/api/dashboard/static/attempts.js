@@ -33,7 +33,9 @@ function logOf(t, a) {
 export function attemptsPanel(t) {
   const rows = (t.attempts || []).map((a) => [
     h("tr", { "data-attempt": String(a.number) }, h("td", {}, a.number), h("td", {}, a.worker_id), h("td", {}, a.gpu),
-      h("td", {}, badge(a.state)), h("td", {}, fmtTime(a.started_at)),
+      h("td", {}, badge(a.state)), h("td", {}, fmtTime(a.started_at),
+        a.start_window ? h("div", { class: "hint", "data-resumed": String(a.start_window + 1) },
+          `resumed at window ${a.start_window + 1}, after those saved`) : null),
       h("td", { "data-took": "" }, a.seconds === null ? "rendering…" : duration(a.seconds)), h("td", {}, a.gpu_seconds.toFixed(1)),
       h("td", {}, inWords(a.error_class, a.error_message))),
     h("tr", { class: "log-row" }, h("td", { colspan: "8" }, logOf(t, a))),

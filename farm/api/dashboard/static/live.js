@@ -1,6 +1,6 @@
 // A take while it waits or renders: its place in the queue, its ETA, and a small preview of
 // the current prediction (GET /takes/{id}/live every few seconds while the page is open).
-import { h, api } from "./core.js";
+import { h, api, stepText } from "./core.js";
 
 const POLL_MS = 3000;
 const WAITING = ["queued", "released", "running"];
@@ -24,7 +24,7 @@ export function liveText(t, l) {
   if (l.state === "released") return `sent to the ${t.pool} pool: it starts when a worker takes it`;
   if (l.state === "running") {
     const eta = l.eta_seconds === null ? "" : ` · about ${duration(l.eta_seconds)} left`;
-    return l.total ? `step ${l.step} of ${l.total}${eta}` : "starting…";
+    return l.total ? `${stepText(l.progress)}${eta}` : "starting…";
   }
   return "";
 }
