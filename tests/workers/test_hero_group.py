@@ -43,6 +43,24 @@ def test_a_take_reports_every_step_and_returns_the_clip(group, request_):
     assert result.video.shape == (3, 17, 48, 64)
 
 
+def test_a_long_take_reports_its_windows_and_resumes_after_those_given(group, request_, media):
+    """A 3-window take on the group: rank 0 hands back each finished window's latents; given
+    the first two back, the group renders only the third and ends on the same frames."""
+    long = replace(request_, frames=257, width=64, height=48)  # 25 + 20 + 20 latent frames
+    windows, steps = [], []
+    whole = group.render(long, lambda i, n: steps.append(i), on_window=lambda i, n, lat: windows.append((i, n, lat)))
+    assert [(i, n, tuple(lat.shape)) for i, n, lat in windows] == [(i, 3, (16, 25, 6, 8)) for i in range(3)]
+    assert steps == list(range(1, 7))
+    later = []
+    resumed = group.render(
+        long, lambda i, n: later.append(i), resume=[lat for _, _, lat in windows[:2]],
+        on_window=lambda i, n, lat: later.append(("window", i)),
+    )  # fmt: skip
+    assert later == [5, 6, ("window", 2)]  # window 3's steps only
+    assert resumed.engine["windows"]["resumed_at"] == 2
+    assert resumed.frames_sha256 == whole.frames_sha256
+
+
 def test_a_rank_killed_mid_take_fails_the_take_and_the_group_respawns(group, request_):
     old = group.pids
 
