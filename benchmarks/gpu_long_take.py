@@ -22,11 +22,13 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gpu_render import random_init_
 
 from models.dit import HumoDiT
 from models.guidance import Scales
@@ -37,22 +39,6 @@ from models.vae import VideoVAE, build_vae
 from models.windows import DEFAULT_OVERLAP
 
 GIB = 2**30
-M = TypeVar("M", bound=torch.nn.Module)
-
-
-def random_init(module: M, device: torch.device, dtype: torch.dtype, seed: int = 0) -> M:
-    """gpu_render.random_init_ on any device: a meta-built module materialised with small random weights."""
-    module = module.to_empty(device=device)
-    g = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim == 1 and ("norm" in name or name.endswith("gamma")):
-                p.fill_(1.0)
-            else:
-                p.normal_(0, 0.02, generator=g)
-        for b in module.buffers():
-            b.zero_()
-    return module.to(dtype).eval().requires_grad_(False)
 
 
 def take_frames(spec: ModelSpec, windows: int, overlap: int = DEFAULT_OVERLAP) -> int:
@@ -100,10 +86,10 @@ def main() -> int:
 
     with torch.device("meta"):
         dit, vae = HumoDiT(spec.dit), build_vae(spec.vae)
-    dit = random_init(dit, device, dtype)
+    dit = random_init_(dit, device=device, dtype=dtype)
     if cuda:  # as the workers run it; on a CPU inductor would only add minutes
         dit.compile_blocks()
-    pipe = Pipeline(spec, dit, VideoVAE(random_init(vae, device, dtype)), None, None, device=device)  # type: ignore[arg-type]
+    pipe = Pipeline(spec, dit, VideoVAE(random_init_(vae, device=device, dtype=dtype)), None, None, device=device)  # type: ignore[arg-type]
     cfg = spec.dit
     g = torch.Generator(device=device).manual_seed(2)
     base = Inputs(

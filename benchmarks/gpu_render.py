@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -34,6 +35,7 @@ from models.vae import VideoVAE, build_vae
 
 DEVICE = torch.device("cuda")
 DTYPE = torch.bfloat16
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 def forward_flops(cfg: DiTConfig, frames: int, height: int, width: int) -> float:
@@ -80,10 +82,10 @@ def timed(fn, warmup: int = 2, repeat: int = 5) -> list[float]:
     return out
 
 
-def random_init_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Materialise a meta-built module on the GPU in bf16 with small random weights."""
-    module = module.to_empty(device=DEVICE)
-    g = torch.Generator(device=DEVICE).manual_seed(seed)
+def random_init_(module: M, seed: int = 0, device: torch.device = DEVICE, dtype: torch.dtype = DTYPE) -> M:
+    """Materialise a meta-built module (on the GPU in bf16 unless told) with small random weights."""
+    module = module.to_empty(device=device)
+    g = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
             if p.ndim == 1 and ("norm" in name or name.endswith("gamma")):
@@ -92,7 +94,7 @@ def random_init_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 p.normal_(0, 0.02, generator=g)
         for b in module.buffers():
             b.zero_()
-    return module.to(DTYPE).eval().requires_grad_(False)
+    return module.to(dtype).eval().requires_grad_(False)
 
 
 def our_dit(spec: ModelSpec) -> HumoDiT:
