@@ -55,6 +55,7 @@ def main() -> int:
     parser.add_argument("--out", default="gpu_long_take.json")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="the tiny spec at 64x48: a smoke run, not a benchmark")
+    parser.add_argument("--eager", action="store_true", help="no torch.compile (a short run: the ratios hold)")
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -87,7 +88,7 @@ def main() -> int:
     with torch.device("meta"):
         dit, vae = HumoDiT(spec.dit), build_vae(spec.vae)
     dit = random_init_(dit, device=device, dtype=dtype)
-    if cuda:  # as the workers run it; on a CPU inductor would only add minutes
+    if cuda and not args.eager:  # as the workers run it; on a CPU inductor would only add minutes
         dit.compile_blocks()
     pipe = Pipeline(spec, dit, VideoVAE(random_init_(vae, device=device, dtype=dtype)), None, None, device=device)  # type: ignore[arg-type]
     cfg = spec.dit
