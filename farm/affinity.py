@@ -29,6 +29,14 @@ def stack_key(checkpoint: str, loras: list[dict] | None) -> str:
     return "+".join([checkpoint, *(f"{use['sha256']}@{float(use['strength'])!r}" for use in loras or ())])
 
 
+def parse_stack_key(key: str) -> dict:
+    """stack_key's inverse: {"checkpoint", "loras": [{"sha256", "strength"}]}, for the people
+    who read what a worker holds (the dashboard, `farm pools`)."""
+    checkpoint, *uses = key.split("+")
+    loras = [{"sha256": sha, "strength": float(strength)} for sha, strength in (u.rsplit("@", 1) for u in uses)]
+    return {"checkpoint": checkpoint, "loras": loras}
+
+
 def choose(takes: Iterable[tuple[str, str]], idle: dict[str, str]) -> dict[str, str | None]:
     """(take id, its stack key) in release order; idle: worker id -> what it holds, in order
     of preference. Each take gets the first idle worker holding its key that no earlier take

@@ -35,6 +35,7 @@ class WorkerRow:
     heartbeat_age: float  #: seconds
     current_take_id: str | None
     state: str
+    holding: str | None = None  #: farm.affinity.stack_key of what its DiT holds (None: unknown)
 
 
 def state(stopped: bool, heartbeat_age: float, current_take_id: str | None, timeout: float) -> str:
@@ -69,7 +70,7 @@ def row(worker: Worker, now: datetime, timeout: float) -> WorkerRow:
     w = worker
     return WorkerRow(
         w.id, w.pool, w.host, w.gpu, w.slots, seconds, w.current_take_id,
-        state(w.stopped, seconds, w.current_take_id, timeout),
+        state(w.stopped, seconds, w.current_take_id, timeout), w.holding,
     )  # fmt: skip
 
 

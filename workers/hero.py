@@ -17,6 +17,7 @@ from farm.settings import Settings
 from farm.storage import Storage
 from models import OnPreview, OnStep, OnWindow, RenderRequest, RenderResult
 from models.checkpoints import files_sha256, open_checkpoint
+from models.request import ResolvedRequest
 from models.specs import get_spec
 from models.weights import weights_dir
 
@@ -36,7 +37,7 @@ class GroupPipeline:
 
     def render(
         self,
-        request: RenderRequest,
+        request: RenderRequest | ResolvedRequest,
         on_step: OnStep,
         on_preview: OnPreview | None = None,
         *,

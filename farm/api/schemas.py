@@ -347,6 +347,9 @@ class WorkerPublic(BaseModel):
     state: str = Field(description="one of farm.fleet.STATES: idle, busy, draining, dead, stopped")
     heartbeat_age: float  #: seconds since its last heartbeat
     current_take_id: str | None
+    holding: dict | None = Field(
+        None, description="what its DiT holds: {checkpoint, loras: [{sha256, strength}]} in order (null: unknown)"
+    )
     gpu_seconds_24h: float
     attempts_24h: int
 

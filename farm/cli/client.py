@@ -156,8 +156,9 @@ def cmd_takes(args) -> int:
     r.raise_for_status()
     for t in r.json()["data"]:
         p = t["progress"]
+        window = f"window {p['window']}/{p['windows']}" if "windows" in p else ""  # a long take
         print(
-            f"{t['id']}  {t['state']:9s} {p['step']:>3}/{p['total']:<3} {t['checkpoint']:10s} "
+            f"{t['id']}  {t['state']:9s} {p['step']:>3}/{p['total']:<3} {window:13s} {t['checkpoint']:10s} "
             f"seed={t['params'].get('seed')}  {t['params'].get('prompt', '')[:60]}"
         )
     return 0

@@ -7,6 +7,7 @@ import json
 from contextlib import contextmanager
 
 from .. import fleet, metrics
+from ..affinity import parse_stack_key
 from ..errors import FarmError
 from ..leader import holder
 from ..tables import utcnow
@@ -56,11 +57,19 @@ def cmd_workers(args) -> int:
         print("no workers" + ("" if args.all else f" seen in the last {fleet.SEEN / 3600:g} h (--all: every one)"))
     else:
         _table(
-            [("ID", "POOL", "HOST", "GPU", "HEARTBEAT", "TAKE", "STATE")]
-            + [(w.id, w.pool, w.host, w.gpu, fleet.ago(w.heartbeat_age), w.current_take_id or "-", w.state)
-               for w in rows]
+            [("ID", "POOL", "HOST", "GPU", "HEARTBEAT", "TAKE", "STATE", "HOLDS")]
+            + [(w.id, w.pool, w.host, w.gpu, fleet.ago(w.heartbeat_age), w.current_take_id or "-", w.state,
+                _holds(w.holding)) for w in rows]
         )  # fmt: skip
     return 0
+
+
+def _holds(key: str | None) -> str:
+    """What a worker's DiT holds, short: the checkpoint, then each LoRA's hash prefix @ strength."""
+    if key is None:
+        return "-"
+    held = parse_stack_key(key)
+    return " + ".join([held["checkpoint"], *(f"{u['sha256'][:8]}@{u['strength']:g}" for u in held["loras"])])
 
 
 def _drain(worker_id: str, drain: bool) -> int:

@@ -11,7 +11,7 @@ import redis
 from sqlalchemy import update
 
 from farm import states
-from farm.affinity import choose, stack_key
+from farm.affinity import choose, parse_stack_key, stack_key
 from farm.db import transaction
 from farm.queue import direct_queue, make_celery, send_take
 from farm.release import Releaser, next_takes
@@ -62,6 +62,8 @@ def test_the_stack_key_is_the_checkpoint_then_each_lora_and_strength_in_order():
     assert stack_key("tiny", None) == stack_key("tiny", []) == "tiny"
     stack = [{"sha256": a, "strength": 0.8}, {"sha256": b, "strength": -0.5}]
     assert stack_key("tiny", stack) == f"tiny+{a}@0.8+{b}@-0.5"
+    assert parse_stack_key(stack_key("tiny", stack)) == {"checkpoint": "tiny", "loras": stack}  # its inverse
+    assert parse_stack_key("tiny") == {"checkpoint": "tiny", "loras": []}
     assert stack_key("tiny", stack[::-1]) != stack_key("tiny", stack)  # stacked in order
     assert stack_key("tiny", [{"sha256": a, "strength": 1}]) == stack_key("tiny", [{"sha256": a, "strength": 1.0}])
     assert stack_key("tiny", [{"sha256": a, "strength": 0.8}]) != stack_key("tiny", [{"sha256": a, "strength": 0.81}])
@@ -245,6 +247,11 @@ def test_two_workers_keep_their_lora_stacks_when_both_are_free_in_each_pass(clie
     assert 2 <= switches(client, every) <= 3, routed
     assert sum(w is not None for w in routed.values()) >= 2 * n - 3
     assert holdings(sessions, workers) <= {key((sha, 0.7)) for sha in takes}  # the last take's stack
+    # the workers list says it, as the people reading it want it
+    listed = {w["id"]: w["holding"] for w in client.get("/workers").json()}
+    assert {listed[w.id]["checkpoint"] for w in workers} == {"tiny"}
+    assert all([(u["sha256"], u["strength"]) for u in listed[w.id]["loras"]] in ([(sha, 0.7)] for sha in takes)
+               for w in workers)  # fmt: skip
 
 
 def test_two_batches_of_two_stacks_on_the_release_loop(request, client, sessions, tmp_path, start_worker):

@@ -30,6 +30,7 @@ def test_an_operator_drains_and_resumes_a_worker_from_the_pools_page(
     row = page.locator(f'tr[data-worker="{worker.id}"]')
     row.and_(page.locator("[data-state=idle]")).wait_for()
     assert page.locator("[data-pool-warning]").count() == 0
+    assert row.locator("[data-holds]").inner_text() == "tiny"  # the bare checkpoint, no LoRA yet
 
     drain = page.get_by_role("button", name=f"Drain worker {worker.id}")
     drain.focus()

@@ -12,6 +12,7 @@ from models.request import PARAMS
 from models.specs import SPECS
 
 from ... import capacity, fleet, metrics, usage
+from ...affinity import parse_stack_key
 from ...batches import pool_of
 from ...queue import POOLS
 from ...tables import Attempt, Take, utcnow
@@ -95,6 +96,7 @@ def workers(
                 state=w.state,
                 heartbeat_age=round(w.heartbeat_age, 1),
                 current_take_id=w.current_take_id,
+                holding=parse_stack_key(w.holding) if w.holding else None,
                 gpu_seconds_24h=mine.gpu_seconds,
                 attempts_24h=mine.attempts,
             )

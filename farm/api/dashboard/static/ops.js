@@ -49,6 +49,11 @@ async function viewPools(_arg, view) {
     return h("span", { class: "hint" }, "—");
   }
 
+  // what a worker's DiT holds: takes of that stack start on it with no LoRA switch
+  const holds = (held) => (!held ? "—" : !held.loras.length ? held.checkpoint
+    : h("span", { title: held.loras.map((u) => `${u.sha256} @ ${u.strength}`).join("\n") },
+      `${held.checkpoint} + ${held.loras.map((u) => `${u.sha256.slice(0, 8)} @${u.strength}`).join(", ")}`));
+
   async function draw() {
     const [pools, workers] = await Promise.all([api("/pools"), api("/workers?include_stopped=true")]);
     const shown = workers.filter((w) => w.state !== "stopped" || w.heartbeat_age < 3600);
@@ -60,7 +65,7 @@ async function viewPools(_arg, view) {
           h("td", {}, p.queued), h("td", {}, p.released), h("td", {}, p.running), h("td", {}, p.gpu_seconds_24h.toFixed(0))))))),
       h("h2", {}, "Workers"),
       shown.length ? h("div", { class: "scroll" }, h("table", { class: "panel workers" }, h("caption", { class: "sr-only" }, "Workers"),
-        h("thead", {}, h("tr", {}, ["worker", "pool", "GPU", "state", "heartbeat", "rendering", "GPU s (24 h)", operator ? "action" : null]
+        h("thead", {}, h("tr", {}, ["worker", "pool", "GPU", "state", "heartbeat", "rendering", "holds", "GPU s (24 h)", operator ? "action" : null]
           .filter(Boolean).map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, shown.map((w) => h("tr", { "data-worker": w.id, "data-state": w.state },
           h("td", { class: "wrap" }, w.id), h("td", {}, w.pool), h("td", {}, w.gpu),
@@ -68,6 +73,7 @@ async function viewPools(_arg, view) {
             h("span", { class: "worker-state" }, STATE_WORDS[w.state] || w.state)),
           h("td", {}, age(w.heartbeat_age)),
           h("td", {}, w.current_take_id ? h("a", { href: `#/take/${w.current_take_id}` }, w.current_take_id.slice(0, 8)) : "—"),
+          h("td", { "data-holds": "" }, holds(w.holding)),
           h("td", {}, w.gpu_seconds_24h.toFixed(0)), operator ? h("td", {}, controls(w)) : null)))))
         : h("p", { class: "hint" }, "No workers are running. Start one with `farm worker --pool explore`."));
     if (focused) { const again = body.querySelector(`[data-key="${CSS.escape(focused)}"]`); if (again) again.focus(); }
