@@ -72,8 +72,12 @@ class WindowStore:
             except (ObjectMissing, StorageError, SafetensorError, ValueError) as exc:
                 log.warning("take %s: window %d not read back (%s); resuming before it", job.take.id, index + 1, exc)
                 break
+            shape = (req.spec.vae.z_dim, req.windows[index].length, req.height // 8, req.width // 8)
             if meta.get("fingerprint") != want or meta.get("window") != str(index):
                 log.warning("take %s: stored window %d is of other inputs; not used", job.take.id, index + 1)
+                break
+            if tuple(tensors["latents"].shape) != shape:  # planned otherwise since (another window length)
+                log.warning("take %s: stored window %d does not fit the take's plan; not used", job.take.id, index + 1)
                 break
             found.append(tensors["latents"])
             origins.append({"window": index, "attempt": int(meta["attempt"]), "gpu": meta["gpu"]})

@@ -90,11 +90,15 @@ def test_windows_are_saved_counted_and_resumed_after(sessions, clean, claim, tmp
     assert len(resume) == 1 and torch.equal(resume[0], made[0])
     assert read(sessions, take_id, 3)[1].start_window == 1
 
+    # one of another shape (the take planned otherwise since) is not used either
+    store.on_window(third)(1, 5, torch.zeros(16, 24, 6, 8))
+    assert len(store.resume(claim(take_id), req)[0]) == 1
+
     # one missing: nothing before it is lost, nothing after it used
     storage.delete(window_key(take_id, 0))
-    fourth = claim(take_id)
-    assert store.resume(fourth, req) == ([], [])
-    assert read(sessions, take_id, 4)[1].start_window == 0
+    fifth = claim(take_id)
+    assert store.resume(fifth, req) == ([], [])
+    assert read(sessions, take_id, 5)[1].start_window == 0
 
     store.delete(take_id, 5)
     assert not any(storage.exists(window_key(take_id, i)) for i in range(5))
