@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,7 +23,16 @@ from .tables import Attempt, Take, TakeState, utcnow
 QUEUE_LOOKAHEAD = 1000  #: takes of the release order read to place a queued take; deeper: "over 1000"
 
 
-def progress(take: Take) -> dict:
+class Progressing(Protocol):
+    """What progress() reads: a Take, or a row of its columns (the change feed's)."""
+
+    progress_step: int
+    progress_total: int
+    progress_windows: int
+    windows_saved: int
+
+
+def progress(take: Progressing) -> dict:
     """Step of total over every window; a long take's also as window i of n (from 1) and step
     j of m within it (each window renders the take's steps: total / windows of them).
 

@@ -202,11 +202,16 @@ def progress(
 def start_at_window(
     session: Session, take_id: str, attempt: Attempt, window: int, step: int, total: int, windows: int
 ) -> None:
-    """The running attempt resumes a long take at `window` (from 0), after the windows an
-    earlier attempt saved: recorded on the attempt, and its progress starts there."""
+    """The running attempt starts a long take at `window` (from 0), after the stored windows it
+    could use: recorded on the attempt, its progress starts there, and the take counts those
+    windows stored (any after them will be rendered and stored again)."""
     session.execute(
         update(Attempt).where(Attempt.id == attempt.id).values(start_window=window)
         .execution_options(synchronize_session=False)
+    )  # fmt: skip
+    session.execute(
+        update(Take).where(Take.id == take_id, Take.state == S.running, _current(take_id, attempt))
+        .values(windows_saved=window).execution_options(synchronize_session=False)
     )  # fmt: skip
     progress(session, take_id, attempt, step, total, windows)
 
@@ -217,7 +222,7 @@ def window_saved(session: Session, take_id: str, attempt: Attempt, count: int) -
     moved = session.execute(
         update(Take)
         .where(Take.id == take_id, Take.state == S.running, _current(take_id, attempt))
-        .values(windows_saved=count)
+        .values(windows_saved=count, updated_at=utcnow())  # the change feed shows it
         .execution_options(synchronize_session=False)
     )
     return cast(CursorResult[Any], moved).rowcount == 1

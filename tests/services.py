@@ -230,13 +230,14 @@ class HoldingProxy:
     `key`) until released; then it drops that upload (its sender is gone) or, with
     forward_held, lets it through (its sender resumed)."""
 
-    def __init__(self, target: str, forward_held: bool = False, key: bytes = b"/clip.mp4"):
+    def __init__(self, target: str, forward_held: bool = False, key: bytes = b"/clip.mp4", every: bool = False):
+        """every: hold each PUT of the key, not only the first (a client's retry of it too)."""
         url = urlsplit(target)
         self.target = (url.hostname, url.port)
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.holding, self.release, self.used = threading.Event(), threading.Event(), False
-        self.forward_held, self.key = forward_held, key
+        self.forward_held, self.key, self.every = forward_held, key, every
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -252,7 +253,8 @@ class HoldingProxy:
     def _pump(self, src: socket.socket, dst: socket.socket, outbound: bool) -> None:
         try:
             while data := src.recv(65536):
-                if outbound and not self.used and data.startswith(b"PUT ") and self.key in data.split(b"\r\n", 1)[0]:
+                hold = not self.used or self.every
+                if outbound and hold and data.startswith(b"PUT ") and self.key in data.split(b"\r\n", 1)[0]:
                     self.used = True
                     self.holding.set()
                     self.release.wait(120)

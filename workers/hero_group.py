@@ -201,7 +201,7 @@ class RankGroup:
         self.start()
         deadline = time.monotonic() + (self.take_timeout if timeout is None else timeout)
         try:
-            replies, stopped = self._take(req, [r.cpu() for r in resume], on_step, on_window, deadline)
+            replies, stopped = self._take(req, pickle.dumps([r.cpu() for r in resume]), on_step, on_window, deadline)
         except GroupFailed:
             raise
         except BaseException:  # interrupted mid-take (e.g. a time limit): the ranks are out of step with us
@@ -214,18 +214,19 @@ class RankGroup:
             raise InputError(*rest)
         return pickle.loads(rest[0])
 
-    def _take(self, req: ResolvedRequest, resume: list, on_step: OnStep | None, on_window, deadline: float):
-        """Send the take to every rank; (each rank's final reply, what on_step or on_window raised)."""
+    def _take(self, req: ResolvedRequest, resume: bytes, on_step: OnStep | None, on_window, deadline: float):
+        """Send the take (and the pickled windows it resumes after) to every rank; (each rank's
+        final reply, what on_step or on_window raised)."""
         for rank in self._ranks:
             rank.conn.send((req, resume))
         replies: dict[int, tuple] = {}
         stopped: BaseException | None = None
         for rank, message in self._messages(deadline, "rendering"):
             if message[0] in ("step", "window"):
-                call = on_step if message[0] == "step" else on_window
+                call, args = (on_step, message[1:]) if message[0] == "step" else (on_window, _window(*message[1:]))
                 if call is not None and stopped is None:
                     try:
-                        call(*message[1:])
+                        call(*args)
                     except BaseException as exc:  # the ranks stop together at the next step
                         stopped = exc
                         self._cancel.set()
@@ -272,7 +273,11 @@ def _load(rank: int, size: int, checkpoint: str, weights, device: str):
     return pipe
 
 
-def _serve(pipe, rank: int, req: ResolvedRequest, resume: list, conn: Connection, cancel) -> None:
+def _window(i: int, n: int, latents: bytes) -> tuple[int, int, torch.Tensor]:
+    return i, n, pickle.loads(latents)
+
+
+def _serve(pipe, rank: int, req: ResolvedRequest, resume: bytes, conn: Connection, cancel) -> None:
     def on_step(i: int, n: int) -> None:
         if rank == 0:
             conn.send(("step", i, n))
@@ -282,14 +287,16 @@ def _serve(pipe, rank: int, req: ResolvedRequest, resume: list, conn: Connection
             raise RenderCanceled(f"stopped after step {i}/{n}")
 
     def on_window(i: int, n: int, latents: torch.Tensor) -> None:
-        conn.send(("window", i, n, latents.cpu()))  # by value, to be stored by the supervisor
+        if n > 1:  # a long take's window, for the supervisor to store (a clip's has no use)
+            conn.send(("window", i, n, pickle.dumps(latents.cpu())))
 
-    try:
+    windows = pickle.loads(resume)
+    try:  # tensors go through the pipe pickled, by value: no shared memory outlives a rank
         with torch.no_grad():
-            if rank == 0:  # by value: no shared memory
-                reply = ("done", pickle.dumps(pipe.render(req, on_step, resume=resume, on_window=on_window)))
+            if rank == 0:
+                reply = ("done", pickle.dumps(pipe.render(req, on_step, resume=windows, on_window=on_window)))
             else:  # the same path as rank 0's render, without the decode
-                pipe.denoise_take(req, on_step, resume=resume)
+                pipe.denoise_take(req, on_step, resume=windows)
                 reply = ("done", None)
     except RenderCanceled:
         reply = ("canceled",)

@@ -59,7 +59,8 @@ class Runtime:
         self.pipeline = None  #: what renders: render(request, on_step, on_preview) and checkpoint_digest
         self.previews = Previews(self.storage, settings.preview_interval)
         self.logs = AttemptLogs(self.storage)  #: each attempt's log lines, stored when it ends
-        self.windows = WindowStore(self.factory, self.storage, gpu)  #: a long take's finished windows
+        #: a long take's finished windows, stored for the next attempt
+        self.windows = WindowStore(self.factory, self.storage, gpu, lambda: self.pipeline.checkpoint_digest)
         # the digest is asked on the finisher thread: hashing the weights never holds up the GPU
         self.finisher = Finisher(
             self.factory,
@@ -152,7 +153,7 @@ class Runtime:
         progress = Progress(self.factory, self.settings, self.heartbeat, job, self.previews, len(req.windows))
         with progress as on_step:
             result = self.pipeline.render(
-                req, on_step, on_step.preview, resume=resume, on_window=self.windows.on_window(job)
+                req, on_step, on_step.preview, resume=resume, on_window=self.windows.on_window(job, req, resume)
             )
         if "windows" in result.engine:  # which attempt, on which GPU, rendered the windows it resumed after
             result.engine["windows"]["resumed_from"] = origins

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Row, func, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..live import progress
 from ..tables import Take, as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class ChangeFeed:
             Take.state,
             Take.progress_step,
             Take.progress_total,
+            Take.progress_windows,
+            Take.windows_saved,
             Take.selected_for_hero,
             Take.priority,
             Take.cancel_requested,
@@ -129,7 +132,7 @@ class ChangeFeed:
                         "attempt_count": row.attempt_count,
                         "error_class": row.error_class,
                         "created_at": as_utc(row.created_at).isoformat(),
-                        "progress": {"step": row.progress_step, "total": row.progress_total},
+                        "progress": progress(row),  # as GET /takes has it: a long take's window too
                     }
                 )
             # never past our own clock: one writer's fast clock must not hide everyone else's changes
@@ -145,6 +148,8 @@ def _signature(row) -> tuple:
         row.state,
         row.progress_step,
         row.progress_total,
+        row.progress_windows,
+        row.windows_saved,
         row.selected_for_hero,
         row.priority,
         row.cancel_requested,

@@ -31,7 +31,7 @@ def test_a_worker_killed_in_window_3_of_5_costs_one_window(
     browser, api, tokens, client, sessions, clean, s3_endpoint, storage, release_loop, tmp_path
 ):
     # the store holds window 3's upload: the worker has rendered windows 1-3 and saved 1-2
-    proxy = HoldingProxy(s3_endpoint, key=b"/windows/0002.safetensors")
+    proxy = HoldingProxy(s3_endpoint, key=b"/windows/0002.safetensors", every=True)  # boto's retries too
     through_proxy = clean.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{proxy.port}"})
     victim = WorkerProcess(through_proxy, tmp_path / "v.log")
     rescuer = None

@@ -58,14 +58,18 @@ def read(sessions, take_id: str, number: int) -> tuple[Take, Attempt]:
         return s.get_one(Take, take_id), s.query(Attempt).filter_by(take_id=take_id, number=number).one()
 
 
+def resolved(job: Job):
+    return RenderRequest(checkpoint=job.take.checkpoint, **job.take.params).resolved(probe_files=False)
+
+
 def test_windows_are_saved_counted_and_resumed_after(sessions, clean, claim, tmp_path):
     (take_id,) = make_batch(sessions, clean, [LONG])
     storage = LocalStorage(tmp_path)
-    store = WindowStore(sessions, storage, "cpu")
+    store = WindowStore(sessions, storage, "cpu", lambda: "weights-1")
     first = claim(take_id)
-    req = RenderRequest(checkpoint=first.take.checkpoint, **first.take.params).resolved(probe_files=False)
+    req = resolved(first)
     assert len(req.windows) == 5
-    save, made = store.on_window(first), [latents(i) for i in range(3)]
+    save, made = store.on_window(first, req, []), [latents(i) for i in range(3)]
     for i, lat in enumerate(made):
         save(i, 5, lat)
     assert read(sessions, take_id, 1)[0].windows_saved == 3
@@ -81,27 +85,53 @@ def test_windows_are_saved_counted_and_resumed_after(sessions, clean, claim, tmp
     # a window stored from other inputs (here another take's) ends what is used there
     (other_id,) = make_batch(sessions, clean, [{**LONG, "seed": 4}])
     other = claim(other_id)
-    assert fingerprint(other.take) != fingerprint(second.take)
-    store.on_window(other)(0, 5, latents(9))
+    assert fingerprint(other.take, resolved(other), "weights-1") != fingerprint(second.take, req, "weights-1")
+    store.on_window(other, resolved(other), [])(0, 5, latents(9))
     with storage.path(window_key(other_id, 0)).open("rb") as theirs:
         storage.put_stream(window_key(take_id, 1), theirs, "application/octet-stream")
     third = claim(take_id)
     resume, _ = store.resume(third, req)
     assert len(resume) == 1 and torch.equal(resume[0], made[0])
-    assert read(sessions, take_id, 3)[1].start_window == 1
+    take, attempt = read(sessions, take_id, 3)
+    assert attempt.start_window == 1 and take.windows_saved == 1  # the rest is rendered and stored again
 
     # one of another shape (the take planned otherwise since) is not used either
-    store.on_window(third)(1, 5, torch.zeros(16, 24, 6, 8))
+    store.on_window(third, req, resume)(1, 5, torch.zeros(16, 24, 6, 8))
     assert len(store.resume(claim(take_id), req)[0]) == 1
+
+    # an attempt declared lost that comes back writes over window 2 after the current one
+    # stored windows 2 and 3: window 3 was held to another window 2, so the chain ends there
+    current = claim(take_id)
+    resume, _ = store.resume(current, req)
+    save = store.on_window(current, req, resume)
+    save(1, 5, latents(1))
+    save(2, 5, latents(2))
+    lost = latents(7)
+    store.on_window(third, req, resume)(1, 5, lost)  # held to window 1, as the lost one saw it
+    resume, _ = store.resume(claim(take_id), req)
+    assert len(resume) == 2 and resume[0].equal(made[0]) and resume[1].equal(lost)
 
     # one missing: nothing before it is lost, nothing after it used
     storage.delete(window_key(take_id, 0))
-    fifth = claim(take_id)
-    assert store.resume(fifth, req) == ([], [])
-    assert read(sessions, take_id, 5)[1].start_window == 0
+    last = claim(take_id)
+    assert store.resume(last, req) == ([], [])
+    assert read(sessions, take_id, last.attempt.number)[1].start_window == 0
 
     store.delete(take_id, 5)
     assert not any(storage.exists(window_key(take_id, i)) for i in range(5))
+
+
+def test_new_weights_under_the_same_name_resume_nothing(sessions, clean, claim, tmp_path):
+    (take_id,) = make_batch(sessions, clean, [LONG])
+    storage = LocalStorage(tmp_path)
+    first = claim(take_id)
+    save = WindowStore(sessions, storage, "cpu", lambda: "weights-1").on_window(first, resolved(first), [])
+    save(0, 5, latents(0))
+    save(1, 5, latents(1))
+    again = claim(take_id)
+    assert WindowStore(sessions, storage, "cpu", lambda: "weights-2").resume(again, resolved(again)) == ([], [])
+    take, attempt = read(sessions, take_id, 2)
+    assert attempt.start_window == 0 and take.windows_saved == 0  # rendered and stored again, from window 1
 
 
 class FailingStore(LocalStorage):
@@ -115,7 +145,7 @@ def test_a_window_the_store_refuses_ends_the_saving_not_the_render(sessions, cle
     (take_id,) = make_batch(sessions, clean, [LONG])
     storage = FailingStore(tmp_path)
     job = claim(take_id)
-    save = WindowStore(sessions, storage, "cpu").on_window(job)
+    save = WindowStore(sessions, storage, "cpu", lambda: "weights").on_window(job, resolved(job), [])
     for i in range(4):
         save(i, 5, latents(i))  # no exception: the render goes on
     assert read(sessions, take_id, 1)[0].windows_saved == 1  # the count stays a prefix
@@ -127,6 +157,6 @@ def test_a_single_clip_stores_no_window(sessions, clean, claim, tmp_path):
     (take_id,) = make_batch(sessions, clean, [{**LONG, "frames": 97}])
     storage = LocalStorage(tmp_path)
     job = claim(take_id)
-    WindowStore(sessions, storage, "cpu").on_window(job)(0, 1, latents(0))
+    assert WindowStore(sessions, storage, "cpu", lambda: "weights").on_window(job, resolved(job), []) is None
     assert not storage.exists(window_key(take_id, 0))
     assert read(sessions, take_id, 1)[0].windows_saved == 0

@@ -24,7 +24,7 @@ export function liveText(t, l) {
   if (l.state === "released") return `sent to the ${t.pool} pool: it starts when a worker takes it`;
   if (l.state === "running") {
     const eta = l.eta_seconds === null ? "" : ` · about ${duration(l.eta_seconds)} left`;
-    return l.total ? `${stepText(l.progress)}${eta}` : "starting…";
+    return l.total ? `${stepText(l.progress || l)}${eta}` : "starting…";
   }
   return "";
 }
