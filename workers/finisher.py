@@ -105,12 +105,12 @@ class Finisher:
         path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
         self.storage.put_file(keys["manifest_key"], path, "application/json")  # last: it marks complete
         outcome = job.finished(self.factory, {**keys, "clip_sha256": clip_sha, "clip_size": clip_size})
+        if outcome == "done":  # a long take's stored windows served their resume
+            self.windows.delete(job.take.id, len(result.request.windows))
         # what a losing attempt wrote is nobody's: the loser removes its own (it may resume after
         # the winner), the winner what earlier attempts left (one killed mid-upload)
         losers = [job.attempt.number] if outcome != "done" else range(1, job.attempt.number)
         for number in losers:
             for key in output_keys(job.take.id, number).values():
                 self.storage.delete(key)
-        if outcome == "done":
-            self.windows.delete(job.take.id, len(result.request.windows))
         return outcome
