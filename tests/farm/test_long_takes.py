@@ -52,6 +52,7 @@ def test_a_worker_killed_in_window_3_of_5_costs_one_window(
         step = page.locator("[data-step]")
         step.wait_for()
         assert step.inner_text() == "window 3 of 5 · step 3 of 3"
+        assert page.locator("[data-saved]").inner_text().strip() == "· 2 of 5 windows stored"
         page.wait_for_function("() => /window 3 of 5/.test(document.querySelector('.live-text').textContent)")
         page.screenshot(path=SHOTS / "50-long-take-window-3-of-5.png", full_page=True)
 

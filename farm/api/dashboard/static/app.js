@@ -1,7 +1,7 @@
 // The producer dashboard: one page, no build step. Talks only to the farm's REST API and
 // its server-sent events; core.js holds what every view shares.
 
-import { me, main, hooks, h, ApiError, api, toast, can, mine, badge, pct, stepText, fmtTime, bar, setProgress, query, plural, views } from "./core.js";
+import { me, main, hooks, h, ApiError, api, toast, can, mine, badge, pct, stepText, savedText, fmtTime, bar, setProgress, query, plural, views } from "./core.js";
 import { batchBar, costPanel } from "./batchbar.js";
 import { consentPanel } from "./consent.js";
 import { livePanel } from "./live.js";
@@ -309,6 +309,7 @@ async function viewTake(id, view) {
   const usedNote = h("p", { class: "hint" }, done ? "" : "As asked; once the take is done, as the manifest records it.");
   drawUsed(used, t, loraInfo, null);
   const status = h("p", {}, badge(t.state), " ", t.state === "running" ? h("span", { "data-step": "" }, stepText(t.progress)) : "",
+    t.state === "running" && t.progress.windows ? h("span", { class: "hint", "data-saved": "" }, ` · ${savedText(t.progress)}`) : null,
     t.selected_for_hero ? h("span", { class: "badge state-done" }, " selected for hero") : null,
     done && t.cancel_requested ? h("span", { class: "warn", "data-late": "" }, "Too late to cancel: it had finished its last step. The clip is kept.") : null);
   const player = done ? h("video", { src: t.outputs.clip, poster: t.outputs.thumbnail, controls: true, preload: "metadata",
@@ -374,9 +375,10 @@ async function viewTake(id, view) {
       if (c.state === "done" && c.cancel_requested) toast("Too late, it finished: the clip is kept");
       if (c.state !== t.state) route();
       else {
-        const b = view.el.querySelector(".bar"), step = view.el.querySelector("[data-step]");
+        const b = view.el.querySelector(".bar"), step = view.el.querySelector("[data-step]"), saved = view.el.querySelector("[data-saved]");
         if (b) setProgress(b, c.progress, false);
         if (step) step.textContent = stepText(c.progress);
+        if (saved) saved.textContent = ` · ${savedText(c.progress)}`;
       }
     });
   }

@@ -61,6 +61,8 @@ export const can = (role) => me.role && RANK[me.role] >= RANK[role];
 export const mine = (take) => me.role === "operator" || (me.role === "producer" && take.producer === me.name);
 export const badge = (state) => h("span", { class: `badge state-${state}` }, state);
 export const pct = (p) => (p && p.total ? Math.round((100 * p.step) / p.total) : 0);
+// a long take's windows stored so far: what a restarted worker resumes after
+export const savedText = (p) => (p && p.windows ? `${p.windows_saved} of ${p.windows} windows stored` : "");
 // a long take's progress is window i of n and step j of m within it (GET /takes: progress)
 export const stepText = (p) => (!p || !p.total ? "starting…"
   : p.windows ? `window ${p.window} of ${p.windows} · step ${p.window_step} of ${p.window_steps}` : `step ${p.step} of ${p.total}`);
