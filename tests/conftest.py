@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import uuid
 import wave
 from collections.abc import Callable, Iterator
@@ -23,13 +22,12 @@ from sqlalchemy.exc import OperationalError
 
 from farm.db import get_engine, session_factory
 from farm.migrate import upgrade
-from farm.queue import make_celery
 from farm.release import Releaser
 from farm.settings import Settings
 from models.specs import TINY, TINY_CONCAT
 from models.tiny import write_weights
 
-from .services import PG_ADMIN, REDIS_URL, TABLES, USERS, WorkerProcess, free_port, password, serving
+from .services import PG_ADMIN, REDIS_URL, TABLES, USERS, WorkerProcess, free_port, password, releasing, serving
 
 
 @pytest.fixture(scope="session")
@@ -200,13 +198,8 @@ def client(client_as) -> httpx.Client:
 
 @pytest.fixture
 def release_loop(clean) -> Iterator[Releaser]:
-    releaser = Releaser(session_factory(clean.database), make_celery(clean), clean)
-    stop = threading.Event()
-    thread = threading.Thread(target=releaser.run, args=(stop,), daemon=True)
-    thread.start()
-    yield releaser
-    stop.set()
-    thread.join(10)
+    with releasing(clean) as releaser:
+        yield releaser
 
 
 @pytest.fixture

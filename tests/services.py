@@ -225,6 +225,25 @@ class TcpProxy:
                 writer.transport.abort()
 
 
+@contextmanager
+def releasing(settings: Settings) -> Iterator:
+    """The release loop on a thread, with the farm's settings (those its workers run with:
+    the checkpoint a pool's worker holds after a failed render is the settings' one)."""
+    from farm.db import session_factory
+    from farm.queue import make_celery
+    from farm.release import Releaser
+
+    releaser = Releaser(session_factory(settings.database), make_celery(settings), settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=releaser.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield releaser
+    finally:
+        stop.set()
+        thread.join(10)
+
+
 class HoldingProxy:
     """A TCP proxy to the S3 server that holds the first PUT of a clip (or of any key ending in
     `key`) until released; then it drops that upload (its sender is gone) or, with
