@@ -41,7 +41,7 @@ def progress(take: Progressing) -> dict:
     step, total, windows = take.progress_step or 0, take.progress_total or 0, max(take.progress_windows or 1, 1)
     out = {"step": step, "total": total, "fraction": step / total if total else 0.0}
     if windows > 1 and total:
-        steps, saved = total // windows, take.windows_saved or 0
+        steps, saved = max(total // windows, 1), take.windows_saved or 0
         stepped = step // steps  #: windows whose steps are all done
         window = min(stepped - 1 if step % steps == 0 and stepped > saved else stepped, windows - 1)
         out |= {

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     hero_step_seconds: float = 51.08
     hero_gpus: int = 1  #: GPUs per hero take: the ranks of a hero worker's sequence-parallel group
     beat_interval: float = 60.0  #: seconds between `farm beat` passes (lock check, plan, budget stop)
+    #: days a failed or canceled long take keeps its stored windows for a retry to resume from
+    #: (farm.retention); a take whose consent was withdrawn loses them at the next pass
+    window_retention_days: float = Field(default=7.0, ge=0)
 
     #: consent (farm.consent): off, warn, require-hero (hero takes refused without cover, others
     #: warned) or require; an input not covered for the render's span is refused naming what is missing

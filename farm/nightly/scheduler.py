@@ -1,5 +1,6 @@
 """`farm beat`: plans the current night on every pass while it holds the one scheduler
-lock (farm.leader's "beat" lock: a Postgres advisory lock; a file lock on the embedded SQLite)."""
+lock (farm.leader's "beat" lock: a Postgres advisory lock; a file lock on the embedded SQLite);
+on each pass it also expires consent records and deletes ended long takes' stored windows."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from .. import consent
+from .. import consent, retention
 from ..db import session_factory, transaction
 from ..leader import LOCKS, FileLock, PostgresLock, lock_for
 from ..leader import Lock as SchedulerLock
 from ..settings import Settings
+from ..storage import Storage, open_storage
 from ..tables import HeroNight, utcnow
 from .planning import close_ended, plan_night
 from .window import night_at
@@ -39,9 +41,18 @@ class Scheduler:
         settings: Settings,
         lock: SchedulerLock,
         clock: Callable[[], datetime] = utcnow,
+        storage: Storage | None = None,
     ):
+        """storage: where ended long takes' windows are deleted from (default: the settings' store)."""
         self.factory, self.settings, self.lock, self.clock = factory, settings, lock, clock
+        self._storage = storage
         self.leading: bool | None = None
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:  # opened when first needed: most passes delete nothing
+            self._storage = open_storage(self.settings)
+        return self._storage
 
     def tick(self) -> HeroNight | None:
         leading = self.lock.acquire()
@@ -57,6 +68,10 @@ class Scheduler:
             with transaction(self.factory) as session:
                 consent.expire_due(session, now)
                 close_ended(session, now)  # every pass, inside a window or not
+            with transaction(self.factory) as session:  # then their stored windows go (farm.retention)
+                expired = retention.expired_windows(session, self.settings, now)
+            if expired:
+                retention.delete_windows(self.storage, expired)
         night = night_at(now, self.settings) if leading else None
         if night is None:
             return None
