@@ -32,6 +32,11 @@ class Progressing(Protocol):
     windows_saved: int
 
 
+def window_steps(take: Progressing) -> int:
+    """The steps of each of a take's windows (all of them for a clip)."""
+    return max((take.progress_total or 0) // max(take.progress_windows or 1, 1), 1)
+
+
 def progress(take: Progressing) -> dict:
     """Step of total over every window; a long take's also as window i of n (from 1) and step
     j of m within it (each window renders the take's steps: total / windows of them).
@@ -41,7 +46,7 @@ def progress(take: Progressing) -> dict:
     step, total, windows = take.progress_step or 0, take.progress_total or 0, max(take.progress_windows or 1, 1)
     out = {"step": step, "total": total, "fraction": step / total if total else 0.0}
     if windows > 1 and total:
-        steps, saved = max(total // windows, 1), take.windows_saved or 0
+        steps, saved = window_steps(take), take.windows_saved or 0
         stepped = step // steps  #: windows whose steps are all done
         window = min(stepped - 1 if step % steps == 0 and stepped > saved else stepped, windows - 1)
         out |= {
@@ -73,9 +78,7 @@ def queue_position(session: Session, take: Take) -> int | None:
 
 def eta_seconds(take: Take, attempt: Attempt, now: datetime) -> float | None:
     """The steps left at this attempt's pace (a resumed one counts from the window it started at)."""
-    windows = max(take.progress_windows or 1, 1)
-    first = (attempt.start_window or 0) * (take.progress_total // windows)
-    ran = take.progress_step - first
+    ran = take.progress_step - (attempt.start_window or 0) * window_steps(take)
     if ran <= 0 or not take.progress_total:
         return None
     pace = (now - attempt.started_at).total_seconds() / ran

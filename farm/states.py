@@ -199,12 +199,11 @@ def progress(
     return row.cancel_requested or row.state != S.running or row.attempt_count != attempt.number
 
 
-def start_at_window(
-    session: Session, take_id: str, attempt: Attempt, window: int, step: int, total: int, windows: int
-) -> None:
-    """The running attempt starts a long take at `window` (from 0), after the stored windows it
-    could use: recorded on the attempt, its progress starts there, and the take counts those
-    windows stored (any after them will be rendered and stored again)."""
+def start_at_window(session: Session, take_id: str, attempt: Attempt, window: int, windows: int, steps: int) -> None:
+    """The running attempt starts a long take of `windows` windows of `steps` steps at `window`
+    (from 0), after the stored windows it could use: recorded on the attempt, its progress
+    starts there, and the take counts those windows stored (any after them will be rendered and
+    stored again)."""
     session.execute(
         update(Attempt).where(Attempt.id == attempt.id).values(start_window=window)
         .execution_options(synchronize_session=False)
@@ -213,7 +212,7 @@ def start_at_window(
         update(Take).where(Take.id == take_id, Take.state == S.running, _current(take_id, attempt))
         .values(windows_saved=window).execution_options(synchronize_session=False)
     )  # fmt: skip
-    progress(session, take_id, attempt, step, total, windows)
+    progress(session, take_id, attempt, window * steps, windows * steps, windows)
 
 
 def window_saved(session: Session, take_id: str, attempt: Attempt, count: int) -> bool:

@@ -96,9 +96,7 @@ class WindowStore:
         start, windows, steps = len(found), len(req.windows), req.steps
         run_with_retry(
             self.factory,
-            lambda s: states.start_at_window(
-                s, job.take.id, job.attempt, start, start * steps, windows * steps, windows
-            ),
+            lambda s: states.start_at_window(s, job.take.id, job.attempt, start, windows, steps),
             what=f"start of take {job.take.id}",
         )
         job.attempt.start_window = start
