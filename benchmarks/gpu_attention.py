@@ -1,12 +1,14 @@
-"""The self-attention kernel on the GPU: cuDNN SDPA (the baseline: today's code) against
-FlashAttention-4, in one run. Full-size random bf16 weights.
+"""The self-attention kernels on the GPU, in one run: cuDNN SDPA (the baseline), FlashAttention-4
+(the default on Hopper) and the opt-in FP8 attention (flashinfer's FA3 in e4m3). Full-size
+random bf16 weights. --kernels names the ones to run, the baseline first (default
+sdpa,fa4,fa3-fp8); each section compares every other kernel against it.
 
 Sections (--sections, comma list):
   kernels  one attention call at HuMo's shapes (12 heads x 40,560 tokens: 1.7B 480p; 40 heads
-           x 93,600: 17B 720p), cuDNN and FA4: ms, TFLOP/s, error against float64 on a slice
-           of queries, and FA4 against cuDNN;
-  forward  one compiled 1.7B forward at 480x832, 97 frames, each kernel; FA4's output against
-           the baseline's;
+           x 93,600: 17B 720p), each kernel: ms, TFLOP/s, error against float64 on a slice
+           of queries, and against the baseline;
+  forward  one compiled 1.7B forward at 480x832, 97 frames, each kernel, then each with the
+           opt-in FP8 linears too (models/fp8.py); outputs against the baseline's;
   profile  the compiled forward's CUDA kernels by kind (attention, matrix products, fused
            element-wise, other) and the top kernels, with the kernel chosen by auto;
   clip     a whole explore clip (TIA, 50 steps, to MP4), baseline and new, compiled; per
@@ -41,8 +43,21 @@ from models.request import RenderRequest
 from models.specs import HUMO_1_7B, HUMO_17B
 
 BOUND = 800e12  #: dense bf16 FLOP/s the matrix units reach (HUMO.md)
-VARIANTS = {"baseline: cuDNN SDPA": "sdpa", "FA4": "fa4"}  #: name: self-attention kernel
-NEW = "FA4"
+NAMES = {"sdpa": "cuDNN SDPA", "fa4": "FA4", "fa3-fp8": "FA3 FP8"}  #: kernel: its name in the table
+KERNELS = ["sdpa", "fa4", "fa3-fp8"]  #: the kernels measured, the baseline first (--kernels)
+
+
+def label(kernel: str) -> str:
+    return ("baseline: " if kernel == KERNELS[0] else "") + NAMES[kernel]
+
+
+def compare(results: dict, prefix: str, outputs: dict, key: str = "rel_err_vs_baseline") -> None:
+    """Each kernel's speed-up over the baseline and its output's relative error against it."""
+    base = results[f"{prefix}: {label(KERNELS[0])}"]
+    for kernel in KERNELS[1:]:
+        r = results[f"{prefix}: {label(kernel)}"]
+        r["speedup"] = base["seconds"] / r["seconds"]
+        r[key] = rel(outputs[kernel], outputs[KERNELS[0]])
 
 
 def use(kernel: str) -> None:
@@ -68,56 +83,64 @@ def kernel_case(results: dict, heads: int, length: int, g: torch.Generator) -> N
         with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
             return attention.sdpa(q, k, v)
 
+    calls = {"sdpa": cudnn, "fa4": lambda: attention.fa4(q, k, v), "fa3-fp8": lambda: attention.fa3_fp8(q, k, v)}
     rows = 512  # float64 reference on a slice of queries (the whole score matrix would not fit)
     s = torch.einsum("bqhd,bkhd->bhqk", q[:, :rows].double(), k.double()) * 128**-0.5
     ref = torch.einsum("bhqk,bkhd->bqhd", s.softmax(-1), v.double())
     del s
     flops = 4 * length * length * heads * 128
-    label = f"attention {heads} heads x {length:,}"
+    prefix = f"attention {heads} heads x {length:,}"
     outs = {}
-    for name, fn in (("cuDNN SDPA", cudnn), ("FA4", lambda: attention.fa4(q, k, v))):
+    for kernel in KERNELS:  # FP8's time includes quantising q, k and v
+        fn = calls[kernel]
         med = statistics.median(timed(fn, warmup=3, repeat=10))
-        outs[name] = fn()
-        results[f"{label}: {name}"] = {
+        outs[kernel] = fn()
+        results[f"{prefix}: {label(kernel)}"] = {
             "seconds": med,
             "tflops_per_s": flops / med / 1e12,
-            "rel_err_vs_fp64": rel(outs[name][:, :rows], ref),
+            "rel_err_vs_fp64": rel(outs[kernel][:, :rows], ref),
         }
-    results[f"{label}: FA4 vs cuDNN"] = {
-        "rel_err": rel(outs["FA4"], outs["cuDNN SDPA"]),
-        "speedup": results[f"{label}: cuDNN SDPA"]["seconds"] / results[f"{label}: FA4"]["seconds"],
-    }
+    compare(results, prefix, outs)
 
 
 def bench_forward(results: dict) -> None:
+    from models.fp8 import enable_fp8
+
     spec, f, h, w = HUMO_1_7B, 26, 480, 832
     dit = our_dit(spec)
     x, t, text, audio = dit_inputs(spec, f, h, w)
     flops = forward_flops(spec.dit, f, h, w)
+    prefix = "1.7b forward, compiled"
     outputs = {}
-    for name, kernel in VARIANTS.items():
-        use(kernel)
-        dit.compile_blocks()
-        clock = time.perf_counter()
-        with torch.no_grad():
-            dit(x, t, text, audio)
-        torch.cuda.synchronize()
-        compile_s = time.perf_counter() - clock
-        with torch.no_grad():
-            times = timed(lambda: dit(x, t, text, audio), warmup=2, repeat=10)
-            outputs[name] = dit(x, t, text, audio)
-        med = statistics.median(times)
-        results[f"1.7b forward, compiled: {name}"] = {
-            "seconds": med,
-            "tflops_per_s": flops / med / 1e12,
-            "compile_s": compile_s,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-        }
-    base = next(iter(VARIANTS))
-    for name in list(VARIANTS)[1:]:
-        r = results[f"1.7b forward, compiled: {name}"]
-        r["rel_err_vs_baseline"] = rel(outputs[name], outputs[base])
-        r["speedup"] = results[f"1.7b forward, compiled: {base}"]["seconds"] / r["seconds"]
+    # every kernel with bf16 linears, then (enable_fp8 swaps the linears for good) with FP8 ones
+    for fp8_linears in (False, True):
+        if fp8_linears:
+            enable_fp8(dit)
+        for kernel in KERNELS:
+            name = label(kernel) + (" + FP8 linears" if fp8_linears else "")
+            use(kernel)
+            dit.compile_blocks()
+            clock = time.perf_counter()
+            with torch.no_grad():
+                dit(x, t, text, audio)
+            torch.cuda.synchronize()
+            compile_s = time.perf_counter() - clock
+            with torch.no_grad():
+                times = timed(lambda: dit(x, t, text, audio), warmup=2, repeat=10)
+                outputs[name] = dit(x, t, text, audio)
+            med = statistics.median(times)
+            results[f"{prefix}: {name}"] = {
+                "seconds": med,
+                "tflops_per_s": flops / med / 1e12,
+                "compile_s": compile_s,
+                "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+            }
+    base = label(KERNELS[0])
+    for name, out in outputs.items():
+        if name != base:
+            r = results[f"{prefix}: {name}"]
+            r["speedup"] = results[f"{prefix}: {base}"]["seconds"] / r["seconds"]
+            r["rel_err_vs_baseline"] = rel(out, outputs[base])
 
 
 def kind_of(kernel_name: str) -> str:
@@ -131,11 +154,11 @@ def kind_of(kernel_name: str) -> str:
     return "other"
 
 
-def bench_profile(results: dict) -> None:
+def bench_profile(results: dict, kernel: str) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     spec, f, h, w = HUMO_1_7B, 26, 480, 832
-    use("auto")
+    use(kernel)
     dit = our_dit(spec).compile_blocks()
     x, t, text, audio = dit_inputs(spec, f, h, w)
     with torch.no_grad():
@@ -151,12 +174,12 @@ def bench_profile(results: dict) -> None:
     for e in kernels:
         kinds[kind_of(e.key)] = kinds.get(kind_of(e.key), 0.0) + e.self_device_time_total / 1e6
     top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:15]
-    results["profile: compiled 1.7b forward, kernel time by kind"] = {
+    results[f"profile: compiled 1.7b forward, {NAMES[attention.current()]}, kernel time by kind"] = {
         "kernel": attention.current(),
         "total_s": total,
         **{k: {"seconds": s, "share": s / total} for k, s in sorted(kinds.items(), key=lambda kv: -kv[1])},
     }
-    results["profile: top kernels"] = {
+    results[f"profile: top kernels, {NAMES[attention.current()]}"] = {
         "kernels": [
             {"name": e.key[:90], "kind": kind_of(e.key), "calls": e.count, "seconds": e.self_device_time_total / 1e6}
             for e in top
@@ -167,24 +190,25 @@ def bench_profile(results: dict) -> None:
 def bench_clip(results: dict, steps: int) -> None:
     work = Path(tempfile.mkdtemp())
     pipe, request, flops = clip_setup(HUMO_1_7B, work, steps)
+    prefix = f"clip 1.7b 480p TIA {steps} steps"
     latents = {}
-    for name in (next(iter(VARIANTS)), NEW):
-        use(VARIANTS[name])
+    for kernel in KERNELS:
+        use(kernel)
         pipe.dit.compile_blocks()
         pipe.render(RenderRequest(**{**request.__dict__, "steps": 1}))  # compile, outside the timing
         pipe._encodings.clear()  # each clip is the first take of its prompt
-        r, latents[name] = render_clip(pipe, request, work, name.split(":")[0].replace(" ", "_"))
+        r, latents[kernel] = render_clip(pipe, request, work, kernel)
         r["tflops_per_s_denoise"] = flops / r["stages"]["denoise"] / 1e12
         r["fraction_of_bound"] = flops / BOUND / r["seconds"]
-        results[f"clip 1.7b 480p TIA {steps} steps: {name}"] = r
-    base = next(iter(VARIANTS))
-    new = results[f"clip 1.7b 480p TIA {steps} steps: {NEW}"]
-    new["speedup"] = results[f"clip 1.7b 480p TIA {steps} steps: {base}"]["seconds"] / new["seconds"]
-    new["final_latent_rel_err_vs_baseline"] = rel(latents[NEW], latents[base])
-    new["within_1e-2"] = new["final_latent_rel_err_vs_baseline"] <= 1e-2
+        results[f"{prefix}: {label(kernel)}"] = r
+    compare(results, prefix, latents, key="final_latent_rel_err_vs_baseline")
+    for kernel in KERNELS[1:]:
+        r = results[f"{prefix}: {label(kernel)}"]
+        r["within_1e-2"] = r["final_latent_rel_err_vs_baseline"] <= 1e-2
 
 
 def bench_17b(results: dict) -> None:
+    """Each kernel on the plain DiT, then the last one through the sequence-parallel DiT at N=1."""
     import os
 
     import torch.distributed as dist
@@ -193,26 +217,38 @@ def bench_17b(results: dict) -> None:
 
     f = 26
     dit = our_dit(HUMO_17B)
-    for name in (next(iter(VARIANTS)), NEW):
-        use(VARIANTS[name])
+    prefix = "17b 720p TIA step, compiled"
+    for kernel in KERNELS:
+        use(kernel)
         dit.compile_blocks()
-        bench_step(dit, HUMO_17B, f, 720, 1280, results, f"17b 720p TIA step, compiled: {name}", repeat=1)
-    base = results[f"17b 720p TIA step, compiled: {next(iter(VARIANTS))}"]["seconds"]
-    results[f"17b 720p TIA step, compiled: {NEW}"]["speedup"] = (
-        base / results[f"17b 720p TIA step, compiled: {NEW}"]["seconds"]
-    )
+        bench_step(dit, HUMO_17B, f, 720, 1280, results, f"{prefix}: {label(kernel)}", repeat=1)
+    base = results[f"{prefix}: {label(KERNELS[0])}"]["seconds"]
+    for kernel in KERNELS[1:]:
+        results[f"{prefix}: {label(kernel)}"]["speedup"] = base / results[f"{prefix}: {label(kernel)}"]["seconds"]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29512", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     dist.init_process_group("nccl", device_id=torch.device("cuda", 0))
     try:
         sp = SequenceParallelDiT.adopt(dit)
-        label = f"17b 720p TIA step, sequence-parallel N=1: {NEW}"
-        bench_step(sp, HUMO_17B, f, 720, 1280, results, label, repeat=1)
+        name = f"17b 720p TIA step, sequence-parallel N=1: {NAMES[KERNELS[-1]]}"
+        bench_step(sp, HUMO_17B, f, 720, 1280, results, name, repeat=1)
         x, t, text, audio = dit_inputs(HUMO_17B, f, 720, 1280)
         with torch.no_grad():
-            results[label]["rel_err_vs_plain"] = rel(sp(x, t, text, audio), dit(x, t, text, audio))
-        results[label]["speedup"] = base / results[label]["seconds"]
+            results[name]["rel_err_vs_plain"] = rel(sp(x, t, text, audio), dit(x, t, text, audio))
+        results[name]["speedup"] = base / results[name]["seconds"]
     finally:
         dist.destroy_process_group()
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for dist_name in ("flash-attn-4", "flashinfer-python"):
+        try:
+            found[dist_name] = version(dist_name)
+        except PackageNotFoundError:
+            found[dist_name] = None
+    return found
 
 
 def main() -> int:
@@ -220,7 +256,12 @@ def main() -> int:
     parser.add_argument("--out", default="gpu_attention.json")
     parser.add_argument("--sections", default="kernels,forward,profile")
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--kernels", default=",".join(KERNELS), help="the kernels to measure, the baseline first")
+    parser.add_argument("--profile-kernel", default="auto", help="the kernel the profile section runs")
     args = parser.parse_args()
+    KERNELS[:] = args.kernels.split(",")
+    if unknown := [k for k in KERNELS if k not in NAMES]:
+        parser.error(f"--kernels: unknown {', '.join(unknown)}; choose from {', '.join(NAMES)}")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     sections = args.sections.split(",")
@@ -228,11 +269,17 @@ def main() -> int:
     runs = {
         "kernels": lambda: bench_kernels(results),
         "forward": lambda: bench_forward(results),
-        "profile": lambda: bench_profile(results),
+        "profile": lambda: bench_profile(results, args.profile_kernel),
         "clip": lambda: bench_clip(results, args.steps),
         "17b": lambda: bench_17b(results),
     }
-    meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version()}
+    meta = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "kernels": KERNELS,
+        "versions": versions(),
+    }
     try:
         for s in sections:
             clock = time.perf_counter()
@@ -250,7 +297,7 @@ def table(meta: dict, results: dict) -> None:
     print(f"\n{meta['device']}  torch {meta['torch']}")
     print(f"{'measurement':72s} {'seconds':>9s} {'TFLOP/s':>8s}  notes")
     for name, r in results.items():
-        if name == "profile: top kernels":
+        if name.startswith("profile: top kernels"):
             for k in r["kernels"]:
                 print(f"    {k['name'][:60]:60s} {k['kind'][:12]:>12s} {k['calls']:5d} {k['seconds']:9.4f}")
             continue

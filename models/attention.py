@@ -6,6 +6,11 @@ Self-attention is ~70% of a HuMo forward, so its kernel decides a render's speed
     It is wrapped as a custom op, so torch.compile fuses the work around it and never traces
     into it; the sequence-parallel DiT calls it between its all-to-alls like any kernel.
   - "sdpa": PyTorch's fused scaled_dot_product_attention, cuDNN's backend first on CUDA.
+  - "fa3-fp8" (opt-in, never chosen by "auto"): flashinfer's FlashAttention-3 kernel in FP8
+    e4m3 on Hopper (the `hopper` extra; nvcc builds it at first use and flashinfer caches it).
+    q, k and v are quantised per head inside the compiled graph, so inductor fuses that into
+    the RoPE before it; the kernel's own softmax probabilities are FP8 too, which is where it
+    loses accuracy (benchmarks/gpu_attention.py reports speed and error side by side).
 
 Cross-attention (512 text tokens, 16 audio tokens a frame) is small and stays on SDPA.
 `select` picks the kernel ("auto": the fastest that is installed and runs on the device) and
@@ -18,6 +23,7 @@ import importlib.util
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.nn.attention import SDPBackend
 
 from .errors import CheckpointError
@@ -31,7 +37,9 @@ SDPA_BACKENDS = [
     SDPBackend.MATH,
 ]
 
-KERNELS = ("fa4", "sdpa")  #: fastest first; "auto" takes the first that `usable` allows
+KERNELS = ("fa4", "sdpa")  #: exact, fastest first; "auto" takes the first that `usable` allows
+OPT_IN = ("fa3-fp8",)  #: faster but less exact: only when named
+FP8_MAX = 448.0  #: the largest finite float8 e4m3fn value
 _current = "sdpa"
 
 
@@ -55,12 +63,48 @@ def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return q.new_empty(*q.shape[:-1], v.shape[-1])
 
 
+def quantise_heads(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, L, N, D] -> ([L, B*N, D] float8 e4m3, [B*N] float32 scales): x ~= q * scale.
+
+    Batch and heads share one axis because attention never mixes either (a view when B == 1);
+    each head's largest magnitude maps to FP8_MAX, so no value saturates.
+    """
+    x = x.transpose(0, 1).flatten(1, 2)
+    scale = x.abs().amax(dim=(0, 2)).float().clamp_min(1e-12) / FP8_MAX
+    return (x.float() / scale[:, None]).to(torch.float8_e4m3fn), scale
+
+
+@torch.library.custom_op("humo::fa3_fp8_attention", mutates_args=())
+def fa3_fp8_kernel(q: Tensor, k: Tensor, v: Tensor, scale_q: Tensor, scale_k: Tensor, scale_v: Tensor) -> Tensor:
+    """flashinfer's FA3 FP8 prefill: [L, H, D] e4m3 and per-head scales -> [L, H, D] bf16."""
+    from flashinfer.prefill import single_prefill_with_kv_cache
+
+    return single_prefill_with_kv_cache(
+        q, k, v, scale_q=scale_q, scale_k=scale_k, scale_v=scale_v, o_dtype=torch.bfloat16, backend="fa3"
+    )
+
+
+@fa3_fp8_kernel.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, scale_q: Tensor, scale_k: Tensor, scale_v: Tensor) -> Tensor:
+    return torch.empty(q.shape, dtype=torch.bfloat16, device=q.device)
+
+
+def fa3_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """FP8 attention in the DiT's layout [B, L, N, D] (bf16) -> [B, L, N, D] bf16."""
+    b, n = q.shape[0], q.shape[2]
+    (qf, sq), (kf, sk), (vf, sv) = quantise_heads(q), quantise_heads(k), quantise_heads(v)
+    out = fa3_fp8_kernel(qf, kf, vf, sq, sk, sv)  # [Lq, B*N, D]
+    return out.unflatten(1, (b, n)).transpose(0, 1)
+
+
 def usable(kernel: str, device: torch.device, dtype: torch.dtype) -> str | None:
     """None when `kernel` can run the DiT on `device` in `dtype`, else the reason it cannot."""
     if kernel == "sdpa":
         return None
+    if kernel == "fa3-fp8":
+        return _fp8_unusable(device, dtype)
     if kernel != "fa4":
-        return f"unknown attention kernel {kernel!r}; choose one of auto, {', '.join(KERNELS)}"
+        return f"unknown attention kernel {kernel!r}; choose one of auto, {', '.join(KERNELS + OPT_IN)}"
     if importlib.util.find_spec("flash_attn") is None or importlib.util.find_spec("flash_attn.cute") is None:
         return "FlashAttention-4 is not installed (pip install '.[hopper]')"
     if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] not in (9, 10):
@@ -70,11 +114,30 @@ def usable(kernel: str, device: torch.device, dtype: torch.dtype) -> str | None:
     return None
 
 
-def select(kernel: str, device: torch.device, dtype: torch.dtype) -> str:
-    """Make `kernel` ("auto" or one of KERNELS) this process's self-attention; return its name.
+def _fp8_unusable(device: torch.device, dtype: torch.dtype) -> str | None:
+    if importlib.util.find_spec("flashinfer") is None:
+        return "flashinfer is not installed (pip install '.[hopper]')"
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) != (9, 0):
+        return "FA3 FP8 attention needs a Hopper GPU (compute capability 9.0)"
+    if dtype != torch.bfloat16:
+        return f"FA3 FP8 attention runs a bf16 DiT, not {str(dtype).removeprefix('torch.')}"
+    return None
 
-    "auto" takes the fastest usable kernel; naming one that cannot run is a CheckpointError
-    saying why, before any weights load.
+
+def _build(kernel: str, device: torch.device, head_dim: int) -> None:
+    """Run the kernel once on a few tokens: flashinfer compiles FA3 at first use (minutes with
+    nvcc, then cached), which belongs to loading, not to the first take."""
+    if kernel == "fa3-fp8":
+        x = torch.randn(1, 128, 1, head_dim, device=device, dtype=torch.bfloat16)
+        fa3_fp8(x, x, x)
+
+
+def select(kernel: str, device: torch.device, dtype: torch.dtype, head_dim: int = 128) -> str:
+    """Make `kernel` ("auto", one of KERNELS or OPT_IN) this process's self-attention; return
+    its name.
+
+    "auto" takes the fastest usable exact kernel; naming one that cannot run (or fails to
+    build) is a CheckpointError saying why, before any weights load.
     """
     global _current
     if kernel == "auto":
@@ -83,6 +146,10 @@ def select(kernel: str, device: torch.device, dtype: torch.dtype) -> str:
         reason = usable(kernel, device, dtype)
         if reason:
             raise CheckpointError(f"attention {kernel!r}: {reason}")
+        try:
+            _build(kernel, device, head_dim)
+        except Exception as exc:  # a missing nvcc, a failed build: the kernel cannot run here
+            raise CheckpointError(f"attention {kernel!r} failed to build or run: {exc}") from exc
         chosen = kernel
     _current = chosen
     return chosen
@@ -95,4 +162,6 @@ def current() -> str:
 
 def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """The DiT's self-attention [B, L, N, D] -> [B, L, N, D] through the selected kernel."""
-    return fa4(q, k, v) if _current == "fa4" else sdpa(q, k, v)
+    if _current == "fa4":
+        return fa4(q, k, v)
+    return fa3_fp8(q, k, v) if _current == "fa3-fp8" else sdpa(q, k, v)

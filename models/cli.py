@@ -50,7 +50,8 @@ def build_parser(params: tuple[Param, ...] = PARAMS) -> argparse.ArgumentParser:
     r.add_argument(
         "--attention",
         default="auto",
-        help="self-attention kernel: auto (default: the fastest installed; fa4 on Hopper), fa4, sdpa",
+        help="self-attention kernel: auto (default: the fastest exact one installed; fa4 on Hopper), fa4, sdpa, "
+        "or fa3-fp8 (opt-in: FP8, faster and less exact; Hopper)",
     )
     r.add_argument("-o", "--output", required=True, help="the MP4 to write; a .jpg thumbnail goes beside it")
     return parser

@@ -154,8 +154,8 @@ class Pipeline:
 
         compile: torch.compile the DiT blocks (default: on CUDA; same function, ~20% faster).
         fp8: run the DiT's big linears in FP8 (Hopper; opt-in, see models/fp8.py).
-        attention: the self-attention kernel, "auto" (the fastest installed) or one of
-        models.attention.KERNELS; chosen here, once, for the process.
+        attention: the self-attention kernel, "auto" (the fastest exact one installed), one of
+        models.attention.KERNELS or the opt-in FP8 one (OPT_IN); chosen here, once, for the process.
         """
         spec = get_spec(checkpoint)
         weights = Path(weights)
@@ -163,7 +163,8 @@ class Pipeline:
         if fp8 and not supported(device):  # before any weights load
             raise CheckpointError("fp8 needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper)")
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        kernels.select(attention, device, dtype)  # before any weights load: a bad choice fails fast
+        # before any weights load: a bad choice fails fast, and a kernel built at first use is built now
+        kernels.select(attention, device, dtype, spec.dit.head_dim)
         files = spec.files
         keep_on = device if device.type == "cpu" else torch.device("cpu")  # encoders wait on the CPU
 

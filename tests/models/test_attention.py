@@ -9,6 +9,7 @@ import types
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models import attention
 from models.errors import CheckpointError
@@ -99,3 +100,83 @@ def attention_rope(dit, grid):
     from models.dit import rope_table
 
     return rope_table(grid, dit.cfg.head_dim, CPU)
+
+
+def test_fp8_attention_is_opt_in(kernel_restored, monkeypatch):
+    """ "auto" never takes the FP8 kernel, even where it could run; naming it says what it needs."""
+    monkeypatch.setattr(attention, "usable", lambda kernel, device, dtype: None)
+    assert attention.select("auto", CPU, torch.bfloat16) == "fa4"
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match="flashinfer is not installed|needs a Hopper"):
+        attention.select("fa3-fp8", CPU, torch.bfloat16)
+    assert "fa3-fp8" in str(attention.usable("flex", CPU, torch.bfloat16))  # the choices name it
+
+
+def test_quantise_heads_scales_each_head_to_the_fp8_range():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 50, 3, 16, generator=g) * torch.tensor([0.01, 1.0, 300.0])[:, None]  # heads far apart
+    q, scale = attention.quantise_heads(x)
+    assert q.dtype == torch.float8_e4m3fn and q.shape == (50, 6, 16) and scale.shape == (6,)
+    back = (q.float() * scale[:, None]).unflatten(1, (2, 3)).transpose(0, 1)  # [B, L, N, D] again
+    for b in range(2):
+        for n in range(3):
+            head = x[b, :, n]
+            assert back[b, :, n].abs().max() == pytest.approx(head.abs().max().item(), rel=1e-6)  # max -> 448 exactly
+            assert ((back[b, :, n] - head).norm() / head.norm()).item() < 0.04  # e4m3: 3 mantissa bits
+
+
+@pytest.fixture
+def fa3_stand_in(monkeypatch, kernel_restored):
+    """flashinfer.prefill with a CPU single_prefill_with_kv_cache (dequantise, float32 SDPA) that
+    records its inputs; "fa3-fp8" selected."""
+    calls = []
+
+    def single_prefill_with_kv_cache(q, k, v, *, scale_q, scale_k, scale_v, o_dtype, backend):
+        calls.append((q.dtype, q.shape, backend))
+        qd, kd, vd = (t.float() * s[:, None] for t, s in ((q, scale_q), (k, scale_k), (v, scale_v)))
+        out = F.scaled_dot_product_attention(qd.transpose(0, 1), kd.transpose(0, 1), vd.transpose(0, 1))
+        return out.transpose(0, 1).to(o_dtype).contiguous()  # [L, H, D], allocated like the kernel's
+
+    prefill = types.ModuleType("flashinfer.prefill")
+    prefill.single_prefill_with_kv_cache = single_prefill_with_kv_cache
+    monkeypatch.setitem(sys.modules, "flashinfer", types.ModuleType("flashinfer"))
+    monkeypatch.setitem(sys.modules, "flashinfer.prefill", prefill)
+    monkeypatch.setattr(attention, "_current", "fa3-fp8")
+    return calls
+
+
+def test_fp8_attention_keeps_batches_and_heads_apart(fa3_stand_in):
+    """Batch and heads share the kernel's head axis: each output row is its own batch's and
+    head's attention, within FP8's error of the exact one."""
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 40, 3, 16, generator=g) for _ in range(3))
+    k[1] *= 4  # the second batch element's scores are much sharper: mixing would show
+    out = attention.self_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    exact = attention.sdpa(q, k, v)
+    assert out.shape == exact.shape and out.dtype == torch.bfloat16
+    assert fa3_stand_in == [(torch.float8_e4m3fn, torch.Size([40, 6, 16]), "fa3")]
+    err = [[((out[b].float() - exact[c]).norm() / exact[c].norm()).item() for c in range(2)] for b in range(2)]
+    assert err[0][0] < 0.15 and err[1][1] < 0.15  # FP8's error (its own batch's result)
+    assert err[0][1] > 0.5 and err[1][0] > 0.5  # far from the other batch's
+
+
+def test_fp8_attention_is_one_op_inside_a_compiled_block(fa3_stand_in):
+    """The quantisation is traced with the block (inductor fuses it); the kernel is an opaque op."""
+    dit = random_dit(TINY).bfloat16()
+    x, t, text, audio = (a.bfloat16() if a.is_floating_point() else a for a in tiny_inputs())
+    tokens, grid = dit.patchify(x)
+    _, e0 = dit.embed_time(t)
+    args = (tokens, e0, dit.embed_text(text), dit.audio_proj(audio), attention_rope(dit, grid), grid[0])
+    block = dit.blocks[0]
+    with torch.no_grad():
+        eager = block(*args)
+        compiled = torch.compile(block, backend="aot_eager", fullgraph=True, dynamic=False)(*args)
+    torch.testing.assert_close(compiled, eager)
+    assert len(fa3_stand_in) == 2
+
+
+def test_load_refuses_a_kernel_that_cannot_run_before_reading_weights(tmp_path, kernel_restored):
+    from models.pipeline import Pipeline
+
+    with pytest.raises(CheckpointError, match="attention 'fa3-fp8': (flashinfer is not installed|FA3 FP8)"):
+        Pipeline.load("tiny", tmp_path / "no-weights-here", attention="fa3-fp8")
