@@ -25,6 +25,11 @@ COPY pyproject.toml README.md ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
       > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
+# FlashAttention-4, the DiT's self-attention on Hopper and Blackwell (pyproject's hopper extra;
+# on other GPUs the worker runs cuDNN SDPA)
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['hopper']))" \
+      > /tmp/hopper.txt \
+ && pip install -r /tmp/hopper.txt
 COPY farm ./farm
 COPY workers ./workers
 COPY models ./models

@@ -7,7 +7,7 @@ Self-attention is ~70% of a HuMo forward, so its kernel decides a render's speed
     into it; the sequence-parallel DiT calls it between its all-to-alls like any kernel.
   - "sdpa": PyTorch's fused scaled_dot_product_attention, cuDNN's backend first on CUDA.
   - "fa3-fp8" (opt-in, never chosen by "auto"): flashinfer's FlashAttention-3 kernel in FP8
-    e4m3 on Hopper (the `hopper` extra; nvcc builds it at first use and flashinfer caches it).
+    e4m3 on Hopper (the `fp8-attention` extra; nvcc builds it at first use, flashinfer caches it).
     q, k and v are quantised per head inside the compiled graph, so inductor fuses that into
     the RoPE before it; the kernel's own softmax probabilities are FP8 too, which is where it
     loses accuracy (benchmarks/gpu_attention.py reports speed and error side by side).
@@ -116,7 +116,7 @@ def usable(kernel: str, device: torch.device, dtype: torch.dtype) -> str | None:
 
 def _fp8_unusable(device: torch.device, dtype: torch.dtype) -> str | None:
     if importlib.util.find_spec("flashinfer") is None:
-        return "flashinfer is not installed (pip install '.[hopper]')"
+        return "flashinfer is not installed (pip install '.[fp8-attention]'; its build needs nvcc)"
     if device.type != "cuda" or torch.cuda.get_device_capability(device) != (9, 0):
         return "FA3 FP8 attention needs a Hopper GPU (compute capability 9.0)"
     if dtype != torch.bfloat16:

@@ -48,6 +48,8 @@ def test_base_and_pytorch_build(name):
         assert variables["TORCH_INDEX_URL"].endswith(f"/whl/cu{''.join(cuda)}")  # torch built for that CUDA
     run = " ".join(rest for op, rest in instructions(name) if op == "RUN")
     assert ("deepspeed" in run) == (name == "hero")
+    # the GPU images install the hopper extra (FlashAttention-4), read from pyproject
+    assert ("['optional-dependencies']['hopper']" in run) == (name != "dispatcher")
 
 
 @pytest.mark.parametrize("name", IMAGES)
