@@ -20,6 +20,7 @@ the manifest records `current()` through the pipeline's engine settings.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -162,6 +163,8 @@ def current() -> str:
 
 def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """The DiT's self-attention [B, L, N, D] -> [B, L, N, D] through the selected kernel."""
-    if _current == "fa4":
-        return fa4(q, k, v)
-    return fa3_fp8(q, k, v) if _current == "fa3-fp8" else sdpa(q, k, v)
+    return _RUN[_current](q, k, v)
+
+
+#: every name in KERNELS and OPT_IN, and what runs it
+_RUN: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {"fa4": fa4, "sdpa": sdpa, "fa3-fp8": fa3_fp8}

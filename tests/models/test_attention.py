@@ -50,12 +50,19 @@ def fa4_stand_in(monkeypatch, kernel_restored):
         calls.append(q.shape)
         return attention.sdpa(q, k, v) * 1.5, None  # returns (out, lse) like some releases
 
-    cute = types.ModuleType("flash_attn.cute")
-    cute.flash_attn_func = flash_attn_func
-    monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))
-    monkeypatch.setitem(sys.modules, "flash_attn.cute", cute)
+    stand_in(monkeypatch, "flash_attn.cute", flash_attn_func=flash_attn_func)
     monkeypatch.setattr(attention, "_current", "fa4")
     return calls
+
+
+def stand_in(monkeypatch, name: str, **functions) -> None:
+    """Put a module `name` (and its empty parent package) holding `functions` in sys.modules."""
+    module = types.ModuleType(name)
+    for attr, fn in functions.items():
+        setattr(module, attr, fn)
+    parent = name.rpartition(".")[0]
+    monkeypatch.setitem(sys.modules, parent, types.ModuleType(parent))
+    monkeypatch.setitem(sys.modules, name, module)
 
 
 def tiny_inputs():
@@ -80,11 +87,13 @@ def test_self_attention_runs_through_the_selected_kernel(fa4_stand_in):
     assert not torch.allclose(out, plain)  # the stand-in's output (scaled) reached the result
 
 
-def test_the_kernel_is_one_op_inside_a_compiled_block(fa4_stand_in):
-    """torch.compile traces the block through the op's fake (no graph break: fullgraph) and
-    calls the kernel at run time."""
-    dit = random_dit(TINY)
-    x, t, text, audio = tiny_inputs()
+@pytest.mark.parametrize("stand_in", ["fa4_stand_in", "fa3_stand_in"])
+def test_the_kernel_is_one_op_inside_a_compiled_block(stand_in, request):
+    """torch.compile traces the block through the op's fake (no graph break: fullgraph; FP8's
+    quantisation is traced with the block, for inductor to fuse) and calls the kernel at run time."""
+    calls = request.getfixturevalue(stand_in)
+    dit = random_dit(TINY).bfloat16()  # the FP8 kernel returns bf16, as the DiT runs on a GPU
+    x, t, text, audio = (a.bfloat16() if a.is_floating_point() else a for a in tiny_inputs())
     tokens, grid = dit.patchify(x)
     _, e0 = dit.embed_time(t)
     args = (tokens, e0, dit.embed_text(text), dit.audio_proj(audio), attention_rope(dit, grid), grid[0])
@@ -93,7 +102,7 @@ def test_the_kernel_is_one_op_inside_a_compiled_block(fa4_stand_in):
         eager = block(*args)
         compiled = torch.compile(block, backend="aot_eager", fullgraph=True, dynamic=False)(*args)
     torch.testing.assert_close(compiled, eager)
-    assert len(fa4_stand_in) == 2  # once eager, once in the compiled graph
+    assert len(calls) == 2  # once eager, once in the compiled graph
 
 
 def attention_rope(dit, grid):
@@ -137,10 +146,7 @@ def fa3_stand_in(monkeypatch, kernel_restored):
         out = F.scaled_dot_product_attention(qd.transpose(0, 1), kd.transpose(0, 1), vd.transpose(0, 1))
         return out.transpose(0, 1).to(o_dtype).contiguous()  # [L, H, D], allocated like the kernel's
 
-    prefill = types.ModuleType("flashinfer.prefill")
-    prefill.single_prefill_with_kv_cache = single_prefill_with_kv_cache
-    monkeypatch.setitem(sys.modules, "flashinfer", types.ModuleType("flashinfer"))
-    monkeypatch.setitem(sys.modules, "flashinfer.prefill", prefill)
+    stand_in(monkeypatch, "flashinfer.prefill", single_prefill_with_kv_cache=single_prefill_with_kv_cache)
     monkeypatch.setattr(attention, "_current", "fa3-fp8")
     return calls
 
@@ -160,19 +166,25 @@ def test_fp8_attention_keeps_batches_and_heads_apart(fa3_stand_in):
     assert err[0][1] > 0.5 and err[1][0] > 0.5  # far from the other batch's
 
 
-def test_fp8_attention_is_one_op_inside_a_compiled_block(fa3_stand_in):
-    """The quantisation is traced with the block (inductor fuses it); the kernel is an opaque op."""
-    dit = random_dit(TINY).bfloat16()
-    x, t, text, audio = (a.bfloat16() if a.is_floating_point() else a for a in tiny_inputs())
-    tokens, grid = dit.patchify(x)
-    _, e0 = dit.embed_time(t)
-    args = (tokens, e0, dit.embed_text(text), dit.audio_proj(audio), attention_rope(dit, grid), grid[0])
-    block = dit.blocks[0]
-    with torch.no_grad():
-        eager = block(*args)
-        compiled = torch.compile(block, backend="aot_eager", fullgraph=True, dynamic=False)(*args)
-    torch.testing.assert_close(compiled, eager)
-    assert len(fa3_stand_in) == 2
+def test_a_kernel_that_fails_to_build_is_a_load_error(fa3_stand_in, monkeypatch):
+    """flashinfer builds FA3 at its first call; select makes that call, so a missing nvcc is
+    a CheckpointError at load, and the kernel is not selected."""
+
+    def no_nvcc(*args, **kwargs):
+        raise RuntimeError("Could not find nvcc")
+
+    monkeypatch.setattr(sys.modules["flashinfer.prefill"], "single_prefill_with_kv_cache", no_nvcc)
+    monkeypatch.setattr(attention, "usable", lambda kernel, device, dtype: None)
+    attention._current = "sdpa"
+    with pytest.raises(CheckpointError, match="attention 'fa3-fp8' failed to build or run: Could not find nvcc"):
+        attention.select("fa3-fp8", CPU, torch.bfloat16)
+    assert attention.current() == "sdpa"
+
+
+def test_a_kernel_builds_at_select(fa3_stand_in, monkeypatch):
+    monkeypatch.setattr(attention, "usable", lambda kernel, device, dtype: None)
+    assert attention.select("fa3-fp8", CPU, torch.bfloat16, head_dim=64) == "fa3-fp8"
+    assert fa3_stand_in == [(torch.float8_e4m3fn, torch.Size([128, 1, 64]), "fa3")]  # one call, at the head size
 
 
 def test_load_refuses_a_kernel_that_cannot_run_before_reading_weights(tmp_path, kernel_restored):
