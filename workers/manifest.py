@@ -14,6 +14,11 @@ from models.probe import file_sha256
 LOCK = Path(__file__).resolve().parents[1] / "requirements.lock"
 
 
+#: the packages whose versions decide a clip's frames; the attention kernels' (extras, outside the
+#: lock) say which build of the kernel the manifest's engine.dit.attention ran (None: not installed)
+PACKAGES = ("humo-farm", "torch", "diffusers", "transformers", "av", "flash-attn-4", "flashinfer-python")
+
+
 def _version(name: str) -> str | None:
     try:
         return version(name)
@@ -25,7 +30,7 @@ def _version(name: str) -> str | None:
 def software() -> dict:
     """The versions that rendered, and the sha256 of the lock file the environment was
     installed from (None where the package runs without its repository's lock)."""
-    versions = {name: _version(name) for name in ("humo-farm", "torch", "diffusers", "transformers", "av")}
+    versions = {name: _version(name) for name in PACKAGES}
     lock = file_sha256(LOCK) if LOCK.is_file() else None
     return versions | {"python": platform.python_version(), "lock_sha256": lock}
 

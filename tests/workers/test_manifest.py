@@ -96,6 +96,8 @@ def test_the_software_records_the_lock_files_hash(rendered, media, tmp_path, mon
     recorded = manifest_of(rendered, media)["software"]
     assert recorded["lock_sha256"] == hashlib.sha256(b"torch==2.5.1\n").hexdigest()
     assert recorded["torch"] and recorded["python"]
+    for kernel_package in ("flash-attn-4", "flashinfer-python"):  # extras, outside the lock
+        assert recorded[kernel_package] == manifest_module._version(kernel_package)
 
 
 def test_without_a_lock_file_its_hash_is_none(rendered, media, tmp_path, monkeypatch, fresh_software):
