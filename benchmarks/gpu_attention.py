@@ -52,12 +52,14 @@ def label(kernel: str) -> str:
 
 
 def compare(results: dict, prefix: str, outputs: dict, key: str = "rel_err_vs_baseline") -> None:
-    """Each kernel's speed-up over the baseline and its output's relative error against it."""
-    base = results[f"{prefix}: {label(KERNELS[0])}"]
-    for kernel in KERNELS[1:]:
-        r = results[f"{prefix}: {label(kernel)}"]
-        r["speedup"] = base["seconds"] / r["seconds"]
-        r[key] = rel(outputs[kernel], outputs[KERNELS[0]])
+    """Each variant's speed-up over the first (the baseline) and, where it has an output, its
+    relative error against the baseline's. outputs: the variants' names in the table -> output."""
+    base, *others = outputs
+    for name in others:
+        r = results[f"{prefix}: {name}"]
+        r["speedup"] = results[f"{prefix}: {base}"]["seconds"] / r["seconds"]
+        if outputs[name] is not None:
+            r[key] = rel(outputs[name], outputs[base])
 
 
 def use(kernel: str) -> None:
@@ -94,11 +96,11 @@ def kernel_case(results: dict, heads: int, length: int, g: torch.Generator) -> N
     for kernel in KERNELS:  # FP8's time includes quantising q, k and v
         fn = calls[kernel]
         med = statistics.median(timed(fn, warmup=3, repeat=10))
-        outs[kernel] = fn()
+        outs[label(kernel)] = fn()
         results[f"{prefix}: {label(kernel)}"] = {
             "seconds": med,
             "tflops_per_s": flops / med / 1e12,
-            "rel_err_vs_fp64": rel(outs[kernel][:, :rows], ref),
+            "rel_err_vs_fp64": rel(outs[label(kernel)][:, :rows], ref),
         }
     compare(results, prefix, outs)
 
@@ -135,12 +137,7 @@ def bench_forward(results: dict) -> None:
                 "compile_s": compile_s,
                 "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
             }
-    base = label(KERNELS[0])
-    for name, out in outputs.items():
-        if name != base:
-            r = results[f"{prefix}: {name}"]
-            r["speedup"] = results[f"{prefix}: {base}"]["seconds"] / r["seconds"]
-            r["rel_err_vs_baseline"] = rel(out, outputs[base])
+    compare(results, prefix, outputs)
 
 
 def kind_of(kernel_name: str) -> str:
@@ -197,7 +194,7 @@ def bench_clip(results: dict, steps: int) -> None:
         pipe.dit.compile_blocks()
         pipe.render(RenderRequest(**{**request.__dict__, "steps": 1}))  # compile, outside the timing
         pipe._encodings.clear()  # each clip is the first take of its prompt
-        r, latents[kernel] = render_clip(pipe, request, work, kernel)
+        r, latents[label(kernel)] = render_clip(pipe, request, work, kernel)
         r["tflops_per_s_denoise"] = flops / r["stages"]["denoise"] / 1e12
         r["fraction_of_bound"] = flops / BOUND / r["seconds"]
         results[f"{prefix}: {label(kernel)}"] = r
@@ -222,9 +219,8 @@ def bench_17b(results: dict) -> None:
         use(kernel)
         dit.compile_blocks()
         bench_step(dit, HUMO_17B, f, 720, 1280, results, f"{prefix}: {label(kernel)}", repeat=1)
+    compare(results, prefix, dict.fromkeys(label(k) for k in KERNELS))  # speed alone
     base = results[f"{prefix}: {label(KERNELS[0])}"]["seconds"]
-    for kernel in KERNELS[1:]:
-        results[f"{prefix}: {label(kernel)}"]["speedup"] = base / results[f"{prefix}: {label(kernel)}"]["seconds"]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29512", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     dist.init_process_group("nccl", device_id=torch.device("cuda", 0))
     try:

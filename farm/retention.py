@@ -47,16 +47,21 @@ def expired_windows(session: Session, settings: Settings, now: datetime) -> list
 
 
 def delete_windows(storage: Storage, takes: list[tuple[str, int]]) -> int:
-    """Delete each take's window objects (every window of its plan: an attempt may have stored
-    one past the count); how many takes were cleared."""
-    cleared = 0
-    for take_id, windows in takes:
-        try:
-            for index in range(windows):
-                storage.delete(window_key(take_id, index))
-            cleared += 1
-        except StorageError as exc:  # left for nobody: logged, the take's count is already 0
-            log.warning("take %s: stored windows not deleted (%s)", take_id, exc)
+    """Delete each take's window objects; how many takes were cleared."""
+    cleared = sum(delete_take_windows(storage, take_id, windows) for take_id, windows in takes)
     if takes:
         log.info("deleted the stored windows of %d ended long takes", cleared)
+    return cleared
+
+
+def delete_take_windows(storage: Storage, take_id: str, windows: int) -> bool:
+    """Delete every window object of a take's plan (an attempt may have stored one past the
+    count); True when all went. One that stays is logged: nothing counts it any more."""
+    cleared = True
+    for index in range(windows):
+        try:
+            storage.delete(window_key(take_id, index))
+        except StorageError as exc:
+            cleared = False
+            log.warning("take %s: stored window %d not deleted (%s)", take_id, index + 1, exc)
     return cleared

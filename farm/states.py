@@ -208,10 +208,7 @@ def start_at_window(session: Session, take_id: str, attempt: Attempt, window: in
         update(Attempt).where(Attempt.id == attempt.id).values(start_window=window)
         .execution_options(synchronize_session=False)
     )  # fmt: skip
-    session.execute(
-        update(Take).where(Take.id == take_id, Take.state == S.running, _current(take_id, attempt))
-        .values(windows_saved=window).execution_options(synchronize_session=False)
-    )  # fmt: skip
+    window_saved(session, take_id, attempt, window)
     progress(session, take_id, attempt, window * steps, windows * steps, windows)
 
 

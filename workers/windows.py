@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from farm import states
 from farm.db import run_with_retry
 from farm.errors import ObjectMissing, StorageError
+from farm.retention import delete_take_windows
 from farm.storage import Storage, window_key
 from farm.tables import Take
 from models.request import ResolvedRequest
@@ -143,11 +144,8 @@ class WindowStore:
 
     def delete(self, take_id: str, windows: int) -> None:
         """The take's stored windows, once its clip is recorded (they only serve a resume)."""
-        for index in range(windows if windows > 1 else 0):
-            try:
-                self.storage.delete(window_key(take_id, index))
-            except StorageError as exc:  # left behind: nobody's
-                log.warning("take %s: window %d not deleted (%s)", take_id, index + 1, exc)
+        if windows > 1:  # one this misses goes at the beat's next pass (farm.retention)
+            delete_take_windows(self.storage, take_id, windows)
 
 
 def _host(latents: torch.Tensor) -> torch.Tensor:
